@@ -1,0 +1,30 @@
+"""celery-ondemand: queue-driven autoscaling for Celery workers.
+
+The flow, one sub-package each: observe (brokers, worker events) → decide → act → remember.
+The names a celery-worker-on-demand user knows are importable from here.
+"""
+
+from .errors import (
+    BrokerAuthFailed,
+    BrokerUnavailable,
+    ConfigError,
+    OnDemandError,
+    UnknownBroker,
+)
+from .model import Observation, QueueStatus, WorkerStatus
+from .observe import Observer
+from .stamping import PUBLISHED_AT_HEADER, stamp_publish_time
+
+__all__ = [
+    "PUBLISHED_AT_HEADER",
+    "BrokerAuthFailed",
+    "BrokerUnavailable",
+    "ConfigError",
+    "Observation",
+    "Observer",
+    "OnDemandError",
+    "QueueStatus",
+    "UnknownBroker",
+    "WorkerStatus",
+    "stamp_publish_time",
+]

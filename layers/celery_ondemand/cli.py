@@ -1,0 +1,120 @@
+"""The ``ondemand`` command line: a face over the library, with no logic of its own.
+
+Every failure we foresee (bad URL, unreachable broker, refused credentials) is one line on
+stderr and exit status 2, never a traceback; no output ever holds a broker password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import OnDemandError
+from .model import Observation
+from .observe.observer import DEFAULT_BURST_SECONDS, DEFAULT_CONNECT_TIMEOUT, Observer
+
+EXIT_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.broker:
+        parser.error("no broker: pass --broker URL or set CELERY_BROKER_URL")
+    try:
+        status: int = args.run(args)
+        return status
+    except OnDemandError as exc:
+        print(f"ondemand: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """``ondemand status``: one observation, as a table or as cwod's JSON."""
+    with Observer(args.broker, burst_seconds=args.burst,
+                  connect_timeout=args.connect_timeout) as observer:
+        observation = observer.observe(args.queue or None)
+    if args.json:
+        print(json.dumps(observation.serializer(), indent=2, sort_keys=False))
+    else:
+        print(render_table(observation))
+    return 0
+
+
+def render_table(observation: Observation) -> str:
+    """A readable picture of one observation: queues first, then workers."""
+    def cell(value: object) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.1f}s"
+        return str(value)
+
+    queue_rows = [["QUEUE", "READY", "HIDDEN", "RUNNING", "RESERVED", "OLDEST", "WORKERS",
+                   "CONSUMERS"]]
+    for queue in observation.queues.values():
+        name = f"{queue.name} (missing)" if queue.missing else queue.name
+        queue_rows.append([name, cell(queue.size), cell(queue.hidden), cell(queue.running),
+                           cell(queue.reserved), cell(queue.oldest_age),
+                           cell(queue.many_workers), cell(queue.consumers)])
+    worker_rows = [["WORKER", "BUSY", "ACTIVE", "SLOTS", "RESERVED", "PROCESSED", "QUEUES"]]
+    for worker in observation.workers.values():
+        worker_rows.append([worker.hostname, "yes" if worker.busy else "no",
+                            cell(worker.active), cell(worker.concurrency),
+                            cell(worker.reserved), cell(worker.processed),
+                            ",".join(worker.queues)])
+    sources = ", ".join(observation.sources)
+    footer = (f"{observation.broker} · {len(observation.live_workers)} live workers · "
+              f"observed in {observation.duration:.2f}s from {sources}")
+    return "\n".join([_table(queue_rows), "", _table(worker_rows), "", footer])
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True))
+                     .rstrip() for row in rows)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ondemand", description="Queue-driven autoscaling for Celery workers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    status = commands.add_parser(
+        "status", help="observe every queue and worker once",
+        description="Observe the broker's queues and workers in one short burst.")
+    status.add_argument("--broker", default=os.environ.get("CELERY_BROKER_URL"),
+                        help="broker URL (default: $CELERY_BROKER_URL)")
+    status.add_argument("--queue", action="append", metavar="NAME",
+                        help="a queue to read (repeatable); default: every queue a live "
+                             "worker consumes")
+    status.add_argument("--burst", type=_positive, default=DEFAULT_BURST_SECONDS,
+                        metavar="SECONDS", help="longest wait for worker heartbeats "
+                        f"(default {DEFAULT_BURST_SECONDS})")
+    status.add_argument("--connect-timeout", type=_positive, default=DEFAULT_CONNECT_TIMEOUT,
+                        metavar="SECONDS", help="give up on an unreachable broker after this "
+                        f"long (default {DEFAULT_CONNECT_TIMEOUT})")
+    status.add_argument("--json", action="store_true",
+                        help='print {"queues": ..., "workers": ...} as JSON')
+    status.set_defaults(run=status_command)
+    return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

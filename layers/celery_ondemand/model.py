@@ -1,0 +1,182 @@
+"""What one observation says about a Celery deployment, in cwod's vocabulary.
+
+:class:`QueueStatus` and :class:`WorkerStatus` keep celery-worker-on-demand's attributes and
+``serializer()`` keys, so a cwod ``Agent.flag_up(queue)`` reads them unchanged; the extra
+attributes are what cwod could not see. :class:`Observation` is the whole picture, and its
+``serializer()`` is cwod's status JSON, ``{"queues": {...}, "workers": {...}}``, plus a few
+top-level keys about the observation itself.
+
+Times are seconds since the epoch on the observer's clock, never a worker's, so that clock
+skew between machines cannot make a live worker look dead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class WorkerStatus:
+    """One Celery worker as the observation saw it.
+
+    cwod's attributes:
+
+    - ``hostname``: the worker's node name (``celery@host``).
+    - ``last_heartbeat_at``: when its last heartbeat reached the observer.
+    - ``last_task_received_at`` / ``last_task_started_at`` / ``last_task_succeeded_at``: the
+      latest ``task-*`` event of each kind (only workers started with ``-E`` send them);
+      carried over from the previous observation when the burst saw none.
+
+    Added by celery-ondemand:
+
+    - ``alive``: heard from during this observation. A worker not heard from is not alive.
+    - ``active``: tasks running on it now.
+    - ``reserved``: tasks it has prefetched and not started (they left the broker's queue).
+    - ``processed``: tasks it has finished since it started (its own counter).
+    - ``concurrency``: how many tasks it can run at once (pool size), None if not reported.
+    - ``queues``: names of the queues it consumes.
+    - ``heartbeat_interval``: seconds between its heartbeats (Celery's ``freq``).
+    """
+
+    hostname: str
+    last_heartbeat_at: float | None = None
+    last_task_received_at: float | None = None
+    last_task_started_at: float | None = None
+    last_task_succeeded_at: float | None = None
+    alive: bool = False
+    active: int = 0
+    reserved: int = 0
+    processed: int = 0
+    concurrency: int | None = None
+    queues: list[str] = field(default_factory=list)
+    heartbeat_interval: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while at least one task runs on the worker: stopping it would cut work."""
+        return self.active > 0
+
+    def serializer(self) -> dict[str, Any]:
+        """cwod's worker keys, then ours."""
+        return {
+            "hostname": self.hostname,
+            "last_heartbeat_at": self.last_heartbeat_at,
+            "last_task_received_at": self.last_task_received_at,
+            "last_task_started_at": self.last_task_started_at,
+            "last_task_succeeded_at": self.last_task_succeeded_at,
+            "alive": self.alive,
+            "busy": self.busy,
+            "active": self.active,
+            "reserved": self.reserved,
+            "processed": self.processed,
+            "concurrency": self.concurrency,
+            "queues": list(self.queues),
+            "heartbeat_interval": self.heartbeat_interval,
+        }
+
+
+@dataclass
+class QueueStatus:
+    """One queue: what waits in the broker, what workers hold, and who serves it.
+
+    cwod's attributes:
+
+    - ``name``: the queue's name.
+    - ``size``: messages waiting in the broker, ready to be delivered (all priorities).
+    - ``workers``: the live workers consuming the queue.
+    - ``has_worker`` / ``many_workers``: whether any, and how many, workers serve it.
+
+    Added by celery-ondemand:
+
+    - ``ready``: the same count as ``size``, named for what it counts.
+    - ``hidden``: tasks taken from the queue but not finished, which the broker no longer
+      shows as ready: ``running`` plus ``reserved`` (from the workers' own replies,
+      attributed to the queue by routing key), or SQS's in-flight count.
+    - ``running`` / ``reserved``: the two parts of ``hidden``; None where the broker gives
+      no worker replies (SQS).
+    - ``delayed``: messages not yet deliverable (SQS delay), None where unknown.
+    - ``oldest_age``: seconds the oldest ready task has waited, where the producer stamped a
+      publish time and the broker lets us peek (Redis); None otherwise.
+    - ``consumers``: the broker's own consumer count (RabbitMQ), None where it keeps none.
+    - ``missing``: the broker says the queue does not exist (RabbitMQ, SQS).
+    """
+
+    name: str
+    size: int = 0
+    workers: list[WorkerStatus] = field(default_factory=list)
+    hidden: int = 0
+    running: int | None = 0
+    reserved: int | None = 0
+    delayed: int | None = None
+    oldest_age: float | None = None
+    consumers: int | None = None
+    missing: bool = False
+
+    @property
+    def ready(self) -> int:
+        """Messages ready in the broker; the same number as cwod's ``size``."""
+        return self.size
+
+    @property
+    def has_worker(self) -> bool:
+        """cwod: at least one live worker consumes this queue."""
+        return self.many_workers > 0
+
+    @property
+    def many_workers(self) -> int:
+        """cwod: how many live workers consume this queue."""
+        return len(self.workers)
+
+    def serializer(self) -> dict[str, Any]:
+        """cwod's queue keys, then ours."""
+        return {
+            "name": self.name,
+            "size": self.size,
+            "workers": [worker.hostname for worker in self.workers],
+            "many_workers": self.many_workers,
+            "has_worker": self.has_worker,
+            "ready": self.ready,
+            "hidden": self.hidden,
+            "running": self.running,
+            "reserved": self.reserved,
+            "delayed": self.delayed,
+            "oldest_age": self.oldest_age,
+            "consumers": self.consumers,
+            "missing": self.missing,
+        }
+
+
+@dataclass
+class Observation:
+    """Every queue and every worker at one moment, and how that was learned.
+
+    - ``broker``: the broker URL with its password masked.
+    - ``observed_at``: when the observation started.
+    - ``duration``: seconds it took.
+    - ``sources``: what was heard: ``broker`` (queue depths), ``events`` (heartbeats),
+      ``control`` (worker replies). A source missing here was not available.
+    """
+
+    broker: str
+    observed_at: float
+    duration: float = 0.0
+    queues: dict[str, QueueStatus] = field(default_factory=dict)
+    workers: dict[str, WorkerStatus] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def live_workers(self) -> dict[str, WorkerStatus]:
+        """The workers heard from in this observation, by hostname."""
+        return {name: worker for name, worker in self.workers.items() if worker.alive}
+
+    def serializer(self) -> dict[str, Any]:
+        """cwod's status JSON, ``{"queues": ..., "workers": ...}``, plus our own keys."""
+        return {
+            "queues": {name: queue.serializer() for name, queue in self.queues.items()},
+            "workers": {name: worker.serializer() for name, worker in self.workers.items()},
+            "broker": self.broker,
+            "observed_at": self.observed_at,
+            "duration": self.duration,
+            "sources": list(self.sources),
+        }

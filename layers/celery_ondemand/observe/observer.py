@@ -1,0 +1,238 @@
+"""One observation: every queue's depth and every worker, in about a third of a second.
+
+The :class:`Observer` owns one broker connection and reuses it from tick to tick (a warm
+Lambda keeps it). Each :meth:`Observer.observe` call:
+
+1. checks the connection (an unreachable broker fails here, within ``connect_timeout``);
+2. listens to a short burst of worker events and asks the workers heard what they hold
+   (see :mod:`.workers`), where the broker carries events at all;
+3. reads the depth of the queues asked for, or of every queue a live worker consumes;
+4. attributes the tasks workers hold to queues by routing key: the work the broker hides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from celery import Celery
+from kombu import Connection
+
+from ..errors import BrokerUnavailable
+from ..model import Observation, QueueStatus, WorkerStatus
+from ..urls import safe_url, scheme_of
+from .brokers import BrokerProbe, QueueDepth, probe_class
+from .workers import HeardWorker, ask, listen
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_BURST_SECONDS = 2.5
+DEFAULT_QUIET_SECONDS = 0.25
+
+
+class Observer:
+    """Observes one Celery broker: queues and workers.
+
+    Example
+    -------
+    >>> with Observer("redis://127.0.0.1:6379/0") as observer:   # doctest: +SKIP
+    ...     status = observer.observe()
+    ...     status.queues["celery"].size
+    """
+
+    def __init__(self, broker_url: str | None = None, *, app: Celery | None = None,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 burst_seconds: float = DEFAULT_BURST_SECONDS,
+                 quiet_seconds: float = DEFAULT_QUIET_SECONDS,
+                 control_timeout: float = 1.0) -> None:
+        if app is None:
+            app = Celery("celery-ondemand", broker=broker_url, set_as_current=False)
+        self.app = app
+        self.broker_url: str = broker_url or str(app.conf.broker_url or "")
+        self.probe_class = probe_class(self.broker_url)  # an unknown scheme fails here
+        self.connect_timeout = connect_timeout
+        self.burst_seconds = burst_seconds
+        self.quiet_seconds = quiet_seconds
+        self.control_timeout = control_timeout
+        self._probe: BrokerProbe | None = None
+
+    @property
+    def url(self) -> str:
+        """The broker URL with its password masked."""
+        return safe_url(self.broker_url)
+
+    @property
+    def probe(self) -> BrokerProbe:
+        """The broker probe, with a connection opened on first use and kept."""
+        if self._probe is None:
+            self._probe = self.probe_class(self._connect())
+        return self._probe
+
+    def _connect(self) -> Connection:
+        connection: Connection = self.app.connection_for_read(
+            self.broker_url, connect_timeout=self.connect_timeout, heartbeat=0,
+            transport_options=self._timeouts())
+        return connection
+
+    def _timeouts(self) -> dict[str, Any]:
+        """Transport options that bound every broker call by ``connect_timeout``.
+
+        Without them a server that accepts the connection but never answers would block
+        the tick forever. The app's own options are kept; ours only fill gaps.
+        """
+        scheme = scheme_of(self.broker_url)
+        own = dict(self.app.conf.broker_transport_options or {})
+        if scheme in ("redis", "rediss"):
+            return {"socket_timeout": own.get("socket_timeout", self.connect_timeout),
+                    "socket_connect_timeout": own.get("socket_connect_timeout",
+                                                      self.connect_timeout)}
+        if scheme == "sqs":
+            client_config = {"connect_timeout": self.connect_timeout,
+                             "read_timeout": self.connect_timeout,
+                             "retries": {"max_attempts": 2, "mode": "standard"},
+                             **(own.get("client-config") or {})}
+            return {"client-config": client_config}
+        return {}
+
+    def observe(self, queues: Sequence[str] | None = None,
+                previous: Observation | None = None) -> Observation:
+        """Observe the broker once.
+
+        ``queues`` limits the depth reads to those names; without it, every queue a live
+        worker consumes is read. ``previous`` is the last observation, if any: the burst
+        waits for the workers it saw, and their task-event times are carried over.
+        """
+        observation = Observation(broker=self.url, observed_at=time.time())
+        started = time.monotonic()
+        try:
+            probe = self.probe
+            probe.check()
+            heard: dict[str, HeardWorker] = {}
+            if probe.supports_workers:
+                expected = list(previous.live_workers) if previous else []
+                with probe.errors("listening to workers on"):
+                    heard = listen(self.app, probe.connection, expected=expected,
+                                   max_seconds=self.burst_seconds, quiet=self.quiet_seconds)
+                    observation.sources.append("events")
+                    ask(self.app, probe.connection, heard, timeout=self.control_timeout)
+                    if any(worker.replied for worker in heard.values()):
+                        observation.sources.append("control")
+            names = list(queues) if queues else _consumed_queues(heard.values())
+            depths = probe.depths(names)
+            observation.sources.insert(0, "broker")
+        except BrokerUnavailable:
+            self.close()  # the next observation starts on a fresh connection
+            raise
+        _fill(observation, names, depths, heard, previous)
+        observation.duration = time.monotonic() - started
+        return observation
+
+    def close(self) -> None:
+        """Release the broker connection; the next observation opens a new one."""
+        if self._probe is not None:
+            probe, self._probe = self._probe, None
+            with contextlib.suppress(Exception):
+                probe.connection.release()
+
+    def __enter__(self) -> Observer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def observe(broker_url: str, queues: Sequence[str] | None = None, *,
+            burst_seconds: float = DEFAULT_BURST_SECONDS,
+            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+            previous: Observation | None = None) -> Observation:
+    """Observe a broker once with a connection of its own (see :class:`Observer`)."""
+    with Observer(broker_url, burst_seconds=burst_seconds,
+                  connect_timeout=connect_timeout) as observer:
+        return observer.observe(queues, previous=previous)
+
+
+def _consumed_queues(workers: Iterable[HeardWorker]) -> list[str]:
+    names = {queue["name"] for worker in workers for queue in worker.queues
+             if isinstance(queue, dict) and queue.get("name")}
+    return sorted(names)
+
+
+def _queue_for(delivery_info: Any, routes: dict[tuple[str, str], str],
+               names: set[str]) -> str | None:
+    """The queue a task came from, by its delivery's exchange and routing key."""
+    if not isinstance(delivery_info, dict):
+        return None
+    routing_key = str(delivery_info.get("routing_key") or "")
+    exchange = str(delivery_info.get("exchange") or "")
+    return routes.get((exchange, routing_key)) or routes.get(("", routing_key)) or (
+        routing_key if routing_key in names else None)
+
+
+def _routes(workers: Iterable[HeardWorker]) -> dict[tuple[str, str], str]:
+    """(exchange, routing key) → queue name, from the queues the workers declared."""
+    routes: dict[tuple[str, str], str] = {}
+    for worker in workers:
+        for queue in worker.queues:
+            if not isinstance(queue, dict) or not queue.get("name"):
+                continue
+            exchange = queue.get("exchange") or {}
+            exchange_name = exchange.get("name", "") if isinstance(exchange, dict) else ""
+            routing_key = str(queue.get("routing_key") or queue["name"])
+            routes.setdefault((exchange_name or "", routing_key), queue["name"])
+            routes.setdefault(("", routing_key), queue["name"])
+    return routes
+
+
+def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDepth],
+          heard: dict[str, HeardWorker], previous: Observation | None) -> None:
+    """Turn what was read into cwod's QueueStatus and WorkerStatus records."""
+    before = previous.workers if previous else {}
+    for hostname, worker in sorted(heard.items()):
+        status = WorkerStatus(
+            hostname=hostname,
+            last_heartbeat_at=worker.last_heartbeat_at,
+            alive=True,
+            active=worker.active,
+            reserved=len(worker.waiting),
+            processed=worker.processed,
+            concurrency=worker.concurrency,
+            queues=[q["name"] for q in worker.queues if isinstance(q, dict) and "name" in q],
+            heartbeat_interval=worker.heartbeat_interval,
+        )
+        old = before.get(hostname)
+        for name in ("last_task_received_at", "last_task_started_at", "last_task_succeeded_at"):
+            latest = worker.task_times.get(name, getattr(old, name, None) if old else None)
+            setattr(status, name, latest)
+        observation.workers[hostname] = status
+
+    has_replies = "control" in observation.sources
+    for name in names:
+        depth = depths.get(name, QueueDepth(ready=0))
+        observation.queues[name] = QueueStatus(
+            name=name,
+            size=depth.ready,
+            workers=[w for w in observation.workers.values() if name in w.queues],
+            running=0 if has_replies else None,
+            reserved=0 if has_replies else None,
+            delayed=depth.delayed,
+            oldest_age=(max(0.0, observation.observed_at - depth.oldest_published_at)
+                        if depth.oldest_published_at is not None else None),
+            consumers=depth.consumers,
+            missing=depth.missing,
+            hidden=depth.in_flight or 0,
+        )
+
+    routes = _routes(heard.values())
+    known = set(observation.queues)
+    for worker in heard.values():
+        for tasks, part in ((worker.running, "running"), (worker.waiting, "reserved")):
+            for task in tasks:
+                queue_name = _queue_for(task.get("delivery_info") if isinstance(task, dict)
+                                        else None, routes, known)
+                queue = observation.queues.get(queue_name or "")
+                if queue is not None:
+                    setattr(queue, part, (getattr(queue, part) or 0) + 1)
+                    queue.hidden += 1

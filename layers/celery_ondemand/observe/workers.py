@@ -1,0 +1,152 @@
+"""Who is alive, busy and serving what: one short burst of events, then control replies.
+
+Workers beat every 2 s even without ``-E``, but waiting out that period on every tick is
+slow. Instead the burst subscribes to the event exchange, asks every worker to beat now
+(Celery's ``heartbeat`` control command), and stops as soon as the workers it expects have
+answered and a short quiet period brings no new one, and never later than ``max_seconds``.
+The subscription must be live before the wake-up is sent: on Redis a wake-up published
+earlier is lost.
+
+Then one round of each inspect command (``active_queues``, ``active``, ``reserved``,
+``stats``) goes only to the workers heard, with ``limit=`` their number, so each round
+returns as soon as the last of them replies rather than after the whole timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from celery import Celery
+from kombu import Connection, Consumer
+
+_TASK_EVENT_FIELDS = {
+    "task-received": "last_task_received_at",
+    "task-started": "last_task_started_at",
+    "task-succeeded": "last_task_succeeded_at",
+}
+
+
+@dataclass
+class HeardWorker:
+    """What the burst and the control round learned about one worker."""
+
+    hostname: str
+    last_heartbeat_at: float
+    heartbeat_interval: float | None = None
+    active: int = 0
+    processed: int = 0
+    task_times: dict[str, float] = field(default_factory=dict)
+    replied: bool = False
+    queues: list[dict[str, Any]] = field(default_factory=list)
+    running: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+    concurrency: int | None = None
+
+
+class _Burst:
+    """Collects events into HeardWorker records, noting when each worker was first heard."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.workers: dict[str, HeardWorker] = {}
+        self.last_new_at = clock()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "")
+        hostname = event.get("hostname")
+        if not isinstance(hostname, str):
+            return
+        received = float(event.get("local_received") or time.time())
+        if kind == "worker-offline":
+            self.workers.pop(hostname, None)
+            return
+        worker = self.workers.get(hostname)
+        if worker is None:
+            worker = self.workers[hostname] = HeardWorker(hostname, received)
+            self.last_new_at = self.clock()
+        worker.last_heartbeat_at = max(worker.last_heartbeat_at, received)
+        if kind == "worker-heartbeat" and "active" in event:
+            # A scheduled beat; the wake-up beat carries no counters and a made-up freq.
+            worker.active = int(event.get("active") or 0)
+            worker.processed = int(event.get("processed") or 0)
+            worker.heartbeat_interval = float(event.get("freq") or 0) or None
+        elif kind in _TASK_EVENT_FIELDS:
+            timestamp = float(event.get("timestamp") or received)
+            name = _TASK_EVENT_FIELDS[kind]
+            worker.task_times[name] = max(worker.task_times.get(name, 0.0), timestamp)
+
+
+def listen(app: Celery, connection: Connection, *, expected: Collection[str] = (),
+           max_seconds: float = 2.5, quiet: float = 0.25,
+           clock: Callable[[], float] = time.monotonic) -> dict[str, HeardWorker]:
+    """Gather every worker that beats within the burst, by hostname.
+
+    ``expected`` names workers seen last time: the burst waits for them (up to
+    ``max_seconds``) so that one slow answer does not make a live worker look gone.
+    """
+    started = clock()
+    deadline = started + max_seconds
+    burst = _Burst(clock)
+    receiver = app.events.Receiver(connection, handlers={"*": burst.on_event})
+    channel: Any = connection.channel()
+    consumers = receiver.get_consumers(partial(Consumer, channel), channel)
+    try:
+        for consumer in consumers:
+            consumer.consume()
+        _drain(connection, 0.01)  # on Redis the SUBSCRIBE happens on the first poll
+        app.control.broadcast("heartbeat", connection=connection, channel=channel)
+        burst.last_new_at = clock()
+        while True:
+            now = clock()
+            if now >= deadline:
+                break
+            quiet_until = burst.last_new_at + quiet
+            if now >= quiet_until and set(expected) <= burst.workers.keys():
+                break
+            wait = (quiet_until if now < quiet_until else deadline) - now
+            _drain(connection, min(wait, deadline - now))
+    finally:
+        for consumer in consumers:
+            consumer.cancel()
+        channel.close()
+    return burst.workers
+
+
+def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
+        timeout: float = 1.0) -> None:
+    """Fill in queues, running and waiting tasks, and pool size from one round of replies."""
+    if not workers:
+        return
+    inspect = app.control.inspect(destination=list(workers), limit=len(workers),
+                                  timeout=timeout, connection=connection)
+    for hostname, queues in (inspect.active_queues() or {}).items():
+        if hostname in workers:
+            workers[hostname].queues = [dict(queue) for queue in queues or []]
+            workers[hostname].replied = True
+    for hostname, tasks in (inspect.active() or {}).items():
+        if hostname in workers:
+            workers[hostname].running = [dict(task) for task in tasks or []]
+            workers[hostname].active = len(workers[hostname].running)
+    for hostname, tasks in (inspect.reserved() or {}).items():
+        if hostname in workers:
+            workers[hostname].waiting = [dict(task) for task in tasks or []]
+    for hostname, stats in (inspect.stats() or {}).items():
+        if hostname in workers and isinstance(stats, dict):
+            pool = stats.get("pool") or {}
+            concurrency = pool.get("max-concurrency") if isinstance(pool, dict) else None
+            workers[hostname].concurrency = concurrency if isinstance(concurrency, int) else None
+            totals = stats.get("total") or {}
+            if isinstance(totals, dict):
+                workers[hostname].processed = max(workers[hostname].processed,
+                                                  sum(int(n) for n in totals.values()))
+
+
+def _drain(connection: Connection, timeout: float) -> None:
+    """Deliver whatever events arrive within ``timeout`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        connection.drain_events(timeout=max(timeout, 0.001))

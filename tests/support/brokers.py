@@ -1,0 +1,82 @@
+"""Real brokers for the tests: where they are, whether they answer, and clean queue names.
+
+Broker-backed tests run against RabbitMQ and Redis on 127.0.0.1 (override with
+``ONDEMAND_TEST_RABBITMQ`` / ``ONDEMAND_TEST_REDIS``). A broker that does not answer skips
+its tests on a laptop, and fails them when ``CI=true``: on CI every broker is mandatory.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from celery import Celery
+from celery_ondemand import stamp_publish_time
+from kombu import Connection
+
+BROKERS = {
+    "rabbitmq": os.environ.get("ONDEMAND_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//"),
+    "redis": os.environ.get("ONDEMAND_TEST_REDIS", "redis://127.0.0.1:6379/1"),
+}
+ON_CI = os.environ.get("CI", "").lower() == "true"
+_reachable: dict[str, str | None] = {}
+
+
+def require_broker(url: str) -> str:
+    """Return ``url`` if the broker answers; otherwise skip (laptop) or fail (CI)."""
+    if url not in _reachable:
+        try:
+            with Connection(url, connect_timeout=3) as connection:
+                connection.ensure_connection(max_retries=0)
+                connection.default_channel  # noqa: B018 - Redis pings here
+            _reachable[url] = None
+        except Exception as exc:
+            _reachable[url] = f"{type(exc).__name__}: {exc}"
+    problem = _reachable[url]
+    if problem is not None:
+        message = f"broker {url} is not reachable ({problem})"
+        if ON_CI:
+            pytest.fail(f"{message}; on CI every broker is mandatory", pytrace=False)
+        pytest.skip(message)
+    return url
+
+
+def unique(prefix: str) -> str:
+    """A queue or node name no other test (or earlier run) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Queues:
+    """Hands out unique queue names and deletes those queues from the broker at the end."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.broker_url = broker_url
+        self.names: list[str] = []
+
+    def new(self, prefix: str = "q") -> str:
+        name = unique(f"ondemand-{prefix}")
+        self.names.append(name)
+        return name
+
+    def delete_all(self) -> None:
+        with Connection(self.broker_url, connect_timeout=3) as connection:
+            channel = connection.default_channel
+            for name in self.names:
+                try:
+                    if self.broker_url.startswith("redis"):
+                        client = channel.client
+                        client.delete(*[channel._q_for_pri(name, p)
+                                        for p in channel.priority_steps])
+                    else:
+                        channel.queue_delete(name)
+                except Exception:
+                    channel = connection.channel()
+
+
+def producer_app(broker_url: str) -> Celery:
+    """A producer-side app that stamps publish times, as a user's would with our helper."""
+    stamp_publish_time()
+    app = Celery("ondemand-test-producer", broker=broker_url, set_as_current=False)
+    app.conf.broker_connection_retry_on_startup = True
+    return app

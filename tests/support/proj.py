@@ -1,0 +1,30 @@
+"""The Celery app the tests' real workers run.
+
+Workers are started with ``celery -A tests.support.proj worker``; the broker comes from
+``ONDEMAND_TEST_BROKER`` so one app serves every broker under test.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import Celery
+from celery_ondemand import stamp_publish_time
+
+app = Celery("ondemand-tests", broker=os.environ.get("ONDEMAND_TEST_BROKER", "memory://"))
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=int(os.environ.get("ONDEMAND_TEST_PREFETCH", "1")),
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+stamp_publish_time()
+
+
+@app.task(name="tests.sleep")
+def sleep(seconds: float) -> float:
+    """Hold a worker slot for ``seconds``: the stand-in for real work."""
+    time.sleep(seconds)
+    return seconds

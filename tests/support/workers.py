@@ -1,0 +1,106 @@
+"""Real ``celery worker`` processes for the tests, started and stopped by PID.
+
+Each worker runs the app in :mod:`tests.support.proj` with a unique node name, so tests
+sharing a broker never mistake each other's workers for their own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Worker:
+    """One running worker process."""
+
+    hostname: str
+    queues: list[str]
+    process: subprocess.Popen[bytes]
+    log: Path
+    concurrency: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_ready(self) -> bool:
+        return "ready." in self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: the worker vanishes without a word, as a crashed machine does."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (warm shutdown), then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@dataclass
+class Fleet:
+    """Workers started together against one broker; stop them all with :meth:`stop`."""
+
+    broker_url: str
+    workers: list[Worker] = field(default_factory=list)
+    logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="workers-")))
+
+    def start(self, queues: Sequence[str], *, concurrency: int = 2, name: str = "w",
+              pool: str = "threads", prefetch: int = 1, events: bool = False,
+              wait: bool = True) -> Worker:
+        """Start one worker consuming ``queues``; by default wait until it is ready."""
+        hostname = f"{name}-{uuid.uuid4().hex[:8]}@ondemand-test"
+        log = self.logdir / f"{hostname}.log"
+        env = dict(os.environ, ONDEMAND_TEST_BROKER=self.broker_url,
+                   ONDEMAND_TEST_PREFETCH=str(prefetch), PYTHONPATH=str(ROOT))
+        command = [sys.executable, "-m", "celery", "-A", "tests.support.proj", "worker",
+                   "-n", hostname, "-Q", ",".join(queues), "-c", str(concurrency),
+                   "-P", pool, "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
+        if events:
+            command.append("-E")
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        worker = Worker(hostname, list(queues), process, log, concurrency)
+        self.workers.append(worker)
+        if wait:
+            self.wait_ready([worker])
+        return worker
+
+    def wait_ready(self, workers: Iterable[Worker] | None = None, timeout: float = 60.0) -> None:
+        pending = list(workers if workers is not None else self.workers)
+        deadline = time.monotonic() + timeout
+        while pending:
+            pending = [w for w in pending if not w.is_ready()]
+            for worker in pending:
+                if worker.process.poll() is not None:
+                    raise RuntimeError(f"worker {worker.hostname} exited:\n"
+                                       f"{worker.log.read_text(errors='replace')}")
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"workers not ready: {[w.hostname for w in pending]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()

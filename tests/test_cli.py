@@ -1,0 +1,165 @@
+"""The ``ondemand status`` command as a user runs it: a real process, real brokers.
+
+Every bad input must end in one clear line on stderr and exit status 2, without a
+traceback, within the connect timeout, and without ever printing the password.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.brokers import ON_CI, Queues, producer_app
+from tests.support.workers import Fleet
+
+SECRET = "s3cr3t-do-not-print"
+
+
+def ondemand(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "celery_ondemand.cli", *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    assert SECRET not in output
+    assert result.stderr.startswith("ondemand: error: ") and result.stderr.count("\n") == 1
+    for word in words:
+        assert word in result.stderr.lower()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "redis"])
+def test_unreachable_broker(scheme: str) -> None:
+    result = ondemand("status", "--broker", f"{scheme}://user:{SECRET}@127.0.0.1:{closed_port()}/")
+    assert_clean_failure(result, "refused")
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "redis"])
+def test_a_broker_that_never_answers_fails_within_the_connect_timeout(
+        scheme: str, silent_server: int) -> None:
+    started = time.monotonic()
+    result = ondemand("status", "--connect-timeout", "1", "--broker",
+                      f"{scheme}://user:{SECRET}@127.0.0.1:{silent_server}/")
+    assert_clean_failure(result, "timed out")
+    assert time.monotonic() - started < 20, "an unanswered connect must not hang"
+
+
+@pytest.mark.broker
+def test_refused_credentials_on_rabbitmq(rabbitmq_url: str) -> None:
+    result = ondemand("status", "--broker", f"amqp://guest:{SECRET}@127.0.0.1:5672//")
+    assert_clean_failure(result, "credentials refused")
+
+
+@pytest.fixture
+def redis_with_password() -> Iterator[int]:
+    """A real redis-server of our own that demands a password."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if ON_CI:
+            pytest.fail("redis-server is not installed", pytrace=False)
+        pytest.skip("redis-server is not installed")
+    port = closed_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
+                                "--requirepass", "the-right-one", "--save", "",
+                                "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_refused_credentials_on_redis(redis_with_password: int) -> None:
+    result = ondemand("status", "--broker", f"redis://:{SECRET}@127.0.0.1:{redis_with_password}/0")
+    assert_clean_failure(result, "credentials refused")
+
+
+def test_unknown_scheme() -> None:
+    result = ondemand("status", "--broker", f"rabbit://guest:{SECRET}@127.0.0.1//")
+    assert_clean_failure(result, "unknown scheme", "expected one of")
+
+
+def test_no_broker_at_all() -> None:
+    result = subprocess.run([sys.executable, "-m", "celery_ondemand.cli", "status"],
+                            capture_output=True, text=True, timeout=30, check=False,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "--broker" in result.stderr
+
+
+@pytest.mark.broker
+def test_status_json_has_cwod_shape_and_our_keys(broker_url: str, fleet: Fleet) -> None:
+    queues = Queues(broker_url)
+    name = queues.new("cli")
+    producer = producer_app(broker_url)
+    try:
+        worker = fleet.start([name], name="cli")
+        result = ondemand("status", "--broker", broker_url, "--json")
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        assert set(status) >= {"queues", "workers"}
+        queue = status["queues"][name]
+        assert {"name", "size", "workers", "many_workers", "has_worker"} <= set(queue)
+        assert queue["workers"] == [worker.hostname] and queue["has_worker"] is True
+        assert {"ready", "hidden", "oldest_age", "consumers", "missing"} <= set(queue)
+        me = status["workers"][worker.hostname]
+        assert {"hostname", "last_heartbeat_at", "last_task_received_at",
+                "last_task_started_at", "last_task_succeeded_at"} <= set(me)
+        assert me["alive"] is True and me["queues"] == [name]
+
+        producer.send_task("tests.sleep", args=(0,), queue=queues.new("idle"))
+        table = ondemand("status", "--broker", broker_url, "--queue", queues.names[-1])
+        assert table.returncode == 0, table.stderr
+        assert queues.names[-1] in table.stdout and "READY" in table.stdout
+        assert "guest:guest" not in table.stdout
+    finally:
+        queues.delete_all()
+        producer.close()

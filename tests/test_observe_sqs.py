@@ -1,0 +1,52 @@
+"""SQS depths on moto: visible, in flight and delayed, resolved by kombu's own channel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from celery_ondemand import Observer
+from moto import mock_aws
+
+
+@pytest.fixture
+def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("sqs", region_name="us-east-1")
+
+
+def test_sqs_counts_visible_in_flight_and_delayed(sqs: object) -> None:
+    client = boto3.client("sqs", region_name="us-east-1")
+    # Celery names the queue "emails.high"; kombu's SQS channel maps it to "emails-high".
+    url = client.create_queue(QueueName="emails-high")["QueueUrl"]
+    for _ in range(3):
+        client.send_message(QueueUrl=url, MessageBody="{}")
+    client.send_message(QueueUrl=url, MessageBody="{}", DelaySeconds=60)
+    client.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+
+    with Observer("sqs://") as observer:
+        status = observer.observe(["emails.high", "nowhere"])
+
+    queue = status.queues["emails.high"]
+    assert (queue.size, queue.hidden, queue.delayed) == (2, 1, 1)
+    assert queue.running is None and queue.reserved is None, "SQS gives no worker replies"
+    assert status.queues["nowhere"].missing
+    assert status.sources == ["broker"] and status.workers == {}
+
+
+def test_sqs_queue_name_prefix_from_transport_options(sqs: object) -> None:
+    from celery import Celery
+
+    client = boto3.client("sqs", region_name="us-east-1")
+    url = client.create_queue(QueueName="prod-celery")["QueueUrl"]
+    client.send_message(QueueUrl=url, MessageBody="{}")
+    app = Celery("p", broker="sqs://", set_as_current=False)
+    app.conf.broker_transport_options = {"queue_name_prefix": "prod-", "region": "us-east-1"}
+
+    with Observer(app=app) as observer:
+        status = observer.observe(["celery"])
+    assert status.queues["celery"].size == 1

@@ -1,0 +1,98 @@
+"""The pure pieces of observation: event handling, queue attribution, stamps, URLs."""
+
+from __future__ import annotations
+
+import pytest
+from celery_ondemand import UnknownBroker
+from celery_ondemand.model import Observation, WorkerStatus
+from celery_ondemand.observe.brokers import probe_class
+from celery_ondemand.observe.brokers.redis import RedisProbe, _published_at
+from celery_ondemand.observe.observer import _fill
+from celery_ondemand.observe.workers import HeardWorker, _Burst
+from celery_ondemand.stamping import PUBLISHED_AT_HEADER, published_at
+from celery_ondemand.urls import safe_url
+
+
+def test_burst_records_new_workers_and_ignores_odd_events() -> None:
+    ticks = iter([0.0, 1.0, 2.0, 3.0])
+    burst = _Burst(clock=lambda: next(ticks))
+    burst.on_event({"type": "worker-heartbeat"})  # no hostname: ignored
+    burst.on_event({"type": "worker-heartbeat", "hostname": 42})  # odd: ignored
+    burst.on_event({"type": "worker-heartbeat", "hostname": "a", "local_received": 5.0,
+                    "freq": 5})  # a wake-up beat: no counters
+    assert burst.workers["a"].heartbeat_interval is None and burst.last_new_at == 1.0
+    burst.on_event({"type": "worker-heartbeat", "hostname": "a", "local_received": 6.0,
+                    "freq": 2.0, "active": 3, "processed": 10})
+    assert (burst.workers["a"].active, burst.workers["a"].processed) == (3, 10)
+    assert burst.last_new_at == 1.0, "a known worker is not new"
+    burst.on_event({"type": "task-started", "hostname": "a", "timestamp": 7.5,
+                    "local_received": 7.6})
+    assert burst.workers["a"].task_times == {"last_task_started_at": 7.5}
+    burst.on_event({"type": "worker-offline", "hostname": "a"})
+    assert "a" not in burst.workers
+
+
+def heard(hostname: str, queues: list[dict[str, object]], running: list[dict[str, object]],
+          waiting: list[dict[str, object]]) -> HeardWorker:
+    return HeardWorker(hostname, last_heartbeat_at=1.0, queues=queues, running=running,
+                       waiting=waiting, replied=True, active=len(running))
+
+
+def test_hidden_work_is_attributed_by_exchange_and_routing_key() -> None:
+    queues = [{"name": "emails", "exchange": {"name": "mail"}, "routing_key": "send"},
+              {"name": "reports", "exchange": {"name": "reports"}, "routing_key": "reports"}]
+    worker = heard("w", queues,
+                   running=[{"delivery_info": {"exchange": "mail", "routing_key": "send"}},
+                            {"delivery_info": {"exchange": "", "routing_key": "reports"}},
+                            {"delivery_info": {"exchange": "x", "routing_key": "unknown"}},
+                            {"delivery_info": None}, "not a dict"],  # type: ignore[list-item]
+                   waiting=[{"delivery_info": {"exchange": "mail", "routing_key": "send"}}])
+    observation = Observation(broker="b", observed_at=100.0, sources=["broker", "control"])
+    _fill(observation, ["emails", "reports"], {}, {"w": worker}, None)
+    emails, reports = observation.queues["emails"], observation.queues["reports"]
+    assert (emails.running, emails.reserved, emails.hidden) == (1, 1, 2)
+    assert (reports.running, reports.reserved, reports.hidden) == (1, 0, 1)
+    assert observation.workers["w"].queues == ["emails", "reports"]
+
+
+def test_task_times_carry_over_from_the_previous_observation() -> None:
+    before = Observation(broker="b", observed_at=1.0, workers={
+        "w": WorkerStatus("w", alive=True, last_task_received_at=5.0,
+                          last_task_succeeded_at=6.0)})
+    worker = heard("w", [], [], [])
+    worker.task_times = {"last_task_received_at": 9.0}
+    observation = Observation(broker="b", observed_at=10.0)
+    _fill(observation, [], {}, {"w": worker}, before)
+    status = observation.workers["w"]
+    assert (status.last_task_received_at, status.last_task_succeeded_at) == (9.0, 6.0)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b'{"headers": {"%s": 12.5}}' % PUBLISHED_AT_HEADER.encode(), 12.5),
+    (b'{"headers": {"%s": "13"}}' % PUBLISHED_AT_HEADER.encode(), 13.0),
+    (b'{"headers": {"%s": true}}' % PUBLISHED_AT_HEADER.encode(), None),
+    (b'{"headers": "oops"}', None),
+    (b'[1, 2]', None),
+    (b"\xff\xfe", None),
+    (None, None),
+])
+def test_publish_stamp_is_read_only_from_well_formed_messages(raw: bytes | None,
+                                                              expected: float | None) -> None:
+    assert _published_at(raw) == expected
+
+
+def test_published_at_tolerates_missing_headers() -> None:
+    assert published_at(None) is None and published_at({}) is None
+
+
+def test_unknown_scheme_is_named_with_a_hint_and_no_password() -> None:
+    with pytest.raises(UnknownBroker) as error:
+        probe_class("rediss2://user:hunter2@host/0")
+    assert "hunter2" not in str(error.value)
+    assert "Did you mean rediss://" in str(error.value)
+    assert probe_class("redis://h/0") is RedisProbe
+
+
+def test_safe_url_masks_only_a_password() -> None:
+    assert safe_url("amqp://guest:guest@h:5672//") == "amqp://guest:**@h:5672//"
+    assert safe_url("redis://h:6379/0") == "redis://h:6379/0"
