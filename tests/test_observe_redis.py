@@ -6,8 +6,8 @@ import time
 
 import pytest
 from celery import Celery
-from celery_ondemand import Observer
 
+from celery_ondemand import Observer
 from tests.support.brokers import Queues, producer_app
 
 pytestmark = pytest.mark.broker

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from celery_ondemand import Observer
 from moto import mock_aws
+
+from celery_ondemand import Observer
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 from celery import Celery
-from celery_ondemand import Observation, Observer
 
+from celery_ondemand import Observation, Observer
 from tests.support.brokers import Queues
 from tests.support.workers import Fleet, Worker
 

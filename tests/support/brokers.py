@@ -12,8 +12,9 @@ import uuid
 
 import pytest
 from celery import Celery
-from celery_ondemand import stamp_publish_time
 from kombu import Connection
+
+from celery_ondemand import stamp_publish_time
 
 BROKERS = {
     "rabbitmq": os.environ.get("ONDEMAND_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//"),

@@ -10,6 +10,7 @@ import os
 import time
 
 from celery import Celery
+
 from celery_ondemand import stamp_publish_time
 
 app = Celery("ondemand-tests", broker=os.environ.get("ONDEMAND_TEST_BROKER", "memory://"))

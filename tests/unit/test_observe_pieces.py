@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from celery_ondemand import UnknownBroker
 from celery_ondemand.model import Observation, WorkerStatus
 from celery_ondemand.observe.brokers import probe_class
