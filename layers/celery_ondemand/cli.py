@@ -12,9 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .config import load_settings
+from .decide import Decision
 from .errors import OnDemandError
 from .model import Observation
 from .observe.observer import DEFAULT_BURST_SECONDS, DEFAULT_CONNECT_TIMEOUT, Observer
+from .tick import Ticker
 
 EXIT_ERROR = 2
 
@@ -23,8 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if not args.broker:
+    if args.command == "status" and not args.broker:
         parser.error("no broker: pass --broker URL or set CELERY_BROKER_URL")
+    if args.command == "tick" and not args.dry_run:
+        parser.error("tick: acting on targets is not built yet; pass --dry-run")
     try:
         status: int = args.run(args)
         return status
@@ -45,6 +50,37 @@ def status_command(args: argparse.Namespace) -> int:
     else:
         print(render_table(observation))
     return 0
+
+
+def tick_command(args: argparse.Namespace) -> int:
+    """``ondemand tick``: observe the live broker once and print every target's decision."""
+    settings = load_settings(args.config)
+    ticker = Ticker(settings, broker_url=args.broker)
+    try:
+        result = ticker.tick(dry_run=args.dry_run)
+    finally:
+        ticker.close()
+    if args.json:
+        print(json.dumps(result.serializer(), indent=2))
+    else:
+        if result.observation is not None:
+            print(render_table(result.observation))
+            print()
+        print(render_decisions(result.decisions))
+    if result.error:
+        print(f"ondemand: error: {result.error}; holding every target", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def render_decisions(decisions: Sequence[Decision]) -> str:
+    """One line per target: the count, the action and why."""
+    rows = [["TARGET", "CURRENT", "DESIRED", "ACTION", "RULE", "REASON"]]
+    for decision in decisions:
+        action = decision.action + (" (dry run)" if decision.dry_run else "")
+        rows.append([decision.target, str(decision.current), str(decision.desired), action,
+                     decision.rule, decision.reason])
+    return _table(rows)
 
 
 def render_table(observation: Observation) -> str:
@@ -103,6 +139,17 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true",
                         help='print {"queues": ..., "workers": ...} as JSON')
     status.set_defaults(run=status_command)
+
+    tick = commands.add_parser(
+        "tick", help="observe once and decide every target",
+        description="Observe the broker once and print each target's decision.")
+    tick.add_argument("--config", required=True, metavar="FILE",
+                      help="the YAML (or JSON) configuration")
+    tick.add_argument("--broker", help="broker URL, overriding the config's")
+    tick.add_argument("--dry-run", action="store_true", help="decide, act on nothing")
+    tick.add_argument("--json", action="store_true",
+                      help='print {"status": ..., "decisions": [...]} as JSON')
+    tick.set_defaults(run=tick_command)
     return parser
 
 

@@ -156,6 +156,8 @@ class Observation:
     - ``duration``: seconds it took.
     - ``sources``: what was heard: ``broker`` (queue depths), ``events`` (heartbeats),
       ``control`` (worker replies). A source missing here was not available.
+    - ``problems``: gaps in this observation (a worker heard but silent to control, ...).
+      A decision over an observation with problems never scales down.
     """
 
     broker: str
@@ -164,6 +166,7 @@ class Observation:
     queues: dict[str, QueueStatus] = field(default_factory=dict)
     workers: dict[str, WorkerStatus] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def live_workers(self) -> dict[str, WorkerStatus]:
@@ -179,4 +182,5 @@ class Observation:
             "observed_at": self.observed_at,
             "duration": self.duration,
             "sources": list(self.sources),
+            "problems": list(self.problems),
         }

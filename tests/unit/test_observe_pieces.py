@@ -48,7 +48,8 @@ def test_hidden_work_is_attributed_by_exchange_and_routing_key() -> None:
                             {"delivery_info": {"exchange": "x", "routing_key": "unknown"}},
                             {"delivery_info": None}, "not a dict"],  # type: ignore[list-item]
                    waiting=[{"delivery_info": {"exchange": "mail", "routing_key": "send"}}])
-    observation = Observation(broker="b", observed_at=100.0, sources=["broker", "control"])
+    observation = Observation(broker="b", observed_at=100.0,
+                              sources=["broker", "events", "control"])
     _fill(observation, ["emails", "reports"], {}, {"w": worker}, None)
     emails, reports = observation.queues["emails"], observation.queues["reports"]
     assert (emails.running, emails.reserved, emails.hidden) == (1, 1, 2)

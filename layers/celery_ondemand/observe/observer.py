@@ -119,6 +119,9 @@ class Observer:
                     ask(self.app, probe.connection, heard, timeout=self.control_timeout)
                     if any(worker.replied for worker in heard.values()):
                         observation.sources.append("control")
+                    observation.problems += [f"{name} did not answer control"
+                                             for name, worker in heard.items()
+                                             if not worker.replied]
             names = list(queues) if queues else _consumed_queues(heard.values())
             depths = probe.depths(names)
             observation.sources.insert(0, "broker")
@@ -208,7 +211,7 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             setattr(status, name, latest)
         observation.workers[hostname] = status
 
-    has_replies = "control" in observation.sources
+    has_replies = "events" in observation.sources  # no worker heard: nothing runs
     for name in names:
         depth = depths.get(name, QueueDepth(ready=0))
         observation.queues[name] = QueueStatus(

@@ -1,0 +1,282 @@
+"""One configuration document, parsed once into frozen, typed settings.
+
+The document is YAML (JSON is accepted: it is YAML too). Every field is declared once, with
+its type, default and limits, in :data:`TARGET_FIELDS` / :data:`TOP_FIELDS`; validation runs
+right after parsing and every error names its path and why
+(``targets[1].max_workers: must be ≥ min_workers (4), got 2``). An unknown key is an error
+with a "did you mean" hint, because a typo must never silently become a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+BUILTIN_SCALERS = ("ecs", "asg", "local")
+BUILTIN_POLICIES = ("capacity", "cwod")
+_CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One scaling target: a group of identical workers serving some queues.
+
+    Field meanings and defaults are in :data:`TARGET_FIELDS`.
+    """
+
+    name: str
+    queues: tuple[str, ...]
+    scaler: str
+    cluster: str | None = None
+    service: str | None = None
+    auto_scaling_group: str | None = None
+    command: str | None = None
+    min_workers: int = 0
+    max_workers: int = 10
+    policy: str = "capacity"
+    worker_concurrency: int | None = None
+    target_wait_seconds: float = 60.0
+    scale_down_delay_seconds: float = 300.0
+    stabilization_seconds: float = 300.0
+    tolerance: float = 0.1
+    scale_up_max_step: int = 4
+    scale_up_max_percent: float = 100.0
+    fallback_workers: int | None = None
+    fallback_after_failures: int = 3
+    dry_run: bool = False
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole deployment: where the broker is, where state lives, and the targets."""
+
+    targets: tuple[TargetConfig, ...]
+    broker_url: str | None = None
+    broker_url_secret: str | None = None
+    state_table: str = "celery-ondemand"
+    tick_interval_seconds: float = 15.0
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue some target serves, each once, in config order."""
+        return list(dict.fromkeys(q for target in self.targets for q in target.queues))
+
+    def target(self, name: str) -> TargetConfig:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Field:
+    """How to read one key: its kind, default, limits and a line saying what it is for."""
+
+    kind: str  # "str", "int", "float", "bool", "queues"
+    help: str
+    default: Any = None
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    optional: bool = False  # None is allowed
+
+
+TARGET_FIELDS: dict[str, Field] = {
+    "name": Field("str", "unique name of the target", required=True),
+    "queues": Field("queues", "queues its workers consume", required=True),
+    "scaler": Field("str", "ecs | asg | local | package.module:ClassName", required=True),
+    "cluster": Field("str", "ECS cluster (scaler: ecs)", optional=True),
+    "service": Field("str", "ECS service (scaler: ecs)", optional=True),
+    "auto_scaling_group": Field("str", "Auto Scaling group (scaler: asg)", optional=True),
+    "command": Field("str", "worker command line (scaler: local)", optional=True),
+    "min_workers": Field("int", "never fewer workers", 0, minimum=0),
+    "max_workers": Field("int", "never more workers", 10, minimum=1),
+    "policy": Field("str", "capacity | cwod | package.module:AgentSubclass", "capacity"),
+    "worker_concurrency": Field("int", "tasks one worker runs at once (default: as the "
+                                "workers report, else 1)", None, minimum=1, optional=True),
+    "target_wait_seconds": Field("float", "how long a task may wait before it starts", 60.0,
+                                 minimum=1),
+    "scale_down_delay_seconds": Field("float", "idle time before scaling to min_workers",
+                                      300.0, minimum=0),
+    "stabilization_seconds": Field("float", "scale down to the highest recommendation of "
+                                   "this window", 300.0, minimum=0),
+    "tolerance": Field("float", "relative change too small to act on", 0.1, minimum=0,
+                       maximum=0.99),
+    "scale_up_max_step": Field("int", "most workers added in one tick", 4, minimum=1),
+    "scale_up_max_percent": Field("float", "most workers added in one tick, as a percentage "
+                                  "of the current count", 100.0, minimum=1),
+    "fallback_workers": Field("int", "count to apply after fallback_after_failures failed "
+                              "reads (default: hold)", None, minimum=0, optional=True),
+    "fallback_after_failures": Field("int", "failed reads in a row before the fallback", 3,
+                                     minimum=1),
+    "dry_run": Field("bool", "decide but never act", False),
+    "paused": Field("bool", "decide nothing", False),
+}
+
+TOP_FIELDS: dict[str, Field] = {
+    "broker_url": Field("str", "Celery broker URL", optional=True),
+    "broker_url_secret": Field("str", "Secrets Manager name or ARN holding the broker URL",
+                               optional=True),
+    "state_table": Field("str", "DynamoDB table for the tick's memory", "celery-ondemand"),
+    "tick_interval_seconds": Field("float", "seconds between ticks", 15.0, minimum=1),
+    "targets": Field("list", "the scaling targets", required=True),
+}
+
+_SCALER_NEEDS = {"ecs": ("cluster", "service"), "asg": ("auto_scaling_group",),
+                 "local": ("command",)}
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a configuration file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return parse_settings(text, source=str(path))
+
+
+def parse_settings(text: str, source: str = "config") -> Settings:
+    """Parse a YAML or JSON document into validated :class:`Settings`."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from exc
+    return settings_from_mapping(document, source)
+
+
+def settings_from_mapping(document: Any, source: str = "config") -> Settings:
+    """Validate an already-parsed document."""
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"{source}: must be a mapping of settings, got "
+                          f"{type(document).__name__}")
+    values = _read(document, TOP_FIELDS, "")
+    if bool(values["broker_url"]) == bool(values["broker_url_secret"]):
+        raise ConfigError("broker_url: give exactly one of broker_url or broker_url_secret")
+    raw_targets = values.pop("targets")
+    if not isinstance(raw_targets, list) or not raw_targets:
+        raise ConfigError("targets: must be a non-empty list of targets")
+    targets = tuple(_target(raw, f"targets[{i}]") for i, raw in enumerate(raw_targets))
+    _check_across(targets)
+    return Settings(targets=targets, **values)
+
+
+def _target(raw: Any, path: str) -> TargetConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: must be a mapping, got {type(raw).__name__}")
+    values = _read(raw, TARGET_FIELDS, f"{path}.")
+    if values["max_workers"] < values["min_workers"]:
+        raise ConfigError(f"{path}.max_workers: must be ≥ min_workers "
+                          f"({values['min_workers']}), got {values['max_workers']}")
+    fallback = values["fallback_workers"]
+    if fallback is not None and not values["min_workers"] <= fallback <= values["max_workers"]:
+        raise ConfigError(f"{path}.fallback_workers: must lie between min_workers and "
+                          f"max_workers, got {fallback}")
+    scaler = values["scaler"]
+    if scaler in _SCALER_NEEDS:
+        for needed in _SCALER_NEEDS[scaler]:
+            if not values[needed]:
+                raise ConfigError(f"{path}.{needed}: required with scaler: {scaler}")
+    elif not _CLASS_PATH.match(scaler):
+        raise ConfigError(f"{path}.scaler: unknown scaler {scaler!r}; expected one of "
+                          f"{', '.join(BUILTIN_SCALERS)} or package.module:ClassName")
+    policy = values["policy"]
+    if policy not in BUILTIN_POLICIES and not _CLASS_PATH.match(policy):
+        raise ConfigError(f"{path}.policy: unknown policy {policy!r}; expected one of "
+                          f"{', '.join(BUILTIN_POLICIES)} or package.module:AgentSubclass")
+    return TargetConfig(**values)
+
+
+def _check_across(targets: tuple[TargetConfig, ...]) -> None:
+    names: dict[str, int] = {}
+    owners: dict[str, str] = {}
+    for i, target in enumerate(targets):
+        if target.name in names:
+            raise ConfigError(f"targets[{i}].name: {target.name!r} is already the name of "
+                              f"targets[{names[target.name]}]")
+        names[target.name] = i
+        for queue in target.queues:
+            if queue in owners:
+                raise ConfigError(f"targets[{i}].queues: {queue!r} is already served by "
+                                  f"target {owners[queue]!r}; a queue belongs to one target")
+            owners[queue] = target.name
+
+
+def _read(raw: Mapping[Any, Any], schema: dict[str, Field], prefix: str) -> dict[str, Any]:
+    """Every field of ``schema`` from ``raw``, typed and checked; unknown keys are errors."""
+    for key in raw:
+        if key not in schema:
+            hint = difflib.get_close_matches(str(key), schema, n=1)
+            did_you_mean = f" (did you mean {hint[0]}?)" if hint else ""
+            raise ConfigError(f"{prefix}{key}: unknown setting{did_you_mean}; known: "
+                              f"{', '.join(schema)}")
+    values = {}
+    for name, spec in schema.items():
+        path = f"{prefix}{name}"
+        if name not in raw or raw[name] is None:
+            if spec.required:
+                raise ConfigError(f"{path}: required ({spec.help})")
+            values[name] = spec.default
+            continue
+        values[name] = _convert(raw[name], spec, path)
+    return values
+
+
+def _convert(value: Any, spec: Field, path: str) -> Any:
+    converters: dict[str, Callable[[Any, str], Any]] = {
+        "str": _as_str, "int": _as_int, "float": _as_float, "bool": _as_bool,
+        "queues": _as_queues, "list": lambda v, p: v,
+    }
+    converted = converters[spec.kind](value, path)
+    if isinstance(converted, int | float) and not isinstance(converted, bool):
+        if spec.minimum is not None and converted < spec.minimum:
+            raise ConfigError(f"{path}: must be ≥ {spec.minimum:g}, got {converted}")
+        if spec.maximum is not None and converted > spec.maximum:
+            raise ConfigError(f"{path}: must be ≤ {spec.maximum:g}, got {converted}")
+    return converted
+
+
+def _as_str(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _as_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{path}: must be a whole number, got {value!r}")
+    return value
+
+
+def _as_float(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ConfigError(f"{path}: must be a number, got {value!r}")
+    if value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{path}: must be finite, got {value!r}")
+    return float(value)
+
+
+def _as_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: must be true or false, got {value!r}")
+    return value
+
+
+def _as_queues(value: Any, path: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{path}: must be a non-empty list of queue names")
+    names = tuple(_as_str(item, f"{path}[{i}]") for i, item in enumerate(value))
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: lists a queue twice")
+    return names
+

@@ -1,0 +1,176 @@
+"""The decision: a pure function of (observation, memory, settings, now).
+
+For every target: build its view of the observation, update its memory (rates, idleness,
+failed reads), ask its policy for a recommendation, then apply the safety rails that hold
+for every policy, cwod's and a user's included:
+
+1. blind means hold: a read with any gap never shrinks the target (a configured
+   ``fallback_workers`` may raise it after ``fallback_after_failures`` blind ticks);
+2. never below the number of busy workers;
+3. ``min_workers ≤ desired ≤ max_workers``, always.
+
+``paused`` targets decide nothing; ``dry_run`` targets decide, marked not to be applied.
+No I/O happens here, so the Lambda, the command line and a simulator with a simulated
+clock all drive this same code.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import replace
+
+from ..config import Settings, TargetConfig
+from ..imports import load_class
+from ..model import Observation
+from .agent import Agent
+from .capacity import CapacityAgent
+from .decision import Decision, Recommendation
+from .memory import TargetMemory
+from .view import TargetView
+
+SMOOTHING = 0.5
+"""Weight of the newest sample in the smoothed rates (an exponential moving average)."""
+
+POLICIES: dict[str, type[Agent]] = {"capacity": CapacityAgent, "cwod": Agent}
+
+
+def build_agents(settings: Settings) -> dict[str, Agent]:
+    """One policy object per target; a user's ``package.module:Class`` is imported here."""
+    agents = {}
+    for i, target in enumerate(settings.targets):
+        cls = POLICIES.get(target.policy) or load_class(target.policy, Agent,
+                                                         f"targets[{i}].policy")
+        agents[target.name] = cls(target)
+    return agents
+
+
+def decide(observation: Observation | None, settings: Settings,
+           memory: Mapping[str, TargetMemory], now: float, *,
+           current: Mapping[str, int] | None = None,
+           agents: Mapping[str, Agent] | None = None,
+           dry_run: bool = False) -> tuple[list[Decision], dict[str, TargetMemory]]:
+    """Decide every target's worker count.
+
+    ``observation`` is None when the broker could not be read at all. ``current`` holds
+    the scalers' counts by target; a target missing from it counts its live workers.
+    Returns the decisions and the new memory (the input memory is not changed).
+    """
+    agents = agents if agents is not None else build_agents(settings)
+    decisions, remembered = [], {}
+    for target in settings.targets:
+        before = memory.get(target.name) or TargetMemory()
+        view = target_view(target, observation, before, now, current)
+        view = replace(view, memory=remember(view, before))
+        if target.paused:
+            decision = Decision(target.name, view.current, view.current, "paused",
+                                "paused: deciding nothing", dry_run=True, paused=True,
+                                inputs=view.inputs())
+        else:
+            recommendation = agents[target.name].recommend(view)
+            decision = apply_rails(view, recommendation, dry_run or target.dry_run)
+            _note(view, recommendation, decision)
+        decisions.append(decision)
+        remembered[target.name] = view.memory
+    return decisions, remembered
+
+
+def target_view(target: TargetConfig, observation: Observation | None, memory: TargetMemory,
+                now: float, current: Mapping[str, int] | None = None) -> TargetView:
+    """What ``target`` looks like in ``observation``, with every gap listed as a problem."""
+    if observation is None:
+        count = (current or {}).get(target.name, 0)
+        return TargetView(target, [], [], count, now, memory, ["broker not read"])
+    problems = list(observation.problems)
+    queues = []
+    for name in target.queues:
+        if name in observation.queues:
+            queues.append(observation.queues[name])
+        else:
+            problems.append(f"queue {name} not read")
+    wanted = set(target.queues)
+    workers = [w for w in observation.live_workers.values() if wanted.intersection(w.queues)]
+    unheard = sorted(set(memory.workers_seen) - {w.hostname for w in workers})
+    if unheard:
+        problems.append(f"not heard this tick: {', '.join(unheard)}")
+    count = (current or {}).get(target.name, len(workers))
+    return TargetView(target, queues, workers, count, now, memory, problems)
+
+
+def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
+    """The memory after this tick's read: failed reads, idleness, rates, workers seen."""
+    after = copy.deepcopy(before)
+    if view.problems == ["broker not read"]:
+        after.failed_reads += 1
+        return after
+    after.workers_seen = sorted(w.hostname for w in view.workers)
+    if not view.complete:
+        after.failed_reads += 1
+        return after
+    after.failed_reads = 0
+    idle = view.work == 0 and view.busy == 0
+    after.idle_since = (before.idle_since or view.now) if idle else None
+    processed = {w.hostname: w.processed for w in view.workers}
+    if before.observed_at is not None and view.now > before.observed_at:
+        _measure_rates(after, before, view, processed)
+    after.processed, after.observed_at, after.work = processed, view.now, view.work
+    after.ready = view.ready
+    return after
+
+
+def _measure_rates(after: TargetMemory, before: TargetMemory, view: TargetView,
+                   processed: dict[str, int]) -> None:
+    elapsed = view.now - before.observed_at  # type: ignore[operator]
+    both = [h for h in processed if h in before.processed]
+    finished = sum(max(0, processed[h] - before.processed[h]) for h in both)
+    if before.work is not None:
+        arrived = max(0.0, (finished + view.work - before.work) / elapsed)
+        after.arrival_rate = _smooth(before.arrival_rate, arrived)
+    saturated = bool(before.ready) and view.ready > 0  # a backlog kept every slot busy
+    if saturated and both and finished > 0:
+        after.service_rate = _smooth(before.service_rate, finished / elapsed / len(both))
+
+
+def _smooth(old: float | None, sample: float) -> float:
+    return sample if old is None else SMOOTHING * sample + (1 - SMOOTHING) * old
+
+
+def apply_rails(view: TargetView, recommendation: Recommendation, dry_run: bool) -> Decision:
+    """The rails every policy obeys, in order: blind hold, busy floor, bounds."""
+    config = view.config
+    desired, rule, reason = recommendation.desired, recommendation.rule, recommendation.reason
+    if not view.complete:
+        fallback = config.fallback_workers
+        if fallback is not None and view.memory.failed_reads >= config.fallback_after_failures \
+                and fallback > desired:
+            desired, rule = fallback, "fallback"
+            reason = f"{view.memory.failed_reads} incomplete reads in a row: fallback {fallback}"
+        if desired < view.current:
+            desired, rule = view.current, "blind"
+            reason = f"read incomplete ({'; '.join(view.problems)}): not scaling down"
+    if desired < view.busy:
+        desired, rule = view.busy, "busy-floor"
+        reason = f"{reason}; {view.busy} workers are running tasks"
+    bounded = min(max(desired, config.min_workers), config.max_workers)
+    if bounded != desired:
+        desired, rule = bounded, "bounds"
+        reason = f"{reason}; kept within [{config.min_workers}, {config.max_workers}]"
+    return Decision(config.name, view.current, desired, rule, reason, dry_run=dry_run,
+                    inputs=view.inputs())
+
+
+def _note(view: TargetView, recommendation: Recommendation, decision: Decision) -> None:
+    """Record the raw need in the stabilization window and the decision taken."""
+    memory = view.memory
+    if view.complete:
+        horizon = view.now - view.config.stabilization_seconds
+        needed = recommendation.needed if recommendation.needed is not None \
+            else recommendation.desired
+        memory.recommendations = [r for r in memory.recommendations if r[0] > horizon]
+        memory.recommendations.append([view.now, needed])
+    memory.last_desired = decision.desired
+    if not decision.dry_run:
+        if decision.action == "up":
+            memory.last_up_at = view.now
+        elif decision.action == "down":
+            memory.last_down_at = view.now

@@ -1,0 +1,55 @@
+"""What a target remembers from tick to tick, as plain data that survives a cold start.
+
+The decision is a pure function of (observation, memory, config, now); this is the memory
+part. It round-trips through :meth:`TargetMemory.to_dict` / :meth:`TargetMemory.from_dict`
+so the state store (DynamoDB) can keep it between Lambda invocations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class TargetMemory:
+    """One target's memory.
+
+    - ``recommendations``: ``[time, workers]`` pairs inside the stabilization window; a
+      scale-down goes only as low as the highest of them.
+    - ``idle_since``: when the target was first seen with no work and no running task; None
+      while it has work.
+    - ``workers_seen``: live workers of the target at the last complete read; one missing
+      from the next burst makes that read partial (hold, do not shrink).
+    - ``processed`` / ``observed_at`` / ``work`` / ``ready``: counters, time, total and
+      waiting work of the last complete read, from which rates are measured.
+    - ``service_rate``: tasks one busy worker finishes per second (smoothed), measured only
+      while a backlog kept every worker busy.
+    - ``arrival_rate``: tasks arriving per second for the target (smoothed).
+    - ``failed_reads``: incomplete reads in a row.
+    - ``last_up_at`` / ``last_down_at`` / ``last_desired``: the last decisions taken.
+    """
+
+    recommendations: list[list[float]] = field(default_factory=list)
+    idle_since: float | None = None
+    workers_seen: list[str] = field(default_factory=list)
+    processed: dict[str, int] = field(default_factory=dict)
+    observed_at: float | None = None
+    work: int | None = None
+    ready: int | None = None
+    service_rate: float | None = None
+    arrival_rate: float | None = None
+    failed_reads: int = 0
+    last_up_at: float | None = None
+    last_down_at: float | None = None
+    last_desired: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TargetMemory:
+        """Rebuild from :meth:`to_dict` output; unknown keys (from a newer version) are dropped."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
