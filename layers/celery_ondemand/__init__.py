@@ -4,6 +4,7 @@ The flow, one sub-package each: observe (brokers, worker events) → decide → 
 The names a celery-worker-on-demand user knows are importable from here.
 """
 
+from .decide import Agent, CapacityAgent, Decision, TargetMemory
 from .errors import (
     BrokerAuthFailed,
     BrokerUnavailable,
@@ -17,13 +18,17 @@ from .stamping import PUBLISHED_AT_HEADER, stamp_publish_time
 
 __all__ = [
     "PUBLISHED_AT_HEADER",
+    "Agent",
     "BrokerAuthFailed",
     "BrokerUnavailable",
+    "CapacityAgent",
     "ConfigError",
+    "Decision",
     "Observation",
     "Observer",
     "OnDemandError",
     "QueueStatus",
+    "TargetMemory",
     "UnknownBroker",
     "WorkerStatus",
     "stamp_publish_time",

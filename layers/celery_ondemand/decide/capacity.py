@@ -3,13 +3,15 @@
 - Work is every unfinished task of the target's queues: ready in the broker plus hidden
   on workers (reserved and running).
 - With no history, one worker per ``concurrency`` tasks of work (every task gets a slot).
-- With a measured service rate μ (tasks one busy worker finishes per second) and arrival
-  rate λ, the target needs λ/μ workers to keep up plus ready/(μ·T) to drain what waits within
-  the wait target T — never more than the work can keep busy.
+- With a measured service rate μ (tasks one worker finishes per second) and arrival rate λ,
+  the target needs λ/μ workers to keep up plus ready/(μ·T) to drain what waits within the
+  wait target T. The work seen at one instant understates a steady load (a slot freed
+  between ticks takes the next arrival), so λ/μ may hold the current count above it; but
+  only visible work adds workers.
 - An oldest task older than T adds a worker even when the numbers say enough.
 - Up fast (at once, capped per tick), down slow (to the highest recommendation of the
   stabilization window, and to the minimum only after ``scale_down_delay_seconds`` idle),
-  and a tolerance band in which small changes do nothing.
+  and hysteresis: shrink only to a count the load fits with ``tolerance`` to spare.
 """
 
 from __future__ import annotations
@@ -22,40 +24,51 @@ from .view import TargetView
 
 
 class CapacityAgent(Agent):
-    """Sizes the target; ``needed_workers`` is the hook for a subclass with its own model."""
+    """Sizes the target; ``demand`` is the hook for a subclass with its own model."""
 
     def recommend(self, view: TargetView) -> Recommendation:
         config = self.target
-        if view.work == 0 and view.busy == 0:
+        nothing_now = view.work == 0 and view.busy == 0
+        if (view.memory.idle_since is not None and nothing_now) or \
+                (nothing_now and not view.complete):
             return self._idle(view)
-        needed, rule, reason = self.needed_workers(view)
+        demand, rule, reason = self.demand(view)
+        up_to = max(1, math.ceil(demand - 1e-9))
+        # Hysteresis: shrink only to a count the load fits with ``tolerance`` to spare,
+        # so a demand wobbling around a whole number does not flap.
+        down_to = max(1, math.ceil(demand / (1 - config.tolerance) - 1e-9))
         age = view.oldest_age
         if age is not None and age > config.target_wait_seconds and view.ready > 0 \
-                and needed <= view.current:
-            needed, rule = view.current + 1, "age"
+                and up_to <= view.current:
+            up_to, rule = view.current + 1, "age"
             reason = f"oldest task waited {age:.0f}s > {config.target_wait_seconds:.0f}s"
-        needed = max(needed, 1)
         if view.current == 0:
-            return Recommendation(needed, "from-zero", f"{reason}; starting from zero")
-        if needed > view.current:
-            return self._up(view, needed, rule, reason)
-        if abs(needed - view.current) <= config.tolerance * view.current:
-            return Recommendation(view.current, "tolerance", f"{reason}: within "
-                                  f"{config.tolerance:.0%} of {view.current}", needed)
-        return self._down(view, needed, rule, reason)
+            return Recommendation(up_to, "from-zero", f"{reason}; starting from zero")
+        if up_to > view.current:
+            return self._up(view, up_to, rule, reason)
+        if down_to < view.current:
+            return self._down(view, down_to, rule, reason)
+        return Recommendation(view.current, "tolerance",
+                              f"{reason}: {view.current} fits within {config.tolerance:.0%}")
 
-    def needed_workers(self, view: TargetView) -> tuple[int, str, str]:
-        """Workers the work needs now: (count, rule, reason)."""
+    def demand(self, view: TargetView) -> tuple[float, str, str]:
+        """Workers the work needs now, as a fraction: (workers, rule, reason).
+
+        The hook for a subclass with its own model of the work.
+        """
         slots = view.concurrency
-        by_slots = math.ceil(view.work / slots)
+        by_slots = view.work / slots
         memory, wait = view.memory, self.target.target_wait_seconds
         if memory.service_rate and memory.arrival_rate is not None:
             rate = memory.service_rate
             demand = memory.arrival_rate / rate + view.ready / (rate * wait)
-            needed = min(by_slots, math.ceil(demand - 1e-9))
-            return needed, "throughput", (
+            # Throughput may hold workers the instant's work does not show (a freed slot
+            # takes the next arrival), but only visible work adds workers: a rate measured
+            # while long tasks are still running underestimates μ and would overshoot.
+            demand = min(demand, max(by_slots, view.current))
+            return demand, "throughput", (
                 f"{view.work} tasks, {memory.arrival_rate:.2f}/s arriving, "
-                f"{rate:.2f}/s per worker: {needed} workers keep waits under {wait:.0f}s")
+                f"{rate:.2f}/s per worker: {demand:.1f} workers keep waits under {wait:.0f}s")
         return by_slots, "backlog", f"{view.work} tasks / {slots} per worker"
 
     def _up(self, view: TargetView, needed: int, rule: str, reason: str) -> Recommendation:

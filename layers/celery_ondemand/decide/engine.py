@@ -29,8 +29,8 @@ from .decision import Decision, Recommendation
 from .memory import TargetMemory
 from .view import TargetView
 
-SMOOTHING = 0.5
-"""Weight of the newest sample in the smoothed rates (an exponential moving average)."""
+SMOOTHING = 0.2
+"""Weight of the newest tick in the measured rates: older ticks fade by 1 - SMOOTHING each."""
 
 POLICIES: dict[str, type[Agent]] = {"capacity": CapacityAgent, "cwod": Agent}
 
@@ -91,10 +91,17 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
     wanted = set(target.queues)
     workers = [w for w in observation.live_workers.values() if wanted.intersection(w.queues)]
     unheard = sorted(set(memory.workers_seen) - {w.hostname for w in workers})
-    if unheard:
+    if len(unheard) > _expected_to_leave(memory):
         problems.append(f"not heard this tick: {', '.join(unheard)}")
     count = (current or {}).get(target.name, len(workers))
     return TargetView(target, queues, workers, count, now, memory, problems)
+
+
+def _expected_to_leave(memory: TargetMemory) -> int:
+    """Workers the last decision removed: their silence is no gap in the read."""
+    if memory.last_desired is None:
+        return 0
+    return max(0, len(memory.workers_seen) - memory.last_desired)
 
 
 def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
@@ -108,31 +115,42 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
         after.failed_reads += 1
         return after
     after.failed_reads = 0
-    idle = view.work == 0 and view.busy == 0
-    after.idle_since = (before.idle_since or view.now) if idle else None
     processed = {w.hostname: w.processed for w in view.workers}
+    finished = sum(max(0, count - before.processed[host])
+                   for host, count in processed.items() if host in before.processed)
     if before.observed_at is not None and view.now > before.observed_at:
-        _measure_rates(after, before, view, processed)
+        _measure_rates(after, before, view, finished)
+    # Idle means nothing waited, ran or finished since the last tick: sparse tasks that
+    # come and go between two ticks are still load.
+    idle = view.work == 0 and view.busy == 0 and finished == 0
+    after.idle_since = (before.idle_since or view.now) if idle else None
     after.processed, after.observed_at, after.work = processed, view.now, view.work
-    after.ready = view.ready
+    after.ready, after.running = view.ready, view.running
     return after
 
 
 def _measure_rates(after: TargetMemory, before: TargetMemory, view: TargetView,
-                   processed: dict[str, int]) -> None:
+                   finished: int) -> None:
+    """Arrivals from conservation of work, service from Little's law over busy slots.
+
+    Tasks that arrived = tasks finished + growth of the work. A busy slot finishes tasks
+    at (tasks finished) / (slot-seconds busy), where busy slots are sampled at each tick.
+    Both rates are ratios of decaying sums rather than averages of per-tick ratios: one
+    tick's sample of a few short tasks is noisy, many ticks' sums are not.
+    """
     elapsed = view.now - before.observed_at  # type: ignore[operator]
-    both = [h for h in processed if h in before.processed]
-    finished = sum(max(0, processed[h] - before.processed[h]) for h in both)
+    keep = 1 - SMOOTHING
     if before.work is not None:
-        arrived = max(0.0, (finished + view.work - before.work) / elapsed)
-        after.arrival_rate = _smooth(before.arrival_rate, arrived)
-    saturated = bool(before.ready) and view.ready > 0  # a backlog kept every slot busy
-    if saturated and both and finished > 0:
-        after.service_rate = _smooth(before.service_rate, finished / elapsed / len(both))
-
-
-def _smooth(old: float | None, sample: float) -> float:
-    return sample if old is None else SMOOTHING * sample + (1 - SMOOTHING) * old
+        arrived = max(0, finished + view.work - before.work)
+        after.arrivals_sum = keep * before.arrivals_sum + arrived
+        after.elapsed_sum = keep * before.elapsed_sum + elapsed
+        after.arrival_rate = after.arrivals_sum / after.elapsed_sum
+    mean_running = ((before.running or 0) + view.running) / 2
+    after.finished_sum = keep * before.finished_sum + finished
+    after.busy_slot_seconds = keep * before.busy_slot_seconds + elapsed * mean_running
+    if after.finished_sum > 0 and after.busy_slot_seconds > 0:
+        per_slot = after.finished_sum / after.busy_slot_seconds
+        after.service_rate = per_slot * view.concurrency
 
 
 def apply_rails(view: TargetView, recommendation: Recommendation, dry_run: bool) -> Decision:
@@ -162,12 +180,13 @@ def apply_rails(view: TargetView, recommendation: Recommendation, dry_run: bool)
 def _note(view: TargetView, recommendation: Recommendation, decision: Decision) -> None:
     """Record the raw need in the stabilization window and the decision taken."""
     memory = view.memory
-    if view.complete:
-        horizon = view.now - view.config.stabilization_seconds
-        needed = recommendation.needed if recommendation.needed is not None \
-            else recommendation.desired
-        memory.recommendations = [r for r in memory.recommendations if r[0] > horizon]
-        memory.recommendations.append([view.now, needed])
+    needed = recommendation.needed if recommendation.needed is not None \
+        else recommendation.desired
+    if not view.complete:
+        needed = decision.desired  # a blind need is unknown: remember what was held
+    horizon = view.now - view.config.stabilization_seconds
+    memory.recommendations = [r for r in memory.recommendations if r[0] > horizon]
+    memory.recommendations.append([view.now, needed])
     memory.last_desired = decision.desired
     if not decision.dry_run:
         if decision.action == "up":

@@ -21,11 +21,12 @@ class TargetMemory:
       while it has work.
     - ``workers_seen``: live workers of the target at the last complete read; one missing
       from the next burst makes that read partial (hold, do not shrink).
-    - ``processed`` / ``observed_at`` / ``work`` / ``ready``: counters, time, total and
-      waiting work of the last complete read, from which rates are measured.
-    - ``service_rate``: tasks one busy worker finishes per second (smoothed), measured only
-      while a backlog kept every worker busy.
-    - ``arrival_rate``: tasks arriving per second for the target (smoothed).
+    - ``processed`` / ``observed_at`` / ``work`` / ``ready`` / ``running``: counters, time,
+      total, waiting and running work of the last complete read, for measuring rates.
+    - ``service_rate``: tasks one fully busy worker finishes per second.
+    - ``arrival_rate``: tasks arriving per second for the target.
+    - ``arrivals_sum`` / ``elapsed_sum`` / ``finished_sum`` / ``busy_slot_seconds``: the
+      decaying sums the two rates are ratios of.
     - ``failed_reads``: incomplete reads in a row.
     - ``last_up_at`` / ``last_down_at`` / ``last_desired``: the last decisions taken.
     """
@@ -37,8 +38,13 @@ class TargetMemory:
     observed_at: float | None = None
     work: int | None = None
     ready: int | None = None
+    running: int | None = None
     service_rate: float | None = None
     arrival_rate: float | None = None
+    arrivals_sum: float = 0.0
+    elapsed_sum: float = 0.0
+    finished_sum: float = 0.0
+    busy_slot_seconds: float = 0.0
     failed_reads: int = 0
     last_up_at: float | None = None
     last_down_at: float | None = None

@@ -1,0 +1,145 @@
+"""Every rule of the decision, one named case each (table-driven, as KEDA's scalers are)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from celery_ondemand import ConfigError, Observation, TargetMemory
+from celery_ondemand.decide import build_agents, decide
+from tests.support.observations import observation, settings, worker
+
+NOW = 10_000.0
+
+
+@dataclass
+class Case:
+    name: str
+    observed: Observation | None
+    current: int
+    want_desired: int
+    want_rule: str
+    config: dict[str, Any] = field(default_factory=dict)
+    memory: TargetMemory = field(default_factory=TargetMemory)
+
+
+def busy_workers(n: int, active: int = 4) -> list[Any]:
+    return [worker(f"w{i}", ["q"], active=active) for i in range(n)]
+
+
+CASES = [
+    Case("first task scales from zero in one tick", observation({"q": (1, 0)}), 0, 1,
+         "from-zero", {"worker_concurrency": 4}),
+    Case("backlog: one worker per concurrency slots of work",
+         observation({"q": (12, 4)}, busy_workers(1)), 1, 4, "backlog",
+         {"worker_concurrency": 4}),
+    Case("concurrency learned from the workers when not configured",
+         observation({"q": (12, 4)}, [worker("w0", ["q"], active=4, concurrency=8)]), 1, 2,
+         "backlog"),
+    Case("up fast but capped per tick", observation({"q": (100, 2)}, busy_workers(2, 1)), 2, 6,
+         "step-cap", {"worker_concurrency": 1, "max_workers": 50}),
+    Case("small changes inside the tolerance band do nothing",
+         observation({"q": (0, 36)}, busy_workers(9)), 10, 10, "tolerance",
+         {"worker_concurrency": 4, "tolerance": 0.1}),
+    Case("down slow: hold the highest recommendation of the window",
+         observation({"q": (0, 16)}, busy_workers(4)), 8, 8, "stabilizing",
+         {"worker_concurrency": 4},
+         TargetMemory(recommendations=[[NOW - 100, 8]], workers_seen=["w0", "w1", "w2", "w3"])),
+    Case("down once the window has passed, keeping the tolerance spare",
+         observation({"q": (0, 16)}, busy_workers(4)), 8, 5, "backlog",
+         {"worker_concurrency": 4},
+         TargetMemory(recommendations=[[NOW - 400, 8]], workers_seen=["w0", "w1", "w2", "w3"])),
+    Case("idle, but not for long enough", observation({"q": (0, 0)}, [worker("w0", ["q"])]), 1,
+         1, "idle-wait", {}, TargetMemory(idle_since=NOW - 100, workers_seen=["w0"])),
+    Case("idle for the delay: down to min_workers",
+         observation({"q": (0, 0)}, [worker("w0", ["q"])]), 1, 0, "idle", {},
+         TargetMemory(idle_since=NOW - 301, workers_seen=["w0"])),
+    Case("first idle tick starts the clock", observation({"q": (0, 0)}, [worker("w0", ["q"])]),
+         1, 1, "idle-wait"),
+    Case("the oldest task's age adds a worker", observation({"q": (1, 4)}, busy_workers(2, 2),
+                                                           ages={"q": 120.0}),
+         2, 3, "age", {"worker_concurrency": 4, "target_wait_seconds": 60},
+         TargetMemory(workers_seen=["w0", "w1"])),
+    Case("measured throughput sizes the target",
+         observation({"q": (30, 8)}, busy_workers(4, 2)), 4, 5, "throughput",
+         {"worker_concurrency": 4, "target_wait_seconds": 60},
+         TargetMemory(service_rate=0.5, arrival_rate=2.0, workers_seen=["w0", "w1", "w2", "w3"],
+                      work=38, ready=30)),
+    Case("never below the busy workers", observation({"q": (0, 3)}, busy_workers(3, 1)), 5, 3,
+         "busy-floor", {"worker_concurrency": 4},
+         TargetMemory(workers_seen=["w0", "w1", "w2"])),
+    Case("busy floor over a policy that would cut busy workers",
+         observation({"q": (0, 0)}, [worker("w0", ["q"], active=1)]), 1, 1, "busy-floor",
+         {"policy": "cwod"}),
+    Case("a broker that cannot be read holds", None, 3, 3, "idle-wait"),
+    Case("a partial read never scales down",
+         observation({"q": (0, 1)}, busy_workers(1, 1), problems=["w9 did not answer control"]),
+         4, 4, "blind", {"worker_concurrency": 4}),
+    Case("a worker seen last tick and missing now makes the read partial",
+         observation({"q": (0, 1)}, busy_workers(1, 1)), 4, 4, "blind",
+         {"worker_concurrency": 4}, TargetMemory(workers_seen=["w0", "gone"])),
+    Case("fallback after enough blind ticks", None, 0, 2, "fallback",
+         {"fallback_workers": 2, "fallback_after_failures": 2}, TargetMemory(failed_reads=1)),
+    Case("max_workers always holds", observation({"q": (500, 0)}), 0, 3, "bounds",
+         {"max_workers": 3, "scale_up_max_step": 100}),
+    Case("min_workers always holds", observation({"q": (0, 0)}), 0, 2, "bounds",
+         {"min_workers": 2}),
+    Case("paused decides nothing", observation({"q": (50, 0)}), 1, 1, "paused",
+         {"paused": True}),
+    Case("cwod: tasks and no worker → one more", observation({"q": (5, 0)}), 0, 1, "flag_up",
+         {"policy": "cwod"}),
+    Case("cwod: wait for a started worker instead of adding another",
+         observation({"q": (5, 0)}), 1, 1, "starting", {"policy": "cwod"}),
+    Case("cwod: empty and served → one fewer",
+         observation({"q": (0, 0)}, [worker("w0", ["q"])]), 1, 0, "flag_down",
+         {"policy": "cwod"}),
+    Case("a user's Agent subclass is honoured",
+         observation({"q": (11, 0)}, [worker("w0", ["q"])]), 1, 2, "flag_up",
+         {"policy": "tests.support.agents:BigQueueAgent"}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_rule(case: Case) -> None:
+    config = settings(**case.config)
+    decisions, _ = decide(case.observed, config, {"t": case.memory}, NOW,
+                          current={"t": case.current})
+    decision = decisions[0]
+    assert (decision.desired, decision.rule) == (case.want_desired, case.want_rule), \
+        decision.reason
+    assert decision.reason
+
+
+def test_dry_run_decides_and_says_it_will_not_act() -> None:
+    decisions, _ = decide(observation({"q": (3, 0)}), settings(dry_run=True), {}, NOW)
+    assert decisions[0].action == "up" and decisions[0].dry_run
+    serialized = decisions[0].serializer()
+    assert {"target", "current", "desired", "action", "reason", "dry_run"} <= set(serialized)
+
+
+def test_rates_are_measured_between_ticks() -> None:
+    config = settings(worker_concurrency=4)
+    first = observation({"q": (20, 8)}, [worker("a", ["q"], active=4, processed=0),
+                                         worker("b", ["q"], active=4, processed=0)])
+    _, memory = decide(first, config, {}, 0.0)
+    second = observation({"q": (15, 8)}, [worker("a", ["q"], active=4, processed=10),
+                                          worker("b", ["q"], active=4, processed=10)])
+    _, memory = decide(second, config, memory, 10.0)
+    assert memory["t"].service_rate == pytest.approx(1.0)  # 20 tasks / 10 s / 2 workers
+    assert memory["t"].arrival_rate == pytest.approx(1.5)  # (20 finished - 5 fewer) / 10 s
+
+
+def test_memory_round_trips_through_plain_data() -> None:
+    _, memory = decide(observation({"q": (3, 1)}, [worker("a", ["q"], active=1)]), settings(),
+                       {}, NOW)
+    again = TargetMemory.from_dict({**memory["t"].to_dict(), "from_the_future": 1})
+    assert again == memory["t"]
+
+
+def test_a_policy_must_be_an_agent() -> None:
+    with pytest.raises(ConfigError, match="is not a subclass of Agent"):
+        build_agents(settings(policy="tests.support.agents:NotAnAgent"))
+    with pytest.raises(ConfigError, match="cannot import"):
+        build_agents(settings(policy="no_such_package.mod:Agent"))
