@@ -18,24 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.brokers import ON_CI, Queues, producer_app
+from tests.support.cli import SECRET, assert_clean_failure, closed_port, ondemand
 from tests.support.workers import Fleet
-
-SECRET = "s3cr3t-do-not-print"
-
-
-def ondemand(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "celery_ondemand.cli", *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    assert "Traceback" not in output
-    assert SECRET not in output
-    assert result.stderr.startswith("ondemand: error: ") and result.stderr.count("\n") == 1
-    for word in words:
-        assert word in result.stderr.lower()
 
 
 @pytest.fixture
@@ -63,12 +47,6 @@ def silent_server() -> Iterator[int]:
     for conn in accepted:
         conn.close()
     server.close()
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize("scheme", ["amqp", "redis"])

@@ -109,8 +109,8 @@ TARGET_FIELDS: dict[str, Field] = {
                                       300.0, minimum=0),
     "stabilization_seconds": Field("float", "scale down to the highest recommendation of "
                                    "this window", 300.0, minimum=0),
-    "tolerance": Field("float", "relative change too small to act on", 0.1, minimum=0,
-                       maximum=0.99),
+    "tolerance": Field("float", "spare capacity kept when scaling down (hysteresis)", 0.1,
+                       minimum=0, maximum=0.99),
     "scale_up_max_step": Field("int", "most workers added in one tick", 4, minimum=1),
     "scale_up_max_percent": Field("float", "most workers added in one tick, as a percentage "
                                   "of the current count", 100.0, minimum=1),

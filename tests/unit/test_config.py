@@ -132,3 +132,11 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_every_target_field_is_declared_once() -> None:
     assert {f.name for f in fields(TargetConfig)} == set(TARGET_FIELDS)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    from celery_ondemand.config import TOP_FIELDS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in [*TOP_FIELDS, *TARGET_FIELDS]:
+        assert f"`{name}`" in readme, f"README.md does not document {name}"
