@@ -25,3 +25,15 @@ class BrokerUnavailable(OnDemandError):
 
 class BrokerAuthFailed(BrokerUnavailable):
     """The broker answered but refused our credentials."""
+
+
+class StateError(OnDemandError):
+    """The state store could not be read or written."""
+
+
+class LeaseLost(OnDemandError):
+    """Another tick holds this deployment's lease: this one must not act."""
+
+
+class ScalerError(OnDemandError):
+    """A scaling target could not be read or changed (the message names the target)."""

@@ -1,0 +1,79 @@
+"""The one interface every state store implements, and the records it keeps.
+
+A store keeps, per deployment:
+
+- a **lease**, so two overlapping ticks never both act: a conditional write that succeeds
+  only when the lease is free, expired, or already ours;
+- each target's **memory** (:class:`~celery_ondemand.decide.TargetMemory`), written only
+  while we still hold the lease;
+- a **history** of decisions, each with an expiry time (a TTL, 7 days by default).
+
+Every record carries :data:`SCHEMA_VERSION`; a record written by a newer version is refused
+with a clear error instead of being misread.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from ..decide import Decision, TargetMemory
+from ..errors import StateError
+
+SCHEMA_VERSION = 1
+DEFAULT_HISTORY_DAYS = 7.0
+
+
+class StateStore(ABC):
+    """Lease, memory and decision history for deployments."""
+
+    history_days: float = DEFAULT_HISTORY_DAYS
+
+    @abstractmethod
+    def acquire_lease(self, deployment: str, owner: str, now: float, seconds: float) -> bool:
+        """Take or renew the lease until ``now + seconds``; False if another owner holds it."""
+
+    @abstractmethod
+    def release_lease(self, deployment: str, owner: str) -> None:
+        """Give the lease up early, if we hold it."""
+
+    @abstractmethod
+    def load_memory(self, deployment: str) -> dict[str, TargetMemory]:
+        """Every target's memory, by target name (empty for a new deployment)."""
+
+    @abstractmethod
+    def save_memory(self, deployment: str, owner: str, now: float,
+                    memory: Mapping[str, TargetMemory]) -> None:
+        """Write the memory, only while ``owner`` holds an unexpired lease (else LeaseLost)."""
+
+    @abstractmethod
+    def record(self, deployment: str, decisions: list[Decision], at: float) -> None:
+        """Append the decisions to the history, each expiring after ``history_days``."""
+
+    @abstractmethod
+    def history(self, deployment: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest decisions first, as dicts with ``at`` and ``expires_at`` added."""
+
+    def expiry(self, at: float) -> int:
+        return int(at + self.history_days * 86400)
+
+
+def encode_memory(memory: TargetMemory) -> str:
+    return json.dumps({"schema_version": SCHEMA_VERSION, "memory": memory.to_dict()})
+
+
+def decode_memory(text: str, where: str) -> TargetMemory:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise StateError(f"{where}: unreadable memory record: {exc}") from exc
+    check_version(data.get("schema_version"), where)
+    return TargetMemory.from_dict(data.get("memory"))
+
+
+def check_version(version: Any, where: str) -> None:
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise StateError(f"{where}: record has schema version {version!r}; this "
+                         f"celery-ondemand reads up to {SCHEMA_VERSION} (upgrade it)")

@@ -1,0 +1,167 @@
+"""State in one DynamoDB table: what the Lambda remembers between invocations.
+
+Items (``pk`` hash key, ``sk`` range key, all strings):
+
+==============================  ===============  ==========================================
+pk                              sk               attributes
+==============================  ===============  ==========================================
+``deployment#<name>``           ``lease``        ``owner``, ``expires_at``
+``deployment#<name>``           ``target#<t>``   ``record`` (JSON memory), ``updated_at``
+``deployment#<name>#history``   ``<at>#<t>``     ``record`` (JSON decision), ``ttl``
+==============================  ===============  ==========================================
+
+Every item carries ``schema_version``. ``ttl`` is the table's TTL attribute: DynamoDB deletes
+expired history by itself. The lease is a conditional put; memory is written in one
+transaction with a condition check on the lease, so a tick that lost its lease writes
+nothing. The client honours boto3's own settings (``AWS_REGION``, ``AWS_ENDPOINT_URL``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..decide import Decision, TargetMemory
+from ..errors import LeaseLost, StateError
+from .base import SCHEMA_VERSION, StateStore, check_version, decode_memory, encode_memory
+
+DEFAULT_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4},
+                               connect_timeout=3, read_timeout=5)
+TTL_ATTRIBUTE = "ttl"
+
+
+class DynamoDBStateStore(StateStore):
+    """A state store in the DynamoDB table ``table``."""
+
+    def __init__(self, table: str, client: Any = None) -> None:
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("dynamodb", config=DEFAULT_CLIENT_CONFIG)
+        return self._client
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """Call the client; a failure other than a failed condition is a StateError."""
+        if operation != "transact_write_items":
+            kwargs["TableName"] = self.table
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+                raise
+            raise StateError(f"DynamoDB table {self.table}: {operation} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StateError(f"DynamoDB table {self.table}: {operation} failed: {exc}") from exc
+
+    def acquire_lease(self, deployment: str, owner: str, now: float, seconds: float) -> bool:
+        try:
+            self._call("put_item", Item={
+                "pk": _s(_pk(deployment)), "sk": _s("lease"), "owner": _s(owner),
+                "expires_at": _n(now + seconds), "schema_version": _n(SCHEMA_VERSION)},
+                ConditionExpression="attribute_not_exists(pk) OR #owner = :owner "
+                                    "OR expires_at < :now",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": _s(owner), ":now": _n(now)})
+        except ClientError:
+            return False
+        return True
+
+    def release_lease(self, deployment: str, owner: str) -> None:
+        try:
+            self._call("delete_item", Key={"pk": _s(_pk(deployment)), "sk": _s("lease")},
+                       ConditionExpression="#owner = :owner",
+                       ExpressionAttributeNames={"#owner": "owner"},
+                       ExpressionAttributeValues={":owner": _s(owner)})
+        except ClientError:
+            pass  # not ours any more: nothing to release
+
+    def load_memory(self, deployment: str) -> dict[str, TargetMemory]:
+        memory: dict[str, TargetMemory] = {}
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": _s(_pk(deployment)), ":prefix": _s("target#")},
+            "ConsistentRead": True}
+        while True:
+            page = self._call("query", **kwargs)
+            for item in page.get("Items", []):
+                target = item["sk"]["S"].removeprefix("target#")
+                memory[target] = decode_memory(item["record"]["S"], f"memory of {target}")
+            if "LastEvaluatedKey" not in page:
+                return memory
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def save_memory(self, deployment: str, owner: str, now: float,
+                    memory: Mapping[str, TargetMemory]) -> None:
+        lease_check = {"ConditionCheck": {
+            "TableName": self.table, "Key": {"pk": _s(_pk(deployment)), "sk": _s("lease")},
+            "ConditionExpression": "#owner = :owner AND expires_at > :now",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": _s(owner), ":now": _n(now)}}}
+        puts = [{"Put": {"TableName": self.table, "Item": {
+            "pk": _s(_pk(deployment)), "sk": _s(f"target#{name}"),
+            "record": _s(encode_memory(m)), "updated_at": _n(now),
+            "schema_version": _n(SCHEMA_VERSION)}}} for name, m in memory.items()]
+        # A transaction holds at most 100 items: the lease check plus 99 targets a batch.
+        for start in range(0, max(len(puts), 1), 99):
+            try:
+                self._call("transact_write_items",
+                           TransactItems=[lease_check, *puts[start:start + 99]])
+            except ClientError as exc:
+                raise LeaseLost(f"deployment {deployment!r}: lease lost before saving "
+                                "memory") from exc
+
+    def record(self, deployment: str, decisions: list[Decision], at: float) -> None:
+        for decision in decisions:
+            self._call("put_item", Item={
+                "pk": _s(f"{_pk(deployment)}#history"),
+                "sk": _s(f"{at:017.6f}#{decision.target}"),
+                "record": _s(json.dumps(decision.serializer())),
+                "at": _n(at), TTL_ATTRIBUTE: _n(self.expiry(at)),
+                "schema_version": _n(SCHEMA_VERSION)})
+
+    def history(self, deployment: str, limit: int = 100) -> list[dict[str, Any]]:
+        page = self._call("query", KeyConditionExpression="pk = :pk",
+                          ExpressionAttributeValues={":pk": _s(f"{_pk(deployment)}#history")},
+                          ScanIndexForward=False, Limit=limit)
+        entries = []
+        for item in page.get("Items", []):
+            check_version(int(item["schema_version"]["N"]), "history")
+            entries.append({**json.loads(item["record"]["S"]), "at": float(item["at"]["N"]),
+                            "expires_at": int(item[TTL_ATTRIBUTE]["N"])})
+        return entries
+
+
+def create_table(client: Any, table: str) -> None:
+    """Create the table as ``template.yaml`` declares it (for tests, the demo, moto)."""
+    client.create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                   {"AttributeName": "sk", "KeyType": "RANGE"}])
+    client.get_waiter("table_exists").wait(TableName=table)
+    client.update_time_to_live(TableName=table, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+
+
+def _pk(deployment: str) -> str:
+    return f"deployment#{deployment}"
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": str(Decimal(str(value)))}

@@ -1,0 +1,108 @@
+"""State in a SQLite file: celery-ondemand without AWS (laptops, the demo, ``ondemand run``).
+
+The same contract as the DynamoDB store; SQLite's own locking (``BEGIN IMMEDIATE``) makes
+the lease and the lease-guarded memory write atomic across processes on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..decide import Decision, TargetMemory
+from ..errors import LeaseLost, StateError
+from .base import SCHEMA_VERSION, StateStore, decode_memory, encode_memory
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lease (
+    deployment TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS memory (
+    deployment TEXT NOT NULL, target TEXT NOT NULL, record TEXT NOT NULL,
+    updated_at REAL NOT NULL, PRIMARY KEY (deployment, target));
+CREATE TABLE IF NOT EXISTS history (
+    deployment TEXT NOT NULL, at REAL NOT NULL, target TEXT NOT NULL, record TEXT NOT NULL,
+    expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS history_by_time ON history (deployment, at);
+"""
+
+
+class SQLiteStateStore(StateStore):
+    """A state store in one SQLite file (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self.path, timeout=10)) as db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"state file {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def acquire_lease(self, deployment: str, owner: str, now: float, seconds: float) -> bool:
+        with self._transaction() as db:
+            row = db.execute("SELECT owner, expires_at FROM lease WHERE deployment = ?",
+                             (deployment,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            db.execute("INSERT INTO lease VALUES (?, ?, ?) ON CONFLICT(deployment) DO UPDATE "
+                       "SET owner = excluded.owner, expires_at = excluded.expires_at",
+                       (deployment, owner, now + seconds))
+            return True
+
+    def release_lease(self, deployment: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM lease WHERE deployment = ? AND owner = ?",
+                       (deployment, owner))
+
+    def load_memory(self, deployment: str) -> dict[str, TargetMemory]:
+        with self._transaction() as db:
+            rows = db.execute("SELECT target, record FROM memory WHERE deployment = ?",
+                              (deployment,)).fetchall()
+        return {target: decode_memory(record, f"memory of {target}") for target, record in rows}
+
+    def save_memory(self, deployment: str, owner: str, now: float,
+                    memory: Mapping[str, TargetMemory]) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT owner, expires_at FROM lease WHERE deployment = ?",
+                             (deployment,)).fetchone()
+            if row is None or row[0] != owner or row[1] <= now:
+                raise LeaseLost(f"deployment {deployment!r}: lease lost before saving memory")
+            db.executemany(
+                "INSERT INTO memory VALUES (?, ?, ?, ?) ON CONFLICT(deployment, target) "
+                "DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
+                [(deployment, name, encode_memory(m), now) for name, m in memory.items()])
+
+    def record(self, deployment: str, decisions: list[Decision], at: float) -> None:
+        rows = [(deployment, at, d.target,
+                 json.dumps({"schema_version": SCHEMA_VERSION, **d.serializer()}),
+                 self.expiry(at)) for d in decisions]
+        with self._transaction() as db:
+            db.executemany("INSERT INTO history VALUES (?, ?, ?, ?, ?)", rows)
+            # SQLite has no TTL: expired history is deleted as new history is written.
+            db.execute("DELETE FROM history WHERE deployment = ? AND expires_at < ?",
+                       (deployment, int(at)))
+
+    def history(self, deployment: str, limit: int = 100) -> list[dict[str, Any]]:
+        with self._transaction() as db:
+            rows = db.execute("SELECT at, record, expires_at FROM history WHERE deployment = ? "
+                              "ORDER BY at DESC, rowid DESC LIMIT ?",
+                              (deployment, limit)).fetchall()
+        return [{**json.loads(record), "at": at, "expires_at": expires}
+                for at, record, expires in rows]

@@ -1,0 +1,136 @@
+"""One contract, two stores: SQLite (a real file) and DynamoDB (moto, in-process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from celery_ondemand import Decision, TargetMemory
+from celery_ondemand.errors import LeaseLost, StateError
+from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
+from celery_ondemand.remember.dynamodb import create_table
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        yield SQLiteStateStore(tmp_path / "state.db")
+        return
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "ondemand-state")
+        yield DynamoDBStateStore("ondemand-state", client)
+
+
+def test_the_lease_admits_one_owner_until_it_expires(store: StateStore) -> None:
+    assert store.acquire_lease("prod", "tick-a", now=100.0, seconds=60)
+    assert not store.acquire_lease("prod", "tick-b", now=130.0, seconds=60)
+    assert store.acquire_lease("prod", "tick-a", now=130.0, seconds=60), "renewal"
+    assert store.acquire_lease("other", "tick-b", now=130.0, seconds=60), "per deployment"
+    assert store.acquire_lease("prod", "tick-b", now=191.0, seconds=60), "after expiry"
+    assert not store.acquire_lease("prod", "tick-a", now=192.0, seconds=60)
+
+
+def test_released_leases_are_free_and_only_the_owner_releases(store: StateStore) -> None:
+    assert store.acquire_lease("prod", "tick-a", now=0.0, seconds=60)
+    store.release_lease("prod", "tick-b")
+    assert not store.acquire_lease("prod", "tick-b", now=1.0, seconds=60)
+    store.release_lease("prod", "tick-a")
+    assert store.acquire_lease("prod", "tick-b", now=2.0, seconds=60)
+
+
+def test_memory_round_trips_while_the_lease_is_held(store: StateStore) -> None:
+    memory = {"emails": TargetMemory(recommendations=[[1.5, 3]], idle_since=9.25,
+                                     processed={"celery@a": 10}, service_rate=0.75),
+              "reports": TargetMemory(failed_reads=2)}
+    assert store.load_memory("prod") == {}
+    store.acquire_lease("prod", "tick-a", now=10.0, seconds=60)
+    store.save_memory("prod", "tick-a", 11.0, memory)
+    assert store.load_memory("prod") == memory
+    assert store.load_memory("other") == {}
+
+
+def test_a_tick_without_the_lease_writes_no_memory(store: StateStore) -> None:
+    store.acquire_lease("prod", "tick-a", now=10.0, seconds=60)
+    with pytest.raises(LeaseLost):
+        store.save_memory("prod", "tick-b", 11.0, {"t": TargetMemory(failed_reads=1)})
+    with pytest.raises(LeaseLost):
+        store.save_memory("prod", "tick-a", 71.0, {"t": TargetMemory(failed_reads=1)})
+    assert store.load_memory("prod") == {}
+
+
+def test_history_keeps_decisions_newest_first_with_an_expiry(store: StateStore) -> None:
+    store.record("prod", [Decision("emails", 1, 3, "backlog", "9 tasks / 3 per worker")], 100.0)
+    store.record("prod", [Decision("emails", 3, 3, "tolerance", "fits"),
+                          Decision("reports", 0, 0, "idle", "no work")], 115.0)
+    entries = store.history("prod")
+    assert [(e["target"], e["at"]) for e in entries][:1] in ([("reports", 115.0)],
+                                                              [("emails", 115.0)])
+    assert {e["target"] for e in entries if e["at"] == 115.0} == {"emails", "reports"}
+    oldest = entries[-1]
+    assert (oldest["action"], oldest["desired"], oldest["at"]) == ("up", 3, 100.0)
+    assert oldest["expires_at"] == 100 + 7 * 86400
+    assert store.history("other") == []
+
+
+def test_a_record_from_a_newer_version_is_refused(store: StateStore, tmp_path: Path) -> None:
+    store.acquire_lease("prod", "a", 0.0, 60)
+    store.save_memory("prod", "a", 1.0, {"t": TargetMemory()})
+    future = json.dumps({"schema_version": 99, "memory": {}})
+    overwrite_memory_record(store, "prod", "t", future)
+    with pytest.raises(StateError, match="schema version 99"):
+        store.load_memory("prod")
+
+
+def overwrite_memory_record(store: StateStore, deployment: str, target: str,
+                            record: str) -> None:
+    """Plant a raw record, as a newer celery-ondemand would have written it."""
+    if isinstance(store, SQLiteStateStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE memory SET record = ? WHERE deployment = ? AND target = ?",
+                       (record, deployment, target))
+        return
+    assert isinstance(store, DynamoDBStateStore)
+    client: Any = store.client
+    client.update_item(TableName=store.table,
+                       Key={"pk": {"S": f"deployment#{deployment}"},
+                            "sk": {"S": f"target#{target}"}},
+                       UpdateExpression="SET #r = :r", ExpressionAttributeNames={"#r": "record"},
+                       ExpressionAttributeValues={":r": {"S": record}})
+
+
+def test_dynamodb_history_items_carry_the_ttl_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "t")
+        store = DynamoDBStateStore("t", client)
+        store.history_days = 2
+        store.record("prod", [Decision("emails", 0, 1, "from-zero", "1 task")], 1000.0)
+        items = client.scan(TableName="t")["Items"]
+        assert [int(i["ttl"]["N"]) for i in items] == [1000 + 2 * 86400]
+        ttl = client.describe_time_to_live(TableName="t")["TimeToLiveDescription"]
+        assert ttl["AttributeName"] == "ttl" and ttl["TimeToLiveStatus"] == "ENABLED"
+
+
+def test_dynamodb_errors_are_state_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        store = DynamoDBStateStore("no-such-table", boto3.client("dynamodb",
+                                                                 region_name="us-east-1"))
+        with pytest.raises(StateError, match="no-such-table"):
+            store.load_memory("prod")
