@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import suppress
 from decimal import Decimal
 from typing import Any
 
@@ -78,13 +79,11 @@ class DynamoDBStateStore(StateStore):
         return True
 
     def release_lease(self, deployment: str, owner: str) -> None:
-        try:
+        with suppress(ClientError):  # not ours any more: nothing to release
             self._call("delete_item", Key={"pk": _s(_pk(deployment)), "sk": _s("lease")},
                        ConditionExpression="#owner = :owner",
                        ExpressionAttributeNames={"#owner": "owner"},
                        ExpressionAttributeValues={":owner": _s(owner)})
-        except ClientError:
-            pass  # not ours any more: nothing to release
 
     def load_memory(self, deployment: str) -> dict[str, TargetMemory]:
         memory: dict[str, TargetMemory] = {}
