@@ -79,10 +79,3 @@ def test_an_unreachable_broker_holds_every_target_and_fails(tmp_path: Path) -> N
     output = json.loads(result.stdout)
     assert output["status"] is None and "refused" in output["error"]
     assert output["decisions"][0]["action"] == "hold"
-
-
-def test_acting_needs_a_later_release(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "c.json", "redis://h/0", [
-        {"name": "t", "queues": ["q"], "scaler": "local", "command": "c"}])
-    result = ondemand("tick", "--config", str(config))
-    assert result.returncode == 2 and "--dry-run" in result.stderr

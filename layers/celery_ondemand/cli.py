@@ -10,14 +10,16 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from .config import load_settings
 from .decide import Decision
 from .errors import OnDemandError
 from .model import Observation
 from .observe.observer import DEFAULT_BURST_SECONDS, DEFAULT_CONNECT_TIMEOUT, Observer
-from .tick import Ticker
+from .tick import Ticker, TickResult, store_for
 
 EXIT_ERROR = 2
 
@@ -28,8 +30,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "status" and not args.broker:
         parser.error("no broker: pass --broker URL or set CELERY_BROKER_URL")
-    if args.command == "tick" and not args.dry_run:
-        parser.error("tick: acting on targets is not built yet; pass --dry-run")
     try:
         status: int = args.run(args)
         return status
@@ -53,31 +53,62 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 def tick_command(args: argparse.Namespace) -> int:
-    """``ondemand tick``: observe the live broker once and print every target's decision."""
-    settings = load_settings(args.config)
-    ticker = Ticker(settings, broker_url=args.broker)
+    """``ondemand tick``: one tick — what the Lambda does each time it runs."""
+    ticker = _ticker(args)
     try:
         result = ticker.tick(dry_run=args.dry_run)
     finally:
         ticker.close()
-    if args.json:
+    _print_result(result, args.json)
+    return 0 if result.ok else EXIT_ERROR
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``ondemand run``: tick every ``--interval`` seconds until stopped (cwod's service)."""
+    ticker = _ticker(args)
+    interval = args.interval or ticker.settings.tick_interval_seconds
+    try:
+        while True:
+            started = time.monotonic()
+            _print_result(ticker.tick(dry_run=args.dry_run), args.json)
+            sys.stdout.flush()
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        ticker.close()
+
+
+def _ticker(args: argparse.Namespace) -> Ticker:
+    settings = load_settings(args.config)
+    if args.state:
+        settings = replace(settings, state_file=args.state)
+    store = None if args.dry_run else store_for(settings)
+    return Ticker(settings, broker_url=args.broker, store=store)
+
+
+def _print_result(result: TickResult, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(result.serializer(), indent=2))
     else:
         if result.observation is not None:
             print(render_table(result.observation))
             print()
-        print(render_decisions(result.decisions))
+        print(render_decisions(result.decisions, result.applied))
     if result.error:
         print(f"ondemand: error: {result.error}; holding every target", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+    for error in result.target_errors.values():
+        print(f"ondemand: error: {error}", file=sys.stderr)
+    if result.lease_lost and not result.error:
+        print("ondemand: another tick holds this deployment's lease: this one did nothing",
+              file=sys.stderr)
 
 
-def render_decisions(decisions: Sequence[Decision]) -> str:
+def render_decisions(decisions: Sequence[Decision], applied: Sequence[str] = ()) -> str:
     """One line per target: the count, the action and why."""
     rows = [["TARGET", "CURRENT", "DESIRED", "ACTION", "RULE", "REASON"]]
     for decision in decisions:
         action = decision.action + (" (dry run)" if decision.dry_run else "")
+        if decision.target in applied:
+            action += " ✓"
         rows.append([decision.target, str(decision.current), str(decision.desired), action,
                      decision.rule, decision.reason])
     return _table(rows)
@@ -140,16 +171,23 @@ def _parser() -> argparse.ArgumentParser:
                         help='print {"queues": ..., "workers": ...} as JSON')
     status.set_defaults(run=status_command)
 
-    tick = commands.add_parser(
-        "tick", help="observe once and decide every target",
-        description="Observe the broker once and print each target's decision.")
-    tick.add_argument("--config", required=True, metavar="FILE",
-                      help="the YAML (or JSON) configuration")
-    tick.add_argument("--broker", help="broker URL, overriding the config's")
-    tick.add_argument("--dry-run", action="store_true", help="decide, act on nothing")
-    tick.add_argument("--json", action="store_true",
-                      help='print {"status": ..., "decisions": [...]} as JSON')
-    tick.set_defaults(run=tick_command)
+    for name, summary in (("tick", "observe, decide and act once (what the Lambda does)"),
+                          ("run", "tick in a loop until stopped (cwod's service mode)")):
+        command = commands.add_parser(name, help=summary, description=summary)
+        command.add_argument("--config", required=True, metavar="FILE",
+                             help="the YAML (or JSON) configuration")
+        command.add_argument("--broker", help="broker URL, overriding the config's")
+        command.add_argument("--state", metavar="FILE",
+                             help="keep state in this SQLite file instead of DynamoDB")
+        command.add_argument("--dry-run", action="store_true",
+                             help="decide from an empty memory; change and write nothing")
+        command.add_argument("--json", action="store_true",
+                             help='print {"status": ..., "decisions": [...]} as JSON')
+        if name == "run":
+            command.add_argument("--interval", type=_positive, metavar="SECONDS",
+                                 help="seconds between ticks (default: the config's "
+                                      "tick_interval_seconds)")
+        command.set_defaults(run=tick_command if name == "tick" else run_command)
     return parser
 
 

@@ -39,6 +39,7 @@ class TargetConfig:
     service: str | None = None
     auto_scaling_group: str | None = None
     command: str | None = None
+    state_dir: str | None = None
     min_workers: int = 0
     max_workers: int = 10
     policy: str = "capacity"
@@ -62,7 +63,10 @@ class Settings:
     targets: tuple[TargetConfig, ...]
     broker_url: str | None = None
     broker_url_secret: str | None = None
+    deployment: str = "default"
     state_table: str = "celery-ondemand"
+    state_file: str | None = None
+    history_days: float = 7.0
     tick_interval_seconds: float = 15.0
 
     @property
@@ -98,6 +102,8 @@ TARGET_FIELDS: dict[str, Field] = {
     "service": Field("str", "ECS service (scaler: ecs)", optional=True),
     "auto_scaling_group": Field("str", "Auto Scaling group (scaler: asg)", optional=True),
     "command": Field("str", "worker command line (scaler: local)", optional=True),
+    "state_dir": Field("str", "folder tracking local worker processes (scaler: local)",
+                       optional=True),
     "min_workers": Field("int", "never fewer workers", 0, minimum=0),
     "max_workers": Field("int", "never more workers", 10, minimum=1),
     "policy": Field("str", "capacity | cwod | package.module:AgentSubclass", "capacity"),
@@ -126,7 +132,13 @@ TOP_FIELDS: dict[str, Field] = {
     "broker_url": Field("str", "Celery broker URL", optional=True),
     "broker_url_secret": Field("str", "Secrets Manager name or ARN holding the broker URL",
                                optional=True),
+    "deployment": Field("str", "name of this deployment in the state (one lease each)",
+                        "default"),
     "state_table": Field("str", "DynamoDB table for the tick's memory", "celery-ondemand"),
+    "state_file": Field("str", "SQLite file for the tick's memory instead of DynamoDB",
+                        optional=True),
+    "history_days": Field("float", "days a decision stays in the history", 7.0,
+                          minimum=0.01),
     "tick_interval_seconds": Field("float", "seconds between ticks", 15.0, minimum=1),
     "targets": Field("list", "the scaling targets", required=True),
 }

@@ -12,6 +12,7 @@ skew between machines cannot make a live worker look dead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +173,11 @@ class Observation:
     def live_workers(self) -> dict[str, WorkerStatus]:
         """The workers heard from in this observation, by hostname."""
         return {name: worker for name, worker in self.workers.items() if worker.alive}
+
+    def workers_for(self, queues: Iterable[str]) -> list[WorkerStatus]:
+        """The live workers consuming any of ``queues``."""
+        wanted = set(queues)
+        return [w for w in self.live_workers.values() if wanted.intersection(w.queues)]
 
     def serializer(self) -> dict[str, Any]:
         """cwod's status JSON, ``{"queues": ..., "workers": ...}``, plus our own keys."""

@@ -1,71 +1,167 @@
-"""One tick: observe → decide (→ act and remember, as those parts land).
+"""One tick: lease → observe → read capacity → decide → act → remember.
 
-:class:`Ticker` keeps what a tick hands to the next (the last observation, each target's
-memory) so that the Lambda, the ``ondemand`` command and tests run the same loop. A broker
-that cannot be read makes an observation of None: the decision then holds every target
-(blind means hold) and the error is reported, never raised past the tick.
+:class:`Ticker` runs ticks for one deployment, so the Lambda, ``ondemand tick`` / ``run``,
+``CeleryWorkerOnDemand.run()`` and the tests share one loop. What can fail is contained:
+
+- another tick holds the lease → this one does nothing and says so (``lease_lost``);
+- the broker cannot be read → observation None: every target holds (blind means hold);
+- one target's scaler fails → that target is reported and left alone, the others act;
+- a dry run decides from the stored memory but writes and changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import Settings
-from .decide import Decision, TargetMemory, build_agents, decide
-from .errors import BrokerUnavailable, ConfigError
-from .model import Observation
+from .act import Scaler, scaler_for
+from .config import Settings, TargetConfig
+from .decide import Agent, Decision, TargetMemory, build_agents, decide
+from .errors import BrokerUnavailable, ConfigError, LeaseLost, OnDemandError, StateError
+from .model import Observation, WorkerStatus
 from .observe import Observer
+from .remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 
 
 @dataclass
 class TickResult:
-    """What one tick saw and decided, and the error that blinded it, if any."""
+    """What one tick saw, decided and did, and what went wrong."""
 
     observation: Observation | None
     decisions: list[Decision]
     error: str | None = None
+    target_errors: dict[str, str] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)
+    lease_lost: bool = False
     started_at: float = field(default_factory=time.time)
 
+    @property
+    def ok(self) -> bool:
+        """No error. Losing the lease to a concurrent tick before acting is no error."""
+        return self.error is None and not self.target_errors
+
     def serializer(self) -> dict[str, Any]:
-        """``{"status": <cwod-shaped status>, "decisions": [...]}``, plus ``error``."""
+        """``{"status": <cwod-shaped status>, "decisions": [...]}`` plus what went wrong."""
         return {
             "status": self.observation.serializer() if self.observation else None,
-            "decisions": [decision.serializer() for decision in self.decisions],
+            "decisions": [{**d.serializer(), "applied": d.target in self.applied,
+                           "error": self.target_errors.get(d.target)}
+                          for d in self.decisions],
             "error": self.error,
+            "lease_lost": self.lease_lost,
         }
 
 
 class Ticker:
-    """Runs ticks for one deployment, carrying memory from one to the next."""
+    """Runs ticks for one deployment."""
 
-    def __init__(self, settings: Settings, observer: Observer | None = None,
-                 broker_url: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, observer: Observer | None = None,
+                 broker_url: str | None = None, store: StateStore | None = None,
+                 scalers: Mapping[str, Scaler] | None = None,
+                 agents: Mapping[str, Agent] | None = None) -> None:
         self.settings = settings
-        self.agents = build_agents(settings)  # a bad policy class fails before any I/O
+        self.agents = dict(agents) if agents is not None else build_agents(settings)
+        self.scalers = dict(scalers) if scalers is not None else {
+            t.name: scaler_for(t, self.agents[t.name], f"targets[{i}].scaler")
+            for i, t in enumerate(settings.targets)}
+        self.store = store
         self.observer = observer or Observer(broker_url or resolve_broker_url(settings))
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = max(60.0, 3 * settings.tick_interval_seconds)
         self.memory: dict[str, TargetMemory] = {}
         self.previous: Observation | None = None
 
     def tick(self, now: float | None = None, dry_run: bool = False) -> TickResult:
-        """Observe every target's queues once and decide every target."""
+        """One tick. Never raises for a broker, scaler or lease problem: it reports them."""
         now = time.time() if now is None else now
-        error = None
-        try:
-            observation: Observation | None = self.observer.observe(
-                self.settings.queues, previous=self.previous)
-        except BrokerUnavailable as exc:
-            observation, error = None, str(exc)
-        decisions, self.memory = decide(observation, self.settings, self.memory, now,
-                                        agents=self.agents, dry_run=dry_run)
+        deployment = self.settings.deployment
+        if self.store is not None and not dry_run and not self.store.acquire_lease(
+                deployment, self.owner, now, self.lease_seconds):
+            return TickResult(None, [], lease_lost=True, started_at=now)
+        memory = self.store.load_memory(deployment) if self.store else self.memory
+        observation, error = self._observe()
+        current, target_errors = self._capacities(observation)
+        decisions, memory = decide(observation, self.settings, memory, now, current=current,
+                                   agents=self.agents, dry_run=dry_run)
+        result = TickResult(observation, decisions, error, target_errors, started_at=now)
+        if not dry_run:
+            self._act(result)
+            self.memory = memory
+            if self.store is not None:
+                try:
+                    self.store.save_memory(deployment, self.owner, time.time(), memory)
+                    self.store.record(deployment, decisions, now)
+                except LeaseLost as exc:
+                    result.lease_lost, result.error = True, str(exc)
         if observation is not None:
             self.previous = observation
-        return TickResult(observation, decisions, error, started_at=now)
+        return result
+
+    def _observe(self) -> tuple[Observation | None, str | None]:
+        try:
+            return self.observer.observe(self.settings.queues, previous=self.previous), None
+        except BrokerUnavailable as exc:
+            return None, str(exc)
+
+    def _capacities(self, observation: Observation | None
+                    ) -> tuple[dict[str, int], dict[str, str]]:
+        current, errors = {}, {}
+        for target in self.settings.targets:
+            try:
+                current[target.name] = self.scalers[target.name].current(
+                    workers_of(target, observation)).desired
+            except OnDemandError as exc:
+                errors[target.name] = str(exc)
+        return current, errors
+
+    def _act(self, result: TickResult) -> None:
+        for i, decision in enumerate(result.decisions):
+            name = decision.target
+            if name in result.target_errors:
+                # The count could not be read: the decision stands as a record, not an act.
+                result.decisions[i] = replace(decision, desired=decision.current,
+                                              rule="scaler-error",
+                                              reason=result.target_errors[name])
+                continue
+            if decision.action == "hold" or decision.dry_run:
+                continue
+            target = self.settings.target(name)
+            try:
+                self.scalers[name].apply(decision.desired, decision.current,
+                                         workers_of(target, result.observation))
+                result.applied.append(name)
+            except OnDemandError as exc:
+                result.target_errors[name] = str(exc)
 
     def close(self) -> None:
+        """Release the lease (a later tick may take it at once) and the broker connection."""
+        if self.store is not None:
+            with suppress(StateError):  # it expires by itself
+                self.store.release_lease(self.settings.deployment, self.owner)
         self.observer.close()
+
+
+def workers_of(target: TargetConfig, observation: Observation | None) -> list[WorkerStatus]:
+    """The target's live workers; none when the broker could not be read."""
+    return observation.workers_for(target.queues) if observation else []
+
+
+def store_for(settings: Settings) -> StateStore:
+    """The state store the settings name: a SQLite file, or the DynamoDB table."""
+    store: StateStore
+    if settings.state_file:
+        store = SQLiteStateStore(settings.state_file)
+    else:
+        store = DynamoDBStateStore(settings.state_table)
+    store.history_days = settings.history_days
+    return store
 
 
 def resolve_broker_url(settings: Settings, secrets_client: Any = None) -> str:

@@ -88,8 +88,7 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
             queues.append(observation.queues[name])
         else:
             problems.append(f"queue {name} not read")
-    wanted = set(target.queues)
-    workers = [w for w in observation.live_workers.values() if wanted.intersection(w.queues)]
+    workers = observation.workers_for(target.queues)
     unheard = sorted(set(memory.workers_seen) - {w.hostname for w in workers})
     if len(unheard) > _expected_to_leave(memory):
         problems.append(f"not heard this tick: {', '.join(unheard)}")

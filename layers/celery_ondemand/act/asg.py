@@ -1,0 +1,86 @@
+"""EC2 Auto Scaling groups: the desired capacity of one group.
+
+Read: ``DescribeAutoScalingGroups`` (desired, InService, Pending). Set:
+``SetDesiredCapacity``. Before a scale-in, instances whose workers are busy get
+``SetInstanceProtection(ProtectedFromScaleIn=True)`` and idle ones lose it, so the group
+terminates idle instances. A worker is mapped to its instance by the instance id, private
+IP or private DNS name in its node name (the default ``celery@ip-10-…`` matches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..config import TargetConfig
+from ..errors import ScalerError
+from ..model import WorkerStatus
+from .base import AWS_CLIENT_CONFIG, Capacity, Scaler, identities, owners
+
+
+class ASGScaler(Scaler):
+    """Sets the desired capacity of ``auto_scaling_group``."""
+
+    def __init__(self, target: TargetConfig, client: Any = None, ec2: Any = None) -> None:
+        super().__init__(target)
+        self._client, self._ec2 = client, ec2
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("autoscaling", config=AWS_CLIENT_CONFIG)
+        return self._client
+
+    @property
+    def ec2(self) -> Any:
+        if self._ec2 is None:
+            import boto3
+
+            self._ec2 = boto3.client("ec2", config=AWS_CLIENT_CONFIG)
+        return self._ec2
+
+    def _group(self) -> dict[str, Any]:
+        name = self.target.auto_scaling_group
+        groups = self.client.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[name]).get("AutoScalingGroups", [])
+        if not groups:
+            raise ScalerError(f"target {self.target.name}: Auto Scaling group {name!r} "
+                              "not found")
+        group: dict[str, Any] = groups[0]
+        return group
+
+    def _read(self, workers: Sequence[WorkerStatus]) -> Capacity:
+        group = self._group()
+        states = [i.get("LifecycleState", "") for i in group.get("Instances", [])]
+        return Capacity(int(group["DesiredCapacity"]),
+                        sum(1 for s in states if s == "InService"),
+                        sum(1 for s in states if s.startswith("Pending")))
+
+    def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
+        self.client.set_desired_capacity(AutoScalingGroupName=self.target.auto_scaling_group,
+                                         DesiredCapacity=desired, HonorCooldown=False)
+
+    def _before_scale_in(self, busy: list[WorkerStatus], idle: list[WorkerStatus]) -> None:
+        instances = self._instances()
+        busy_ids = sorted(set(owners(busy, instances).values()))
+        idle_ids = sorted(set(owners(idle, instances).values()) - set(busy_ids))
+        for ids, protect in ((busy_ids, True), (idle_ids, False)):
+            for start in range(0, len(ids), 50):  # the API takes fifty instances a call
+                self.client.set_instance_protection(
+                    InstanceIds=ids[start:start + 50], ProtectedFromScaleIn=protect,
+                    AutoScalingGroupName=self.target.auto_scaling_group)
+
+    def _instances(self) -> dict[str, set[str]]:
+        """The group's instances: id → the names its worker may carry."""
+        ids = [i["InstanceId"] for i in self._group().get("Instances", [])]
+        if not ids:
+            return {}
+        found: dict[str, set[str]] = {}
+        for reservation in self.ec2.describe_instances(InstanceIds=ids).get("Reservations", []):
+            for instance in reservation.get("Instances", []):
+                found[instance["InstanceId"]] = identities(
+                    instance["InstanceId"], instance.get("PrivateIpAddress"),
+                    instance.get("PrivateDnsName"))
+        return found

@@ -1,0 +1,84 @@
+"""ECS services: the desired count of one service.
+
+Read: ``DescribeServices`` (desired, running, pending). Set: ``UpdateService(desiredCount)``.
+ECS stops tasks of its own choosing, so before a scale-in the tick protects the tasks whose
+workers are busy and lifts protection from idle ones (``UpdateTaskProtection``), so ECS
+stops idle tasks. A worker is mapped to its task by the task id, or the task's private IP
+or DNS name, in the worker's node name (run workers with ``-n celery@$HOSTNAME``, which is
+``ip-10-…`` on awsvpc networking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..config import TargetConfig
+from ..errors import ScalerError
+from ..model import WorkerStatus
+from .base import AWS_CLIENT_CONFIG, PROTECTION_MINUTES, Capacity, Scaler, identities, owners
+
+
+class ECSScaler(Scaler):
+    """Sets ``desiredCount`` of ``cluster``/``service``."""
+
+    def __init__(self, target: TargetConfig, client: Any = None) -> None:
+        super().__init__(target)
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("ecs", config=AWS_CLIENT_CONFIG)
+        return self._client
+
+    def _read(self, workers: Sequence[WorkerStatus]) -> Capacity:
+        found = self.client.describe_services(cluster=self.target.cluster,
+                                              services=[self.target.service])
+        services = [s for s in found.get("services", []) if s.get("status") != "INACTIVE"]
+        if not services:
+            reasons = ", ".join(f.get("reason", "?") for f in found.get("failures", []))
+            raise ScalerError(f"target {self.target.name}: ECS service {self.target.service!r}"
+                              f" not found in cluster {self.target.cluster!r}"
+                              f"{f' ({reasons})' if reasons else ''}")
+        service = services[0]
+        return Capacity(int(service["desiredCount"]), int(service.get("runningCount", 0)),
+                        int(service.get("pendingCount", 0)))
+
+    def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
+        self.client.update_service(cluster=self.target.cluster, service=self.target.service,
+                                   desiredCount=desired)
+
+    def _before_scale_in(self, busy: list[WorkerStatus], idle: list[WorkerStatus]) -> None:
+        tasks = self._tasks()
+        busy_tasks = sorted(set(owners(busy, tasks).values()))
+        idle_tasks = sorted(set(owners(idle, tasks).values()) - set(busy_tasks))
+        for arns, enabled in ((busy_tasks, True), (idle_tasks, False)):
+            for start in range(0, len(arns), 10):  # the API takes ten tasks a call
+                kwargs: dict[str, Any] = {"cluster": self.target.cluster,
+                                          "tasks": arns[start:start + 10],
+                                          "protectionEnabled": enabled}
+                if enabled:
+                    kwargs["expiresInMinutes"] = PROTECTION_MINUTES
+                self.client.update_task_protection(**kwargs)
+
+    def _tasks(self) -> dict[str, set[str]]:
+        """The service's running tasks: ARN → the names its worker may carry."""
+        arns: list[str] = []
+        for page in self.client.get_paginator("list_tasks").paginate(
+                cluster=self.target.cluster, serviceName=self.target.service,
+                desiredStatus="RUNNING"):
+            arns += page.get("taskArns", [])
+        tasks: dict[str, set[str]] = {}
+        for start in range(0, len(arns), 100):
+            described = self.client.describe_tasks(cluster=self.target.cluster,
+                                                   tasks=arns[start:start + 100])
+            for task in described.get("tasks", []):
+                details = [d.get("value") for a in task.get("attachments", [])
+                           for d in a.get("details", [])
+                           if d.get("name") in ("privateIPv4Address", "privateDnsName")]
+                task_id = task["taskArn"].rsplit("/", 1)[-1]
+                tasks[task["taskArn"]] = identities(task_id, *details)
+        return tasks
