@@ -29,8 +29,8 @@ def test_tick_decides_every_target_from_the_live_broker(broker_url: str, fleet: 
             producer.send_task("tests.sleep", args=(0,), queue=busy)
         config = write_config(tmp_path / "c.json", broker_url, [
             {"name": "busy", "queues": [busy], "scaler": "local", "command": "celery worker",
-             "worker_concurrency": 2, "max_workers": 5},
-            {"name": "idle", "queues": [idle], "scaler": "local", "command": "celery worker",
+             "worker_concurrency": 2, "max_workers": 5, "state_dir": str(tmp_path / "local")},
+            {"name": "idle", "queues": [idle], "scaler": "tests.support.agents:RecordingDemand",
              "policy": "cwod"},
         ])
         result = ondemand("tick", "--config", str(config), "--dry-run", "--json")

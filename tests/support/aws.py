@@ -1,0 +1,73 @@
+"""AWS on moto: fixtures' building blocks, and the one call moto lacks.
+
+moto 5 raises NotImplementedError for ``ecs.update_task_protection``. :class:`ECSWithProtection`
+wraps a real moto ECS client and fakes *only* that call, recording what was asked; every
+other call goes to moto unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fake_credentials(monkeypatch: Any) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+
+
+class ECSWithProtection:
+    """A moto ECS client plus a recorded UpdateTaskProtection (moto lacks it)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.protected: dict[str, bool] = {}
+        self.protection_calls: list[dict[str, Any]] = []
+
+    def update_task_protection(self, *, cluster: str, tasks: list[str],
+                               protectionEnabled: bool,
+                               expiresInMinutes: int | None = None) -> dict[str, Any]:
+        self.protection_calls.append({"cluster": cluster, "tasks": list(tasks),
+                                      "enabled": protectionEnabled,
+                                      "minutes": expiresInMinutes})
+        for arn in tasks:
+            self.protected[arn] = protectionEnabled
+        return {"protectedTasks": [{"taskArn": a, "protectionEnabled": protectionEnabled}
+                                   for a in tasks], "failures": []}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def ecs_service_with_tasks(ecs: Any, ec2: Any, *, cluster: str = "prod",
+                           service: str = "workers", tasks: int = 3) -> list[str]:
+    """A cluster, a service at ``tasks`` desired, and that many running tasks."""
+    ecs.create_cluster(clusterName=cluster)
+    ecs.register_task_definition(family="worker", containerDefinitions=[
+        {"name": "worker", "image": "celery", "memory": 256}])
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
+    document = {"instanceId": instance["InstanceId"], "accountId": "123456789012",
+                "region": "us-east-1"}
+    import json
+
+    ecs.register_container_instance(cluster=cluster,
+                                    instanceIdentityDocument=json.dumps(document))
+    ecs.create_service(cluster=cluster, serviceName=service, taskDefinition="worker",
+                       desiredCount=tasks)
+    started = ecs.run_task(cluster=cluster, taskDefinition="worker", count=tasks,
+                           startedBy="ecs-svc")
+    return [task["taskArn"] for task in started["tasks"]]
+
+
+def auto_scaling_group(autoscaling: Any, ec2: Any, *, name: str = "workers",
+                       desired: int = 3) -> list[str]:
+    """A group of ``desired`` instances; returns their ids."""
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    ec2.create_launch_template(LaunchTemplateName="worker",
+                               LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"})
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": "worker"},
+        MinSize=0, MaxSize=10, DesiredCapacity=desired, AvailabilityZones=["us-east-1a"])
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+    return [i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"]]
