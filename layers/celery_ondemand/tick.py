@@ -81,6 +81,7 @@ class Ticker:
     def tick(self, now: float | None = None, dry_run: bool = False) -> TickResult:
         """One tick. Never raises for a broker, scaler or lease problem: it reports them."""
         now = time.time() if now is None else now
+        began = time.monotonic()  # ``now`` may be a simulated clock: measure on top of it
         deployment = self.settings.deployment
         if self.store is not None and not dry_run and not self.store.acquire_lease(
                 deployment, self.owner, now, self.lease_seconds):
@@ -96,7 +97,8 @@ class Ticker:
             self.memory = memory
             if self.store is not None:
                 try:
-                    self.store.save_memory(deployment, self.owner, time.time(), memory)
+                    self.store.save_memory(deployment, self.owner,
+                                           now + time.monotonic() - began, memory)
                     self.store.record(deployment, decisions, now)
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)

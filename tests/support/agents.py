@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
-from celery_ondemand import Agent, QueueStatus
-from celery_ondemand.act import DownWorker, UpWorker
+from celery_ondemand import Agent, QueueStatus, WorkerStatus
+from celery_ondemand.act import Capacity, DownWorker, Scaler, UpWorker
 
 
 class BigQueueAgent(Agent):
@@ -46,3 +49,17 @@ class RecordingDemand:
 
     UpWorker = RecordingUp
     DownWorker = RecordingDown
+
+
+class FileCountScaler(Scaler):
+    """A user's Scaler subclass whose count lives in a JSON file, so that every new Ticker
+    (a cold Lambda) reads the count the last one set, as with a real service."""
+
+    path: ClassVar[str] = ""
+
+    def _read(self, workers: Sequence[WorkerStatus]) -> Capacity:
+        count = json.loads(Path(self.path).read_text()) if Path(self.path).exists() else 0
+        return Capacity(count, count)
+
+    def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
+        Path(self.path).write_text(json.dumps(desired))

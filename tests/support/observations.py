@@ -35,3 +35,26 @@ def settings(**target: Any) -> Settings:
     base = {"name": "t", "queues": ["q"], "scaler": "local", "command": "celery worker"}
     return settings_from_mapping({"broker_url": "redis://test/0",
                                   "targets": [{**base, **target}]})
+
+
+class ScriptedObserver:
+    """Hands the Ticker observations prepared by a test, one per tick.
+
+    Observation itself is tested against real brokers and workers elsewhere; the tick tests
+    that use this study what the Ticker does with an observation (lease, memory, acting).
+    """
+
+    def __init__(self, *observations: Observation | None) -> None:
+        self.observations = list(observations)
+
+    def observe(self, queues: Any = None, previous: Any = None) -> Observation:
+        from celery_ondemand import BrokerUnavailable
+
+        observed = self.observations.pop(0) if len(self.observations) > 1 \
+            else self.observations[0]
+        if observed is None:
+            raise BrokerUnavailable("failed connecting to redis://test/0: scripted outage")
+        return observed
+
+    def close(self) -> None:
+        pass

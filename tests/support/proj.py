@@ -29,3 +29,15 @@ def sleep(seconds: float) -> float:
     """Hold a worker slot for ``seconds``: the stand-in for real work."""
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="tests.count")
+def count(seconds: float, key: str) -> None:
+    """Work for ``seconds``, then count one completion under ``key`` in Redis.
+
+    The count lets a test prove every published task completed, exactly once.
+    """
+    import redis
+
+    time.sleep(seconds)
+    redis.Redis.from_url(os.environ["ONDEMAND_TEST_COUNTER"]).incr(key)

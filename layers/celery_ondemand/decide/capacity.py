@@ -66,6 +66,7 @@ class CapacityAgent(Agent):
             # takes the next arrival), but only visible work adds workers: a rate measured
             # while long tasks are still running underestimates μ and would overshoot.
             demand = min(demand, max(by_slots, view.current))
+            demand = max(demand, view.running / slots)  # running tasks hold their slots
             return demand, "throughput", (
                 f"{view.work} tasks, {memory.arrival_rate:.2f}/s arriving, "
                 f"{rate:.2f}/s per worker: {demand:.1f} workers keep waits under {wait:.0f}s")
