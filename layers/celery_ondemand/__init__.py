@@ -4,6 +4,7 @@ The flow, one sub-package each: observe (brokers, worker events) → decide → 
 The names a celery-worker-on-demand user knows are importable from here.
 """
 
+from .act import DownWorker, Scaler, UpWorker
 from .decide import Agent, CapacityAgent, Decision, TargetMemory
 from .errors import (
     BrokerAuthFailed,
@@ -17,6 +18,7 @@ from .errors import (
 )
 from .model import Observation, QueueStatus, WorkerStatus
 from .observe import Observer
+from .service import CeleryWorkerOnDemand
 from .stamping import PUBLISHED_AT_HEADER, stamp_publish_time
 
 __all__ = [
@@ -25,17 +27,21 @@ __all__ = [
     "BrokerAuthFailed",
     "BrokerUnavailable",
     "CapacityAgent",
+    "CeleryWorkerOnDemand",
     "ConfigError",
     "Decision",
+    "DownWorker",
     "LeaseLost",
     "Observation",
     "Observer",
     "OnDemandError",
     "QueueStatus",
+    "Scaler",
     "ScalerError",
     "StateError",
     "TargetMemory",
     "UnknownBroker",
+    "UpWorker",
     "WorkerStatus",
     "stamp_publish_time",
 ]

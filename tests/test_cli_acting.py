@@ -1,0 +1,97 @@
+"""``ondemand tick`` and ``ondemand run`` acting for real: a real broker, AWS on a moto
+server (``ThreadedMotoServer``) reached only through boto3's standard ``AWS_ENDPOINT_URL``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from celery_ondemand.remember.dynamodb import create_table
+from tests.support.aws import ecs_service_with_tasks
+from tests.support.brokers import Queues, producer_app
+from tests.support.cli import ondemand
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    # moto's backends live in this process and outlive a server: start from nothing.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    yield endpoint
+    server.stop()
+
+
+def client(name: str) -> Any:
+    return boto3.client(name, region_name="us-east-1")
+
+
+def test_tick_scales_an_ecs_service_and_remembers_in_dynamodb(
+        broker_url: str, moto_server: str, tmp_path: Path) -> None:
+    ecs_service_with_tasks(client("ecs"), client("ec2"), tasks=0)
+    create_table(client("dynamodb"), "ondemand")
+    queues = Queues(broker_url)
+    name = queues.new("ecs")
+    producer = producer_app(broker_url)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"broker_url": broker_url, "state_table": "ondemand",
+                                  "deployment": "prod", "targets": [{
+                                      "name": "emails", "queues": [name], "scaler": "ecs",
+                                      "cluster": "prod", "service": "workers",
+                                      "worker_concurrency": 2, "max_workers": 8}]}))
+    try:
+        for _ in range(5):
+            producer.send_task("tests.sleep", args=(0,), queue=name)
+        first = ondemand("tick", "--config", str(config), "--json")
+        assert first.returncode == 0, first.stderr
+        decision = json.loads(first.stdout)["decisions"][0]
+        assert (decision["current"], decision["desired"], decision["applied"]) == (0, 3, True)
+        service = client("ecs").describe_services(cluster="prod", services=["workers"])
+        assert service["services"][0]["desiredCount"] == 3
+
+        again = ondemand("tick", "--config", str(config), "--json")  # a new process
+        repeat = json.loads(again.stdout)["decisions"][0]
+        assert (repeat["current"], repeat["desired"], repeat["action"]) == (3, 3, "hold")
+        items = client("dynamodb").scan(TableName="ondemand")["Items"]
+        kinds = sorted(i["sk"]["S"].split("#")[0] for i in items)
+        assert kinds.count("target") == 1 and len([i for i in items if "ttl" in i]) == 2
+    finally:
+        producer.close()
+        queues.delete_all()
+
+
+def test_run_ticks_until_interrupted(broker_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"broker_url": broker_url, "targets": [{
+        "name": "t", "queues": ["ondemand-run-test"], "scaler": "local",
+        "command": "celery worker", "state_dir": str(tmp_path / "w")}]}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery_ondemand.cli", "run", "--config", str(config),
+         "--state", str(tmp_path / "state.db"), "--interval", "0.5", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    time.sleep(6)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert out.count('"decisions"') >= 2, out
+    assert "Traceback" not in err
