@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -46,6 +46,13 @@ class TickResult:
     def ok(self) -> bool:
         """No error. Losing the lease to a concurrent tick before acting is no error."""
         return self.error is None and not self.target_errors
+
+    def status(self) -> dict[str, Any]:
+        """cwod's status JSON of this tick plus its decisions: what the status URL serves."""
+        observed = self.observation.serializer() if self.observation else {
+            "queues": {}, "workers": {}}
+        return {**observed, "decisions": self.serializer()["decisions"],
+                "error": self.error, "tick_at": self.started_at}
 
     def serializer(self) -> dict[str, Any]:
         """``{"status": <cwod-shaped status>, "decisions": [...]}`` plus what went wrong."""
@@ -100,6 +107,7 @@ class Ticker:
                     self.store.save_memory(deployment, self.owner,
                                            now + time.monotonic() - began, memory)
                     self.store.record(deployment, decisions, now)
+                    self.store.save_status(deployment, result.status(), now)
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)
         if observation is not None:
@@ -142,11 +150,15 @@ class Ticker:
             except OnDemandError as exc:
                 result.target_errors[name] = str(exc)
 
-    def close(self) -> None:
-        """Release the lease (a later tick may take it at once) and the broker connection."""
+    def release_lease(self) -> None:
+        """Let a later tick take the lease at once instead of waiting for it to expire."""
         if self.store is not None:
             with suppress(StateError):  # it expires by itself
                 self.store.release_lease(self.settings.deployment, self.owner)
+
+    def close(self) -> None:
+        """Release the lease and the broker connection."""
+        self.release_lease()
         self.observer.close()
 
 
@@ -166,25 +178,22 @@ def store_for(settings: Settings) -> StateStore:
     return store
 
 
-def resolve_broker_url(settings: Settings, secrets_client: Any = None) -> str:
+def resolve_broker_url(settings: Settings,
+                       fetch_secret: Callable[[str], str] | None = None) -> str:
     """The broker URL, from the config or from Secrets Manager.
 
-    The secret holds the URL itself, or JSON with a ``broker_url`` key.
+    The secret holds the URL itself, or JSON with a ``broker_url`` key. ``fetch_secret``
+    reads a secret's string by name (the Lambda passes Powertools' cached ``get_secret``).
     """
     if settings.broker_url:
         return settings.broker_url
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    name = settings.broker_url_secret
+    name = str(settings.broker_url_secret)
     try:
-        if secrets_client is None:
-            import boto3
-
-            secrets_client = boto3.client("secretsmanager")
-        secret = secrets_client.get_secret_value(SecretId=name)
-    except (BotoCoreError, ClientError) as exc:
+        value = (fetch_secret or _secret_string)(name).strip()
+    except OnDemandError:
+        raise
+    except Exception as exc:
         raise ConfigError(f"broker_url_secret: cannot read secret {name!r}: {exc}") from exc
-    value = str(secret.get("SecretString") or "").strip()
     if value.startswith("{"):
         try:
             value = str(json.loads(value).get("broker_url") or "")
@@ -194,3 +203,12 @@ def resolve_broker_url(settings: Settings, secrets_client: Any = None) -> str:
         raise ConfigError(f"broker_url_secret: secret {name!r} holds no broker URL "
                           "(expected the URL, or JSON with a broker_url key)")
     return value
+
+
+def _secret_string(name: str) -> str:
+    import boto3
+
+    from .act.base import AWS_CLIENT_CONFIG
+
+    client = boto3.client("secretsmanager", config=AWS_CLIENT_CONFIG)
+    return str(client.get_secret_value(SecretId=name).get("SecretString") or "")

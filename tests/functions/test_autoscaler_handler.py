@@ -1,46 +1,163 @@
-"""The Lambda handler, invoked in-process (there is no Docker engine for ``sam local``)."""
+"""The Lambda handlers invoked in-process (no Docker engine for ``sam local``), with a
+real broker and real workers, and AWS (SSM, Secrets Manager, DynamoDB, ECS) on a moto
+server reached through ``AWS_ENDPOINT_URL``."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import boto3
 import pytest
+import yaml
+from aws_lambda_powertools.utilities import parameters
+from moto.server import ThreadedMotoServer
 
+from celery_ondemand import aws_lambda
+from celery_ondemand.remember.dynamodb import create_table
+from tests.support.aws import SCHEDULER_EVENT, LambdaContext, ecs_service_with_tasks
 from tests.support.brokers import Queues, producer_app
+from tests.support.cli import SECRET, closed_port
 from tests.support.workers import Fleet
 
-HANDLER = Path(__file__).resolve().parents[2] / "functions" / "autoscaler" / "app.py"
+FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 pytestmark = pytest.mark.broker
 
 
-def load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("autoscaler_app", HANDLER)
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"{name}_app", FUNCTIONS / name / "app.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_handler_returns_the_status_and_reuses_its_connection(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BROKER_URL", redis_url)
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    for name, value in {
+            "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "TestOnDemand",
+            "ONDEMAND_CONFIG_PARAMETER": "/ondemand/config",
+            "ONDEMAND_BROKER_SECRET": "ondemand/broker", "ONDEMAND_STATE_TABLE": "ondemand",
+            "ONDEMAND_SCHEDULE_SECONDS": "3"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(aws_lambda, "_warm", None)  # every test starts cold
+    parameters.clear_caches()
+    clients = {n: boto3.client(n, region_name="us-east-1")
+               for n in ("ssm", "secretsmanager", "dynamodb", "ecs", "ec2")}
+    create_table(clients["dynamodb"], "ondemand")
+    ecs_service_with_tasks(clients["ecs"], clients["ec2"], tasks=1)
+    yield clients
+    if aws_lambda._warm is not None:
+        aws_lambda._warm.ticker.close()
+    server.stop()
+
+
+def configure(aws: dict[str, Any], broker_url: str, queue: str) -> None:
+    aws["secretsmanager"].create_secret(Name="ondemand/broker", SecretString=broker_url)
+    aws["ssm"].put_parameter(Name="/ondemand/config", Type="String", Value=yaml.safe_dump({
+        "broker_url_secret": "set-by-the-stack", "deployment": "prod",
+        "tick_interval_seconds": 1, "targets": [{
+            "name": "emails", "queues": [queue], "scaler": "ecs", "cluster": "prod",
+            "service": "workers", "worker_concurrency": 2, "max_workers": 6}]}))
+
+
+def emf(output: str) -> list[dict[str, Any]]:
+    blobs = []
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            blobs.append(json.loads(line))
+    return blobs
+
+
+def desired_count(aws: dict[str, Any]) -> int:
+    service = aws["ecs"].describe_services(cluster="prod", services=["workers"])
+    return int(service["services"][0]["desiredCount"])
+
+
+def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
+        redis_url: str, aws: dict[str, Any], capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    broker = redis_url.replace("redis://", f"redis://:{SECRET}@")  # the server ignores it
     queues, fleet, producer = Queues(redis_url), Fleet(redis_url), producer_app(redis_url)
     try:
         name = queues.new("lambda")
-        worker = fleet.start([name], name="lambda")
-        producer.send_task("tests.sleep", args=(0,), queue=queues.new("waiting"))
-        app = load_handler()
+        fleet.start([queues.new("elsewhere")], name="lambda")
+        for _ in range(5):
+            producer.send_task("tests.sleep", args=(0,), queue=name)
+        configure(aws, broker, name)
 
-        first = app.handler({}, None)
-        assert first["queues"][name]["workers"] == [worker.hostname]
-        connection = app._observer.probe.connection
+        started = time.monotonic()
+        summary = load("autoscaler").handler(SCHEDULER_EVENT, LambdaContext())
+        elapsed = time.monotonic() - started
+        output = capsys.readouterr().out
 
-        second = app.handler({"queues": [queues.names[-1]]}, None)
-        assert second["queues"][queues.names[-1]]["size"] == 1
-        assert app._observer.probe.connection is connection
+        assert summary["ok"] and summary["errors"] == []
+        assert summary["ticks"] == 3, "a 3 s schedule with 1 s ticks runs three ticks"
+        assert elapsed < 3.5
+        assert desired_count(aws) == 3  # 5 waiting tasks, 2 per worker
+        assert summary["decisions"][0]["desired"] == 3
+        blobs = emf(output)
+        names = {m["Name"] for b in blobs for d in b["_aws"]["CloudWatchMetrics"]
+                 for m in d["Metrics"]}
+        assert {"Ready", "Hidden", "CurrentWorkers", "DesiredWorkers", "LiveWorkers",
+                "BusyWorkers", "ScaleUp", "TickDuration", "SuccessfulTicks"} <= names
+        assert all(d["Namespace"] == "TestOnDemand" for b in blobs
+                   for d in b["_aws"]["CloudWatchMetrics"])
+        ready = [b for b in blobs if "Ready" in b]
+        assert ready[0]["Ready"] == [5.0] and ready[0]["queue"] == name
+        assert ready[0]["target"] == "emails" and ready[0]["deployment"] == "prod"
+        assert sum(b.get("SuccessfulTicks", [0])[0] for b in blobs) == 3
+        formatter = aws_lambda.logger.registered_formatter
+        logs = [json.loads(formatter.format(record)) for record in caplog.records
+                if record.name == "celery-ondemand"]
+        assert [log["message"] for log in logs] == ["tick"] * 3
+        assert all(log["function_request_id"] == "req-1" for log in logs)
+        assert logs[0]["decisions"][0]["action"] == "up"
+        assert SECRET not in json.dumps(logs)
+        assert SECRET not in output
+
+        status = load("status").handler({"requestContext": {}}, LambdaContext())
+        assert status["statusCode"] == 200
+        body = json.loads(status["body"])
+        assert body["queues"][name]["size"] == 5 and "workers" in body
+        assert body["decisions"][0]["target"] == "emails"
+        items = aws["dynamodb"].scan(TableName="ondemand")["Items"]
+        assert {i["sk"]["S"].split("#")[0] for i in items} >= {"target", "status"}
     finally:
         fleet.stop()
         queues.delete_all()
         producer.close()
+
+
+def test_a_broker_outage_returns_in_time_with_an_error_metric_and_no_scale_down(
+        aws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    configure(aws, f"redis://:{SECRET}@127.0.0.1:{closed_port()}/0", "emails")
+    aws["ecs"].update_service(cluster="prod", service="workers", desiredCount=2)
+
+    started = time.monotonic()
+    summary = load("autoscaler").handler(SCHEDULER_EVENT, LambdaContext(timeout_seconds=90))
+    elapsed = time.monotonic() - started
+    output = capsys.readouterr().out
+
+    assert elapsed < 4 and not summary["ok"]
+    assert any("refused" in error for error in summary["errors"])
+    assert desired_count(aws) == 2, "a failed read must never scale down"
+    blobs = emf(output)
+    assert [b["BrokerUnavailable"] for b in blobs if "BrokerUnavailable" in b] == [[1.0]] * \
+        summary["ticks"]
+    assert all(b["Errors"] == [1.0] for b in blobs if "Errors" in b)
+    assert SECRET not in output

@@ -134,3 +134,15 @@ def test_dynamodb_errors_are_state_errors(monkeypatch: pytest.MonkeyPatch) -> No
                                                                  region_name="us-east-1"))
         with pytest.raises(StateError, match="no-such-table"):
             store.load_memory("prod")
+
+
+def test_the_last_status_is_kept_for_the_status_endpoint(store: StateStore) -> None:
+    assert store.load_status("prod") is None
+    big = {"queues": {f"q{i}": {"name": f"q{i}", "size": i, "workers": []}
+                      for i in range(300)}, "workers": {}, "decisions": []}
+    store.save_status("prod", big, 12.5)
+    store.save_status("prod", {**big, "decisions": [{"target": "t"}]}, 13.5)
+    status = store.load_status("prod")
+    assert status is not None and status["saved_at"] == 13.5
+    assert status["queues"]["q299"]["size"] == 299 and status["decisions"] == [{"target": "t"}]
+    assert store.load_status("other") is None

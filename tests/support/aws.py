@@ -71,3 +71,30 @@ def auto_scaling_group(autoscaling: Any, ec2: Any, *, name: str = "workers",
         MinSize=0, MaxSize=10, DesiredCapacity=desired, AvailabilityZones=["us-east-1a"])
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
     return [i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"]]
+
+
+class LambdaContext:
+    """The attributes and method of the context object Lambda hands a Python handler."""
+
+    function_name = "celery-ondemand-autoscaler"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = ("arn:aws:lambda:us-east-1:123456789012:function:"
+                            "celery-ondemand-autoscaler")
+    log_group_name = "/aws/lambda/celery-ondemand-autoscaler"
+    log_stream_name = "2026/11/28/[$LATEST]0123456789abcdef"
+
+    def __init__(self, timeout_seconds: float = 90.0, request_id: str = "req-1") -> None:
+        import time
+
+        self.aws_request_id = request_id
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        import time
+
+        return int((self._deadline - time.monotonic()) * 1000)
+
+
+SCHEDULER_EVENT = {"source": "celery-ondemand.schedule"}
+"""The payload the stack's EventBridge Scheduler schedule sends (its ``Input``)."""

@@ -6,7 +6,8 @@ A store keeps, per deployment:
   only when the lease is free, expired, or already ours;
 - each target's **memory** (:class:`~celery_ondemand.decide.TargetMemory`), written only
   while we still hold the lease;
-- a **history** of decisions, each with an expiry time (a TTL, 7 days by default).
+- a **history** of decisions, each with an expiry time (a TTL, 7 days by default);
+- the last tick's **status**, for the status endpoint.
 
 Every record carries :data:`SCHEMA_VERSION`; a record written by a newer version is refused
 with a clear error instead of being misread.
@@ -15,6 +16,7 @@ with a clear error instead of being misread.
 from __future__ import annotations
 
 import json
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -56,8 +58,31 @@ class StateStore(ABC):
     def history(self, deployment: str, limit: int = 100) -> list[dict[str, Any]]:
         """The newest decisions first, as dicts with ``at`` and ``expires_at`` added."""
 
+    @abstractmethod
+    def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:
+        """Keep the last tick's status (cwod's JSON plus decisions) for the status endpoint."""
+
+    @abstractmethod
+    def load_status(self, deployment: str) -> dict[str, Any] | None:
+        """The last status saved, with ``saved_at`` added; None before the first tick."""
+
     def expiry(self, at: float) -> int:
         return int(at + self.history_days * 86400)
+
+
+def encode_status(status: dict[str, Any], at: float) -> bytes:
+    """Compressed JSON: a status of hundreds of queues stays far below item size limits."""
+    record = {"schema_version": SCHEMA_VERSION, "saved_at": at, "status": status}
+    return zlib.compress(json.dumps(record, separators=(",", ":")).encode())
+
+
+def decode_status(blob: bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(zlib.decompress(blob))
+    except (zlib.error, ValueError) as exc:
+        raise StateError(f"unreadable status record: {exc}") from exc
+    check_version(record.get("schema_version"), "status")
+    return {**record["status"], "saved_at": record["saved_at"]}
 
 
 def encode_memory(memory: TargetMemory) -> str:

@@ -7,6 +7,7 @@ pk                              sk               attributes
 ==============================  ===============  ==========================================
 ``deployment#<name>``           ``lease``        ``owner``, ``expires_at``
 ``deployment#<name>``           ``target#<t>``   ``record`` (JSON memory), ``updated_at``
+``deployment#<name>``           ``status``       ``record`` (zlib-compressed JSON, binary)
 ``deployment#<name>#history``   ``<at>#<t>``     ``record`` (JSON decision), ``ttl``
 ==============================  ===============  ==========================================
 
@@ -29,7 +30,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..decide import Decision, TargetMemory
 from ..errors import LeaseLost, StateError
-from .base import SCHEMA_VERSION, StateStore, check_version, decode_memory, encode_memory
+from .base import (
+    SCHEMA_VERSION,
+    StateStore,
+    check_version,
+    decode_memory,
+    decode_status,
+    encode_memory,
+    encode_status,
+)
 
 DEFAULT_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4},
                                connect_timeout=3, read_timeout=5)
@@ -139,6 +148,16 @@ class DynamoDBStateStore(StateStore):
             entries.append({**json.loads(item["record"]["S"]), "at": float(item["at"]["N"]),
                             "expires_at": int(item[TTL_ATTRIBUTE]["N"])})
         return entries
+
+    def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:
+        self._call("put_item", Item={
+            "pk": _s(_pk(deployment)), "sk": _s("status"),
+            "record": {"B": encode_status(status, at)}, "schema_version": _n(SCHEMA_VERSION)})
+
+    def load_status(self, deployment: str) -> dict[str, Any] | None:
+        item = self._call("get_item", Key={"pk": _s(_pk(deployment)), "sk": _s("status")},
+                          ConsistentRead=True).get("Item")
+        return decode_status(item["record"]["B"]) if item else None
 
 
 def create_table(client: Any, table: str) -> None:

@@ -15,7 +15,14 @@ from typing import Any
 
 from ..decide import Decision, TargetMemory
 from ..errors import LeaseLost, StateError
-from .base import SCHEMA_VERSION, StateStore, decode_memory, encode_memory
+from .base import (
+    SCHEMA_VERSION,
+    StateStore,
+    decode_memory,
+    decode_status,
+    encode_memory,
+    encode_status,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS lease (
@@ -27,6 +34,7 @@ CREATE TABLE IF NOT EXISTS history (
     deployment TEXT NOT NULL, at REAL NOT NULL, target TEXT NOT NULL, record TEXT NOT NULL,
     expires_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS history_by_time ON history (deployment, at);
+CREATE TABLE IF NOT EXISTS status (deployment TEXT PRIMARY KEY, record BLOB NOT NULL);
 """
 
 
@@ -106,3 +114,14 @@ class SQLiteStateStore(StateStore):
                               (deployment, limit)).fetchall()
         return [{**json.loads(record), "at": at, "expires_at": expires}
                 for at, record, expires in rows]
+
+    def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO status VALUES (?, ?) ON CONFLICT(deployment) DO UPDATE "
+                       "SET record = excluded.record", (deployment, encode_status(status, at)))
+
+    def load_status(self, deployment: str) -> dict[str, Any] | None:
+        with self._transaction() as db:
+            row = db.execute("SELECT record FROM status WHERE deployment = ?",
+                             (deployment,)).fetchone()
+        return decode_status(row[0]) if row else None

@@ -1,0 +1,193 @@
+"""The Lambda face: configuration and secrets from AWS, ticks until the next schedule.
+
+One scheduled invocation (EventBridge Scheduler, every minute) runs a tick every
+``tick_interval_seconds`` until shortly before the next invocation is due, reusing the
+broker connection, the agents and the scalers of the warm container; then it releases the
+lease and returns a summary. Each tick prints its metrics (EMF) and logs its decisions.
+
+Environment:
+
+- ``ONDEMAND_CONFIG_PARAMETER``: SSM parameter holding the YAML config (cached for
+  ``ONDEMAND_CONFIG_MAX_AGE`` seconds, default 300), else ``ONDEMAND_CONFIG_FILE`` (default
+  ``ondemand.yaml`` beside the handler);
+- ``ONDEMAND_BROKER_SECRET``: Secrets Manager name or ARN of the broker URL (overrides the
+  config's ``broker_url_secret``);
+- ``ONDEMAND_STATE_TABLE``: the stack's DynamoDB table (overrides ``state_table``);
+- ``ONDEMAND_SCHEDULE_SECONDS``: the schedule's period (default 60);
+- ``POWERTOOLS_METRICS_NAMESPACE``: the metrics namespace (default ``CeleryOnDemand``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities import parameters
+
+from . import metrics
+from .config import Settings, load_settings, parse_settings
+from .errors import OnDemandError
+from .model import Observation
+from .observe import Observer
+from .remember import DynamoDBStateStore
+from .tick import Ticker, TickResult, resolve_broker_url, store_for
+
+logger = Logger(service="celery-ondemand")
+tracer = Tracer(service="celery-ondemand")
+
+SAFETY_SECONDS = 0.5
+"""Kept free before the next schedule and before the Lambda timeout."""
+
+TIMEOUT_RESERVE_SECONDS = 10.0
+"""A tick never starts with less than this left of the Lambda's time."""
+
+
+@dataclass
+class _Warm:
+    """What a warm container keeps between invocations."""
+
+    settings: Settings
+    broker_url: str
+    ticker: Ticker
+
+
+_warm: _Warm | None = None
+
+
+def load_lambda_settings() -> Settings:
+    """The config from SSM (cached) or the bundled file, with the stack's overrides."""
+    name = os.environ.get("ONDEMAND_CONFIG_PARAMETER")
+    if name:
+        max_age = int(os.environ.get("ONDEMAND_CONFIG_MAX_AGE", "300"))
+        try:
+            text = str(parameters.get_parameter(name, max_age=max_age))
+        except parameters.exceptions.GetParameterError as exc:
+            raise OnDemandError(f"config parameter {name!r}: {exc}") from exc
+        settings = parse_settings(text, source=f"SSM parameter {name}")
+    else:
+        default = Path(os.environ.get("LAMBDA_TASK_ROOT", ".")) / "ondemand.yaml"
+        settings = load_settings(os.environ.get("ONDEMAND_CONFIG_FILE", str(default)))
+    secret = os.environ.get("ONDEMAND_BROKER_SECRET")
+    if secret:
+        settings = replace(settings, broker_url=None, broker_url_secret=secret)
+    table = os.environ.get("ONDEMAND_STATE_TABLE")
+    if table:
+        settings = replace(settings, state_table=table, state_file=None)
+    return settings
+
+
+def _secret(name: str) -> str:
+    return str(parameters.get_secret(name, max_age=300))
+
+
+class _TracedObserver:
+    """The observer with each broker round in an X-Ray subsegment."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+    def observe(self, queues: Any = None, previous: Observation | None = None) -> Observation:
+        with tracer.provider.in_subsegment("## broker observe"):
+            return self.observer.observe(queues, previous=previous)
+
+    def close(self) -> None:
+        self.observer.close()
+
+
+def _ticker(settings: Settings) -> Ticker:
+    """The warm container's Ticker, rebuilt only when the config or broker URL changed."""
+    global _warm
+    broker_url = resolve_broker_url(settings, _secret)
+    if _warm is None or _warm.settings != settings or _warm.broker_url != broker_url:
+        if _warm is not None:
+            _warm.ticker.close()
+        observer = _TracedObserver(Observer(broker_url))
+        ticker = Ticker(settings, observer=observer, store=store_for(settings))  # type: ignore[arg-type]
+        _warm = _Warm(settings, broker_url, ticker)
+    return _warm.ticker
+
+
+def run_schedule(context: Any, clock: Any = time.time, sleep: Any = time.sleep
+                 ) -> dict[str, Any]:
+    """Tick until shortly before the next schedule; returns the invocation's summary."""
+    started = clock()
+    settings = load_lambda_settings()
+    ticker = _ticker(settings)
+    schedule = float(os.environ.get("ONDEMAND_SCHEDULE_SECONDS", "60"))
+    remaining = context.get_remaining_time_in_millis() / 1000
+    end = min(started + schedule - SAFETY_SECONDS, started + remaining - TIMEOUT_RESERVE_SECONDS)
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", metrics.DEFAULT_NAMESPACE)
+    interval = settings.tick_interval_seconds
+    results: list[TickResult] = []
+    try:
+        while True:
+            tick_started = clock()
+            result = ticker.tick(now=tick_started)
+            duration = clock() - tick_started
+            results.append(result)
+            metrics.publish(result, settings, duration, namespace)
+            _log(result, duration)
+            next_start = started + len(results) * interval
+            if next_start + duration >= end:
+                break
+            sleep(max(0.0, next_start - clock()))
+    finally:
+        ticker.release_lease()
+    last = results[-1]
+    return {"ticks": len(results), "ok": all(r.ok for r in results),
+            "lease_lost": any(r.lease_lost for r in results),
+            "errors": sorted({e for r in results for e in _errors(r)}),
+            "decisions": [d.serializer() for d in last.decisions]}
+
+
+def _errors(result: TickResult) -> list[str]:
+    return [*([result.error] if result.error else []), *result.target_errors.values()]
+
+
+def _log(result: TickResult, duration: float) -> None:
+    if result.lease_lost and not result.error:
+        logger.info("another tick holds the lease: this one did nothing")
+        return
+    logger.info("tick", extra={
+        "duration_ms": round(duration * 1000, 1),
+        "decisions": [{k: d.serializer()[k] for k in
+                       ("target", "current", "desired", "action", "rule", "reason")}
+                      for d in result.decisions],
+        "applied": result.applied})
+    for error in _errors(result):
+        logger.error(error)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
+def autoscaler_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The scheduled autoscaler: ticks until the next schedule."""
+    return run_schedule(context)
+
+
+@logger.inject_lambda_context
+def status_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The status URL: the last tick's status in cwod's JSON shape, plus its decisions."""
+    settings = load_lambda_settings()
+    store = store_for(settings)
+    try:
+        status = store.load_status(settings.deployment)
+    except OnDemandError as exc:
+        logger.error(str(exc))
+        return _response(503, {"error": "state unavailable"})
+    if status is None:
+        return _response(404, {"error": "no tick has run yet"})
+    return _response(200, status)
+
+
+def _response(code: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {"statusCode": code, "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body)}
+
+
+__all__ = ["DynamoDBStateStore", "autoscaler_handler", "run_schedule", "status_handler"]
