@@ -13,6 +13,8 @@ Environment:
 - ``ONDEMAND_BROKER_SECRET``: Secrets Manager name or ARN of the broker URL (overrides the
   config's ``broker_url_secret``);
 - ``ONDEMAND_STATE_TABLE``: the stack's DynamoDB table (overrides ``state_table``);
+- ``ONDEMAND_DEPLOYMENT``: the stack's deployment name (overrides ``deployment``), the
+  dimension its alarms watch;
 - ``ONDEMAND_SCHEDULE_SECONDS``: the schedule's period (default 60);
 - ``POWERTOOLS_METRICS_NAMESPACE``: the metrics namespace (default ``CeleryOnDemand``).
 """
@@ -78,6 +80,9 @@ def load_lambda_settings() -> Settings:
     table = os.environ.get("ONDEMAND_STATE_TABLE")
     if table:
         settings = replace(settings, state_table=table, state_file=None)
+    deployment = os.environ.get("ONDEMAND_DEPLOYMENT")
+    if deployment:
+        settings = replace(settings, deployment=deployment)
     return settings
 
 
