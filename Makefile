@@ -60,9 +60,8 @@ deploy: build
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.observe
 
-demo:
-	@echo "make demo (the whole scaling loop on an embedded broker) arrives with issue 6."
-	@echo "Today: make install, then .venv/bin/ondemand status --broker redis://127.0.0.1:6379/0"
+demo: $(STAMP)
+	$(BIN)/ondemand demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .aws-sam

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from .config import load_settings
 from .decide import Decision
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "status" and not args.broker:
+    if args.command in ("status",) and not args.broker:
         parser.error("no broker: pass --broker URL or set CELERY_BROKER_URL")
     try:
         status: int = args.run(args)
@@ -100,6 +101,16 @@ def _print_result(result: TickResult, as_json: bool) -> None:
     if result.lease_lost and not result.error:
         print("ondemand: another tick holds this deployment's lease: this one did nothing",
               file=sys.stderr)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """``ondemand demo``: the whole loop on this machine; non-zero if anything went wrong."""
+    from .demo import DemoOptions, run_demo
+
+    report = run_demo(DemoOptions(broker=args.broker, duration=args.duration,
+                                  rate=args.rate, max_workers=args.max_workers,
+                                  png=args.png, live_view=not args.no_live))
+    return 0 if report.ok else 1
 
 
 def render_decisions(decisions: Sequence[Decision], applied: Sequence[str] = ()) -> str:
@@ -188,6 +199,18 @@ def _parser() -> argparse.ArgumentParser:
                                  help="seconds between ticks (default: the config's "
                                       "tick_interval_seconds)")
         command.set_defaults(run=tick_command if name == "tick" else run_command)
+    demo = commands.add_parser(
+        "demo", help="the whole loop on this machine: embedded broker, real workers",
+        description="Scale real local workers under a slice of a real trace, then report.")
+    demo.add_argument("--broker", help="use this broker instead of an embedded Valkey")
+    demo.add_argument("--duration", type=_positive, default=120.0, metavar="SECONDS",
+                      help="how long the load lasts (default 120)")
+    demo.add_argument("--rate", type=_positive, default=4.0, metavar="TASKS",
+                      help="mean tasks per second (default 4)")
+    demo.add_argument("--max-workers", type=int, default=8, metavar="N")
+    demo.add_argument("--png", type=Path, metavar="FILE", help="where to draw the timeline")
+    demo.add_argument("--no-live", action="store_true", help="no live view, just lines")
+    demo.set_defaults(run=demo_command)
     return parser
 
 
