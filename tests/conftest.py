@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import boto3
 import pytest
 from celery import Celery
+from moto import mock_aws
 
+from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
+from celery_ondemand.remember.dynamodb import create_table
+from tests.support.aws import fake_credentials
 from tests.support.brokers import BROKERS, Queues, producer_app, require_broker
 from tests.support.workers import Fleet
 
@@ -54,3 +60,17 @@ def producer(broker_url: str) -> Iterator[Celery]:
     app = producer_app(broker_url)
     yield app
     app.close()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[StateStore]:
+    """Each state test runs on both stores: a SQLite file, and DynamoDB on moto."""
+    if request.param == "sqlite":
+        yield SQLiteStateStore(tmp_path / "state.db")
+        return
+    fake_credentials(monkeypatch)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "ondemand-state")
+        yield DynamoDBStateStore("ondemand-state", client)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,11 @@ import pytest
 from moto import mock_aws
 
 from celery_ondemand.act import scaler_for
-from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
-from celery_ondemand.remember.dynamodb import create_table
+from celery_ondemand.remember import StateStore
 from celery_ondemand.tick import Ticker
 from tests.support.agents import FileCountScaler, RecordingDown, RecordingUp
 from tests.support.aws import auto_scaling_group, fake_credentials
 from tests.support.observations import ScriptedObserver, observation, settings, worker
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[StateStore]:
-    if request.param == "sqlite":
-        yield SQLiteStateStore(tmp_path / "state.db")
-        return
-    fake_credentials(monkeypatch)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        create_table(client, "state")
-        yield DynamoDBStateStore("state", client)
 
 
 @pytest.fixture
