@@ -22,6 +22,10 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
 )
 stamp_publish_time()
+if os.environ.get("ONDEMAND_TEST_BOOTSTEP"):
+    from celery_ondemand.worker import OnDemandStep
+
+    app.steps["worker"].add(OnDemandStep)
 
 
 @app.task(name="tests.sleep")

@@ -64,12 +64,12 @@ class Fleet:
 
     def start(self, queues: Sequence[str], *, concurrency: int = 2, name: str = "w",
               pool: str = "threads", prefetch: int = 1, events: bool = False,
-              wait: bool = True) -> Worker:
+              wait: bool = True, env: dict[str, str] | None = None) -> Worker:
         """Start one worker consuming ``queues``; by default wait until it is ready."""
         hostname = f"{name}-{uuid.uuid4().hex[:8]}@ondemand-test"
         log = self.logdir / f"{hostname}.log"
         env = dict(os.environ, ONDEMAND_TEST_BROKER=self.broker_url,
-                   ONDEMAND_TEST_PREFETCH=str(prefetch), PYTHONPATH=str(ROOT))
+                   ONDEMAND_TEST_PREFETCH=str(prefetch), PYTHONPATH=str(ROOT), **(env or {}))
         command = [sys.executable, "-m", "celery", "-A", "tests.support.proj", "worker",
                    "-n", hostname, "-Q", ",".join(queues), "-c", str(concurrency),
                    "-P", pool, "--loglevel", "INFO", "--without-mingle", "--without-gossip"]

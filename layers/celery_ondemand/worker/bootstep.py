@@ -1,0 +1,103 @@
+"""The worker bootstep: hold scale-in protection while tasks run, report the platform,
+and answer ``ondemand_drain``.
+
+Add it with :func:`celery_ondemand.worker.install` (or ``app.steps["worker"].add``), as
+Celery's "Extensions and Bootsteps" guide describes. Protection follows the worker's
+running tasks, checked every ``ONDEMAND_PROTECTION_POLL`` seconds (default 1), and is set
+with an expiry (``ONDEMAND_PROTECTION_MINUTES``, default 60, renewed at half-time) so a
+crashed worker does not stay protected. What the step knows (platform, task ARN or
+instance id, protected or not) appears in the worker's ``stats()`` reply under
+``ondemand``, where the autoscaler reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from celery import bootsteps
+from celery.exceptions import WorkerShutdown
+from celery.platforms import EX_OK
+from celery.worker import state as worker_state
+from celery.worker.control import control_command
+
+from .protection import Protection, detect
+
+logger = logging.getLogger("celery_ondemand.worker")
+
+
+class OnDemandStep(bootsteps.StartStopStep):
+    """Scale-in protection while busy, for the worker it is added to."""
+
+    label = "celery-ondemand"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.poll = float(os.environ.get("ONDEMAND_PROTECTION_POLL", "1.0"))
+        self.minutes = int(os.environ.get("ONDEMAND_PROTECTION_MINUTES", "60"))
+        self.protection: Protection = Protection()
+        self.protected = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, parent: Any) -> None:
+        try:
+            self.protection = detect()
+        except Exception as exc:
+            logger.warning("celery-ondemand: scale-in protection unavailable: %s", exc)
+        if self.protection.platform == "none":
+            logger.info("celery-ondemand: not on ECS or EC2 Auto Scaling: no scale-in "
+                        "protection to hold")
+            return
+        logger.info("celery-ondemand: holding %s scale-in protection while tasks run",
+                    self.protection.platform)
+        self._thread = threading.Thread(target=self._follow_tasks, daemon=True,
+                                        name="celery-ondemand-protection")
+        self._thread.start()
+
+    def stop(self, parent: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def info(self, parent: Any) -> dict[str, Any]:  # type: ignore[override]  # stubs say None
+        return {"ondemand": {**self.protection.info(), "protected": self.protected}}
+
+    def _follow_tasks(self) -> None:
+        set_at = 0.0
+        while not self._stop.wait(self.poll):
+            busy = bool(worker_state.active_requests)
+            renew = self.protected and time.monotonic() - set_at > self.minutes * 30
+            if busy != self.protected or (busy and renew):
+                set_at = self._set(busy) or set_at
+        if self.protected:
+            self._set(False)
+
+    def _set(self, enabled: bool) -> float | None:
+        try:
+            self.protection.set(enabled, self.minutes)
+        except Exception as exc:
+            logger.warning("celery-ondemand: could not %s scale-in protection: %s",
+                           "set" if enabled else "lift", exc)
+            return None
+        self.protected = enabled
+        return time.monotonic()
+
+
+@control_command(name="ondemand_drain")
+def ondemand_drain(state: Any, **_: Any) -> dict[str, str]:
+    """Stop consuming every queue, finish the running tasks, then exit (warm shutdown)."""
+    consumer = state.consumer
+    queues = [q.name for q in consumer.task_consumer.queues] if consumer.task_consumer else []
+    for name in queues:
+        consumer.call_soon(consumer.cancel_task_queue, name)
+    consumer.call_soon(_warm_shutdown)
+    return {"ok": f"draining: no longer consuming {', '.join(queues) or 'anything'}"}
+
+
+def _warm_shutdown() -> None:
+    worker_state.should_stop = EX_OK  # type: ignore[assignment]  # stubs say None
+    raise WorkerShutdown(EX_OK)

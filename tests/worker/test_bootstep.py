@@ -1,0 +1,140 @@
+"""The bootstep on real workers, with a small HTTP server standing in for the documented
+ECS agent endpoints (task protection, task metadata)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from tests.support.brokers import Queues, producer_app
+from tests.support.workers import Fleet
+
+pytestmark = pytest.mark.broker
+TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef"
+
+
+class FakeEcsAgent(ThreadingHTTPServer):
+    """Records every PUT to /task-protection/v1/state; serves /task metadata."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, dict[str, Any]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/task-protection/v1/state":
+                    server.calls.append((time.monotonic(), body))
+                self._reply({"protection": body})
+
+            def do_GET(self) -> None:
+                self._reply({"TaskARN": TASK_ARN} if self.path == "/meta/task" else {})
+
+            def _reply(self, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def agent() -> Iterator[FakeEcsAgent]:
+    server = FakeEcsAgent()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def protected_at(agent: FakeEcsAgent, moment: float) -> bool:
+    state = False
+    for at, body in agent.calls:
+        if at <= moment:
+            state = body["ProtectionEnabled"]
+    return state
+
+
+def test_protection_is_on_exactly_while_tasks_run(broker_url: str, fleet: Fleet,
+                                                  agent: FakeEcsAgent) -> None:
+    queues = Queues(broker_url)
+    name = queues.new("protect")
+    producer = producer_app(broker_url)
+    try:
+        worker = fleet.start([name], name="ecs", env={
+            "ONDEMAND_TEST_BOOTSTEP": "1", "ECS_AGENT_URI": agent.url,
+            "ECS_CONTAINER_METADATA_URI_V4": f"{agent.url}/meta",
+            "ONDEMAND_PROTECTION_POLL": "0.1", "ONDEMAND_PROTECTION_MINUTES": "5"})
+        app = Celery("inspect", broker=broker_url, set_as_current=False)
+        stats = app.control.inspect(destination=[worker.hostname], limit=1).stats() or {}
+        assert stats[worker.hostname]["ondemand"] == {"platform": "ecs", "task_arn": TASK_ARN,
+                                                      "protected": False}
+        assert agent.calls == [], "idle: nothing to protect"
+
+        producer.send_task("tests.sleep", args=(2,), queue=name)
+        deadline = time.monotonic() + 10
+        while not agent.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running_seen = time.monotonic()
+        assert agent.calls and agent.calls[0][1] == {"ProtectionEnabled": True,
+                                                     "ExpiresInMinutes": 5}
+        while len(agent.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agent.calls[-1][1] == {"ProtectionEnabled": False}
+        lifted = agent.calls[-1][0]
+        assert lifted - running_seen >= 1.0, "protection held while the 2 s task ran"
+        assert protected_at(agent, running_seen) and not protected_at(agent, lifted)
+        app.close()
+    finally:
+        producer.close()
+        queues.delete_all()
+
+
+def test_drain_finishes_running_work_then_exits(broker_url: str, fleet: Fleet) -> None:
+    queues = Queues(broker_url)
+    name = queues.new("drain")
+    producer = producer_app(broker_url)
+    app = Celery("control", broker=broker_url, set_as_current=False)
+    try:
+        worker = fleet.start([name], name="drain", concurrency=1,
+                             env={"ONDEMAND_TEST_BOOTSTEP": "1"})
+        producer.send_task("tests.sleep", args=(2,), queue=name)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            active = app.control.inspect(destination=[worker.hostname], limit=1).active() or {}
+            if active.get(worker.hostname):
+                break
+            time.sleep(0.1)
+        replies = app.control.broadcast("ondemand_drain", destination=[worker.hostname],
+                                        reply=True, timeout=2, limit=1)
+        assert replies and "draining" in json.dumps(replies)
+        producer.send_task("tests.sleep", args=(0,), queue=name)  # must stay queued
+        assert worker.process.wait(timeout=30) == 0, "warm shutdown exits cleanly"
+        log = worker.log.read_text()
+        assert "succeeded" in log or "Task tests.sleep" in log
+        from celery_ondemand import Observer
+
+        with Observer(broker_url) as observer:
+            assert observer.observe([name]).queues[name].size == 1
+    finally:
+        app.close()
+        producer.close()
+        queues.delete_all()
