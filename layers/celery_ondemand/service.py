@@ -63,9 +63,14 @@ class CeleryWorkerOnDemand:
 
     def queue_names(self) -> list[str]:
         """The app's queues: ``task_queues`` if declared, else the default queue."""
-        declared = self.celery_app.conf.task_queues or []
+        return self.queue_names_of(self.celery_app)
+
+    @staticmethod
+    def queue_names_of(app: Celery) -> list[str]:
+        """An app's queues: ``task_queues`` if declared, else the default queue."""
+        declared = app.conf.task_queues or []
         names = [q.name for q in declared if getattr(q, "name", None)]
-        return names or [str(self.celery_app.conf.task_default_queue)]
+        return names or [str(app.conf.task_default_queue)]
 
     def tick(self, now: float | None = None) -> TickResult:
         """Observe, decide and act once."""

@@ -124,9 +124,11 @@ class Ticker:
                     ) -> tuple[dict[str, int], dict[str, str]]:
         current, errors = {}, {}
         for target in self.settings.targets:
+            scaler = self.scalers.get(target.name)
+            if scaler is None:
+                continue  # no scaler (a dry look): the target counts its live workers
             try:
-                current[target.name] = self.scalers[target.name].current(
-                    workers_of(target, observation)).desired
+                current[target.name] = scaler.current(workers_of(target, observation)).desired
             except OnDemandError as exc:
                 errors[target.name] = str(exc)
         return current, errors
@@ -140,7 +142,7 @@ class Ticker:
                                               rule="scaler-error",
                                               reason=result.target_errors[name])
                 continue
-            if decision.action == "hold" or decision.dry_run:
+            if decision.action == "hold" or decision.dry_run or name not in self.scalers:
                 continue
             target = self.settings.target(name)
             try:
