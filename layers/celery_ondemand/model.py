@@ -38,6 +38,8 @@ class WorkerStatus:
     - ``concurrency``: how many tasks it can run at once (pool size), None if not reported.
     - ``queues``: names of the queues it consumes.
     - ``heartbeat_interval``: seconds between its heartbeats (Celery's ``freq``).
+    - ``machine``: the ECS task ARN or EC2 instance id it runs on, as reported by the
+      celery-ondemand bootstep; None without it.
     """
 
     hostname: str
@@ -52,6 +54,7 @@ class WorkerStatus:
     concurrency: int | None = None
     queues: list[str] = field(default_factory=list)
     heartbeat_interval: float | None = None
+    machine: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -74,6 +77,7 @@ class WorkerStatus:
             "concurrency": self.concurrency,
             "queues": list(self.queues),
             "heartbeat_interval": self.heartbeat_interval,
+            "machine": self.machine,
         }
 
 

@@ -64,6 +64,15 @@ def test_ecs_scale_in_protects_busy_tasks_and_frees_idle_ones(aws: dict[str, Any
     assert service["desiredCount"] == 1
 
 
+def test_ecs_maps_workers_by_the_task_arn_they_report(aws: dict[str, Any]) -> None:
+    arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=2)
+    client = ECSWithProtection(aws["ecs"])
+    workers = [WorkerStatus("celery@a", alive=True, active=1, machine=arns[1]),
+               WorkerStatus("celery@b", alive=True, machine=arns[0])]
+    ECSScaler(ecs_target(), client).apply(1, 2, workers)
+    assert client.protected == {arns[1]: True, arns[0]: False}
+
+
 def test_ecs_scale_out_touches_no_protection(aws: dict[str, Any]) -> None:
     arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=1)
     client = ECSWithProtection(aws["ecs"])

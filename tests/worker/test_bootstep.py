@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from celery_ondemand import Observer
 from tests.support.brokers import Queues, producer_app
 from tests.support.workers import Fleet
 
@@ -88,6 +89,9 @@ def test_protection_is_on_exactly_while_tasks_run(broker_url: str, fleet: Fleet,
         assert stats[worker.hostname]["ondemand"] == {"platform": "ecs", "task_arn": TASK_ARN,
                                                       "protected": False}
         assert agent.calls == [], "idle: nothing to protect"
+        with Observer(broker_url) as observer:
+            seen = observer.observe([name]).workers[worker.hostname]
+        assert seen.machine == TASK_ARN, "the tick maps this worker to its task exactly"
 
         producer.send_task("tests.sleep", args=(2,), queue=name)
         deadline = time.monotonic() + 10
@@ -130,8 +134,6 @@ def test_drain_finishes_running_work_then_exits(broker_url: str, fleet: Fleet) -
         assert worker.process.wait(timeout=30) == 0, "warm shutdown exits cleanly"
         log = worker.log.read_text()
         assert "succeeded" in log or "Task tests.sleep" in log
-        from celery_ondemand import Observer
-
         with Observer(broker_url) as observer:
             assert observer.observe([name]).queues[name].size == 1
     finally:

@@ -109,11 +109,15 @@ def owners(workers: Iterable[WorkerStatus],
            machines: Mapping[str, set[str]]) -> dict[str, str]:
     """Worker hostname → machine id (ECS task ARN, EC2 instance id), where one matches.
 
-    A worker matches a machine when one of the machine's identities appears in the
-    worker's node name (``celery@ip-10-0-1-23``, ``celery@<task id>``, ...).
+    A worker matches a machine it reported itself (the bootstep's task ARN or instance id),
+    or one whose identities appear in its node name (``celery@ip-10-0-1-23``,
+    ``celery@<task id>``, ...).
     """
     found = {}
     for worker in workers:
+        if worker.machine in machines:  # reported by the worker's bootstep: exact
+            found[worker.hostname] = str(worker.machine)
+            continue
         host = worker.hostname.lower().split("@")[-1]
         for machine, names in machines.items():
             if any(name in host for name in names):

@@ -204,6 +204,7 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             concurrency=worker.concurrency,
             queues=[q["name"] for q in worker.queues if isinstance(q, dict) and "name" in q],
             heartbeat_interval=worker.heartbeat_interval,
+            machine=worker.machine,
         )
         old = before.get(hostname)
         for name in ("last_task_received_at", "last_task_started_at", "last_task_succeeded_at"):

@@ -46,6 +46,7 @@ class HeardWorker:
     running: list[dict[str, Any]] = field(default_factory=list)
     waiting: list[dict[str, Any]] = field(default_factory=list)
     concurrency: int | None = None
+    machine: str | None = None
 
 
 class _Burst:
@@ -144,6 +145,10 @@ def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
             if isinstance(totals, dict):
                 workers[hostname].processed = max(workers[hostname].processed,
                                                   sum(int(n) for n in totals.values()))
+            ondemand = stats.get("ondemand")  # from the celery-ondemand bootstep, if installed
+            if isinstance(ondemand, dict):
+                machine = ondemand.get("task_arn") or ondemand.get("instance_id")
+                workers[hostname].machine = str(machine) if machine else None
 
 
 def _drain(connection: Connection, timeout: float) -> None:
