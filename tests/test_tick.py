@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from celery_ondemand.act import scaler_for
-from celery_ondemand.remember import StateStore
+from celery_ondemand.remember import SQLiteStateStore, StateStore
 from celery_ondemand.tick import Ticker
 from tests.support.agents import FileCountScaler, RecordingDown, RecordingUp
 from tests.support.aws import auto_scaling_group, fake_credentials
@@ -25,7 +25,24 @@ def counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
                     worker_concurrency=4, max_workers=20)
 
 
-def test_two_concurrent_ticks_never_both_act(store: StateStore, tmp_path: Path) -> None:
+def test_a_tick_inside_anothers_lease_does_nothing(store: StateStore) -> None:
+    config = settings(scaler="tests.support.agents:RecordingDemand", command=None,
+                      policy="cwod")
+    RecordingUp.started.clear()
+    first, second = (Ticker(config, observer=ScriptedObserver(observation({"q": (5, 0)})),
+                            store=store) for _ in range(2))  # type: ignore[arg-type]
+    assert not first.tick(now=1000.0).lease_lost
+    overlapping = second.tick(now=1010.0)
+    assert overlapping.lease_lost and overlapping.ok, "the loser exits cleanly"
+    assert overlapping.decisions == [] and RecordingUp.started == ["q"]
+    first.release_lease()
+    assert not second.tick(now=1020.0).lease_lost, "a released lease is free at once"
+
+
+def test_two_racing_ticks_never_both_act(tmp_path: Path) -> None:
+    """A real race, on SQLite: moto's in-process DynamoDB does not make conditional writes
+    atomic across threads (real DynamoDB does), so the race runs on the store that is."""
+    store = SQLiteStateStore(tmp_path / "state.db")
     config = settings(scaler="tests.support.agents:RecordingDemand", command=None,
                       policy="cwod")
     RecordingUp.started.clear()
