@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import load_settings
 from .decide import Decision
-from .errors import OnDemandError
+from .errors import ConfigError, OnDemandError
 from .model import Observation
 from .observe.observer import DEFAULT_BURST_SECONDS, DEFAULT_CONNECT_TIMEOUT, Observer
 from .tick import Ticker, TickResult, store_for
@@ -111,6 +111,38 @@ def demo_command(args: argparse.Namespace) -> int:
                                   rate=args.rate, max_workers=args.max_workers,
                                   png=args.png, live_view=not args.no_live))
     return 0 if report.ok else 1
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    """``ondemand simulate``: our policy and its peers over a trace, side by side."""
+    from .simulate import POLICIES, SimConfig, compare, plot, read_counts, render
+
+    unknown = [p for p in args.policy or [] if p not in POLICIES]
+    if unknown:
+        raise ConfigError(f"--policy: unknown {', '.join(unknown)}; choose from "
+                          f"{', '.join(POLICIES)}")
+    try:
+        counts = read_counts(args.trace, args.start, args.length)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--trace {args.trace}: {exc}") from exc
+    config = SimConfig(concurrency=args.concurrency, startup_seconds=int(args.startup),
+                       tick_seconds=int(args.tick), wait_target=args.wait_target,
+                       max_workers=args.max_workers)
+    try:
+        rows, bound = compare(counts, config, args.service_time, args.scale,
+                              args.policy or list(POLICIES), keep_timeline=bool(args.plot))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.json:
+        print(json.dumps({"busy_bound_minutes": round(bound, 1),
+                          "policies": [row.as_dict() for row in rows]}, indent=2))
+    else:
+        print(render(rows, bound))
+    if args.plot:
+        drawn = plot(rows, args.plot)
+        print(f"plot: {drawn}" if drawn else "plot: matplotlib is not installed",
+              file=sys.stderr)
+    return 0
 
 
 def render_decisions(decisions: Sequence[Decision], applied: Sequence[str] = ()) -> str:
@@ -211,6 +243,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--png", type=Path, metavar="FILE", help="where to draw the timeline")
     demo.add_argument("--no-live", action="store_true", help="no live view, just lines")
     demo.set_defaults(run=demo_command)
+
+    sim = commands.add_parser(
+        "simulate", help="our policy and its peers over an arrival trace",
+        description="Drive the real policy code and its peers over a per-second trace.")
+    sim.add_argument("--trace", required=True, help="per-second counts (text or .tbz2)")
+    sim.add_argument("--start", type=int, default=0, help="first second of the window")
+    sim.add_argument("--length", type=int, help="seconds in the window (default: all)")
+    sim.add_argument("--scale", type=_positive, default=1.0, help="multiply the rate")
+    sim.add_argument("--service-time", default="exp:20",
+                     help="fixed:S | exp:MEAN | lognormal:MEAN:SIGMA (default exp:20)")
+    sim.add_argument("--concurrency", type=int, default=4)
+    sim.add_argument("--startup", type=_positive, default=60.0, metavar="SECONDS")
+    sim.add_argument("--tick", type=_positive, default=15.0, metavar="SECONDS")
+    sim.add_argument("--wait-target", type=_positive, default=60.0, metavar="SECONDS")
+    sim.add_argument("--max-workers", type=int, default=200)
+    sim.add_argument("--policy", action="append", help="repeatable; default: all")
+    sim.add_argument("--json", action="store_true")
+    sim.add_argument("--plot", type=Path, metavar="FILE.png")
+    sim.set_defaults(run=simulate_command)
     return parser
 
 
