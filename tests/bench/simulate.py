@@ -39,14 +39,12 @@ def main() -> None:
         meets = [r.result for r in rows if r.result.policy not in ("capacity", "oracle")
                  and r.result.unserved == 0 and r.result.percentile(0.95) <= config.wait_target]
         ratio = ours.worker_minutes / by["oracle"].result.worker_minutes
+        beaten = [r.policy for r in meets if ours.worker_minutes < r.worker_minutes]
         print(f"goal: p95 {ours.percentile(0.95):.0f}s <= 60s "
               f"{'met' if ours.percentile(0.95) <= 60 else 'MISSED'}; "
               f"{ratio:.3f}x oracle {'met' if ratio <= 1.10 else 'MISSED'} (<= 1.10); "
-              f"fewer worker-minutes than "
-              f"{', '.join(r.policy for r in meets if ours.worker_minutes < r.worker_minutes)
-                 or 'none'} of the baselines meeting the target "
-              f"({', '.join(r.policy for r in meets) or 'none'})")
-
+              f"fewer worker-minutes than {', '.join(beaten) or 'none'} of the baselines "
+              f"meeting the target ({', '.join(r.policy for r in meets) or 'none'})")
 
 if __name__ == "__main__":
     main()
