@@ -46,7 +46,7 @@ class TargetConfig:
     worker_concurrency: int | None = None
     target_wait_seconds: float = 60.0
     scale_down_delay_seconds: float = 300.0
-    stabilization_seconds: float = 300.0
+    stabilization_seconds: float = 60.0
     tolerance: float = 0.1
     scale_up_max_step: int = 4
     scale_up_max_percent: float = 100.0
@@ -114,7 +114,7 @@ TARGET_FIELDS: dict[str, Field] = {
     "scale_down_delay_seconds": Field("float", "idle time before scaling to min_workers",
                                       300.0, minimum=0),
     "stabilization_seconds": Field("float", "scale down to the highest recommendation of "
-                                   "this window", 300.0, minimum=0),
+                                   "this window", 60.0, minimum=0),
     "tolerance": Field("float", "spare capacity kept when scaling down (hysteresis)", 0.1,
                        minimum=0, maximum=0.99),
     "scale_up_max_step": Field("int", "most workers added in one tick", 4, minimum=1),

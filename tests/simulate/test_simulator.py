@@ -108,11 +108,15 @@ def test_target_tracking_rules() -> None:
     assert tt.desired(snap(180, 30, 1)) == 5, "ceil(1 * 30 / 6)"
 
 
-def test_the_oracle_sees_the_future() -> None:
-    config = SimConfig(concurrency=2, startup_seconds=10, tick_seconds=5)
+def test_the_oracle_waits_as_long_as_it_may_and_no_longer() -> None:
+    config = SimConfig(concurrency=2, startup_seconds=10, tick_seconds=5, wait_target=5)
     oracle = OraclePolicy([(12, 3.0), (12, 3.0), (13, 1.0), (40, 2.0)], config)
-    assert oracle.desired(snap(0, 0, 0)) == 2, "three tasks in service during [10, 15)"
-    assert oracle.desired(snap(10, 0, 2)) == 0, "nothing runs in [20, 25)"
+    # tick 0 covers [10, 15): no deadline (arrival + 5) falls in it, so nothing is needed
+    assert oracle.desired(snap(0, 0, 0)) == 0
+    # tick 1 covers [15, 20): deadlines 17, 17, 18. One slot would start the second task at
+    # 18 (> 17); two slots start both at 15 and the third at 18: one 2-slot worker.
+    assert oracle.desired(snap(5, 0, 0)) == 1
+    assert oracle.plan[1] == 2
 
 
 def test_no_policy_meeting_the_target_beats_the_oracle() -> None:

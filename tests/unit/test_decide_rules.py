@@ -46,7 +46,7 @@ CASES = [
     Case("down slow: hold the highest recommendation of the window",
          observation({"q": (0, 16)}, busy_workers(4)), 8, 8, "stabilizing",
          {"worker_concurrency": 4},
-         TargetMemory(recommendations=[[NOW - 100, 8]], workers_seen=["w0", "w1", "w2", "w3"])),
+         TargetMemory(recommendations=[[NOW - 30, 8]], workers_seen=["w0", "w1", "w2", "w3"])),
     Case("down once the window has passed, keeping the tolerance spare",
          observation({"q": (0, 16)}, busy_workers(4)), 8, 5, "backlog",
          {"worker_concurrency": 4},

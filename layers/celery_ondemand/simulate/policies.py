@@ -15,10 +15,11 @@
   when below 90 % of it for 15; new capacity = ceil(current * metric / target); 300 s
   cooldown after any change.
 - ``oracle``: knows every future arrival and service time and obeys the same tick and
-  startup delay: at a tick at t it asks for ceil(max in-service / concurrency) over
-  [t + startup, t + startup + tick), where in-service(s) counts tasks that would be running
-  at s had each started the moment it arrived. It pays for zero waits, never for idle time
-  it could foresee.
+  startup delay. It plans ahead, window by window: the decision at tick t covers
+  [t + startup, t + startup + tick), and asks for the fewest slots with which
+  first-come-first-served service (continuing from the earlier windows) starts every task
+  whose deadline (arrival + wait target) falls in that window by its deadline. It uses the
+  whole wait budget, so it pays for no capacity a waiting task could do without.
 """
 
 from __future__ import annotations
@@ -132,28 +133,70 @@ class TargetTrackingPolicy:
 
 
 class OraclePolicy:
-    """Clairvoyant: provisions for zero waits, exactly when needed, under the same delays."""
+    """Clairvoyant and lazy: the fewest slots that still start every task within the wait
+    target, window by window, under the same tick and startup delay."""
 
     name = "oracle"
 
     def __init__(self, tasks: list[tuple[int, float]], config: SimConfig) -> None:
         self.config = config
-        horizon = max((a + math.ceil(s) for a, s in tasks), default=0) + 1
-        delta = [0] * (horizon + 1)
-        for arrival, service in tasks:
-            delta[arrival] += 1
-            delta[arrival + math.ceil(service)] -= 1
-        self.in_service, level = [], 0
-        for change in delta:
-            level += change
-            self.in_service.append(level)
+        self.plan = _lazy_plan(sorted((a, math.ceil(s)) for a, s in tasks), config)
 
     def desired(self, snapshot: Snapshot) -> int:
-        start = snapshot.now + self.config.startup_seconds
-        window = self.in_service[start:start + self.config.tick_seconds]
-        busy = max(window, default=0)
-        # tasks already waiting (the oracle's own startup delay) must be served too
-        return math.ceil((busy + snapshot.ready) / self.config.concurrency)
+        # A count set now shrinks at once but grows only after the startup delay: keep what
+        # the windows already planned between now and then still need.
+        tick = snapshot.now // self.config.tick_seconds
+        ahead = math.ceil(self.config.startup_seconds / self.config.tick_seconds)
+        slots = max(self.plan.get(k, 0) for k in range(tick - ahead, tick + 1))
+        return math.ceil(slots / self.config.concurrency)
+
+
+def _lazy_plan(tasks: list[tuple[int, int]], config: SimConfig) -> dict[int, int]:
+    """Slots per tick: the decision at tick k covers [k*tick + startup, (k+1)*tick + startup).
+
+    Window by window, the least slot count m with which first-come-first-served service,
+    continuing from the previous windows, starts every task whose deadline (arrival + wait
+    target) falls in the window by that deadline. Slots still busy from earlier windows
+    count against m (a worker is never stopped mid-task).
+    """
+    tick, startup, wait = config.tick_seconds, config.startup_seconds, config.wait_target
+    limit = config.max_workers * config.concurrency
+    running: list[int] = []  # end times of started tasks
+    index, plan, k = 0, {}, 0
+    while index < len(tasks) or running:
+        begin = k * tick + startup
+        end = begin + tick
+
+        low, high = 0, limit
+        while low < high:  # feasibility only grows with slots
+            middle = (low + high) // 2
+            if _serve(tasks, running, index, begin, end, middle, wait)[0]:
+                high = middle
+            else:
+                low = middle + 1
+        _, running, index = _serve(tasks, running, index, begin, end, low, wait)
+        busy_at_start = sum(1 for e in running if e > begin)
+        plan[k] = max(low, min(busy_at_start, limit)) if low else 0
+        k += 1
+        if k * tick > (tasks[-1][0] if tasks else 0) + 10 * (wait + tick + startup) + 10**6:
+            break
+    return plan
+
+
+def _serve(tasks: list[tuple[int, int]], running: list[int], index: int, begin: int,
+           end: int, slots: int, wait: float) -> tuple[bool, list[int], int]:
+    """FIFO service over [begin, end) with ``slots``: (every deadline kept, busy slots'
+    end times, next task waiting)."""
+    ends, i = [e for e in running if e > begin], index
+    for second in range(begin, end):
+        ends = [e for e in ends if e > second]
+        while i < len(tasks) and tasks[i][0] <= second and len(ends) < slots:
+            if second > tasks[i][0] + wait:
+                return False, ends, i
+            ends.append(second + tasks[i][1])
+            i += 1
+    late = i < len(tasks) and tasks[i][0] + wait < end
+    return not late, ends, i
 
 
 def describe(policy: Any) -> str:
