@@ -11,7 +11,8 @@ import pytest
 from moto import mock_aws
 
 from celery_ondemand.act import scaler_for
-from celery_ondemand.remember import SQLiteStateStore, StateStore
+from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
+from celery_ondemand.remember.dynamodb import create_table
 from celery_ondemand.tick import Ticker
 from tests.support.agents import FileCountScaler, RecordingDown, RecordingUp
 from tests.support.aws import auto_scaling_group, fake_credentials
@@ -143,3 +144,52 @@ def test_cwod_down_worker_is_handed_an_idle_worker_only() -> None:
         now=1000.0)
     assert (result.decisions[0].current, result.decisions[0].desired) == (2, 1)
     assert RecordingDown.stopped == ["idle"]
+
+
+class ThrottledDynamoDB:
+    """moto cannot throttle: this wraps a moto client and fails every call with DynamoDB's
+    own throttling error, at the client boundary."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        from botocore.exceptions import ClientError
+
+        def throttled(**_: Any) -> Any:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                         "Message": "Rate of requests exceeds the allowed "
+                                                    "throughput."}}, name)
+
+        return throttled
+
+
+def test_a_throttled_state_table_means_no_action_and_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch, counted: Any) -> None:
+    fake_credentials(monkeypatch)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "state")
+        throttled = DynamoDBStateStore("state", ThrottledDynamoDB(client))
+        ticker = Ticker(counted, observer=ScriptedObserver(observation({"q": (8, 0)})),
+                        store=throttled)  # type: ignore[arg-type]
+        result = ticker.tick(now=1000.0)
+        assert not result.ok and "ProvisionedThroughputExceeded" in (result.error or "")
+        assert result.decisions == [] and not Path(FileCountScaler.path).exists()
+        healthy = Ticker(counted, observer=ScriptedObserver(observation({"q": (8, 0)})),
+                         store=DynamoDBStateStore("state", client))  # type: ignore[arg-type]
+        assert healthy.tick(now=1015.0).applied == ["t"], "the next healthy tick recovers"
+
+
+def test_a_users_scaler_that_raises_is_reported_for_its_target_only() -> None:
+    from celery_ondemand.config import settings_from_mapping
+
+    config = settings_from_mapping({"broker_url": "redis://test/0", "targets": [
+        {"name": "broken", "queues": ["a"], "scaler": "tests.support.agents:BrokenScaler"},
+        {"name": "fine", "queues": ["b"], "scaler": "tests.support.agents:RecordingDemand",
+         "policy": "cwod"}]})
+    RecordingUp.started.clear()
+    result = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"a": (3, 0), "b": (3, 0)}))).tick(now=1000.0)
+    assert result.target_errors == {"broken": "target broken: reading failed: KeyError: 'oops'"}
+    assert result.applied == ["fine"] and RecordingUp.started == ["b"]

@@ -90,10 +90,13 @@ class Ticker:
         now = time.time() if now is None else now
         began = time.monotonic()  # ``now`` may be a simulated clock: measure on top of it
         deployment = self.settings.deployment
-        if self.store is not None and not dry_run and not self.store.acquire_lease(
-                deployment, self.owner, now, self.lease_seconds):
-            return TickResult(None, [], lease_lost=True, started_at=now)
-        memory = self.store.load_memory(deployment) if self.store else self.memory
+        try:
+            if self.store is not None and not dry_run and not self.store.acquire_lease(
+                    deployment, self.owner, now, self.lease_seconds):
+                return TickResult(None, [], lease_lost=True, started_at=now)
+            memory = self.store.load_memory(deployment) if self.store else self.memory
+        except StateError as exc:  # no lease, no memory: acting now would be blind
+            return TickResult(None, [], f"{exc}; not acting", started_at=now)
         observation, error = self._observe()
         current, target_errors = self._capacities(observation)
         decisions, memory = decide(observation, self.settings, memory, now, current=current,
@@ -110,6 +113,8 @@ class Ticker:
                     self.store.save_status(deployment, result.status(), now)
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)
+                except StateError as exc:  # acted, but this tick's memory is not kept
+                    result.error = str(exc)
         if observation is not None:
             self.previous = observation
         return result
@@ -129,8 +134,8 @@ class Ticker:
                 continue  # no scaler (a dry look): the target counts its live workers
             try:
                 current[target.name] = scaler.current(workers_of(target, observation)).desired
-            except OnDemandError as exc:
-                errors[target.name] = str(exc)
+            except Exception as exc:
+                errors[target.name] = _target_error(target.name, "reading", exc)
         return current, errors
 
     def _act(self, result: TickResult) -> None:
@@ -149,8 +154,8 @@ class Ticker:
                 self.scalers[name].apply(decision.desired, decision.current,
                                          workers_of(target, result.observation))
                 result.applied.append(name)
-            except OnDemandError as exc:
-                result.target_errors[name] = str(exc)
+            except Exception as exc:
+                result.target_errors[name] = _target_error(name, "scaling", exc)
 
     def release_lease(self) -> None:
         """Let a later tick take the lease at once instead of waiting for it to expire."""
@@ -162,6 +167,13 @@ class Ticker:
         """Release the lease and the broker connection."""
         self.release_lease()
         self.observer.close()
+
+
+def _target_error(target: str, doing: str, exc: Exception) -> str:
+    """Our own errors already name the target; anything else (a user's scaler) is named."""
+    if isinstance(exc, OnDemandError):
+        return str(exc)
+    return f"target {target}: {doing} failed: {type(exc).__name__}: {exc}"
 
 
 def workers_of(target: TargetConfig, observation: Observation | None) -> list[WorkerStatus]:

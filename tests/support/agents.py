@@ -63,3 +63,13 @@ class FileCountScaler(Scaler):
 
     def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
         Path(self.path).write_text(json.dumps(desired))
+
+
+class BrokenScaler(Scaler):
+    """A user's scaler with a bug: every call raises."""
+
+    def _read(self, workers: Sequence[WorkerStatus]) -> Capacity:
+        raise KeyError("oops")
+
+    def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
+        raise KeyError("oops")
