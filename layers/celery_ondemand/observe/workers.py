@@ -90,8 +90,6 @@ def listen(app: Celery, connection: Connection, *, expected: Collection[str] = (
     ``expected`` names workers seen last time: the burst waits for them (up to
     ``max_seconds``) so that one slow answer does not make a live worker look gone.
     """
-    started = clock()
-    deadline = started + max_seconds
     burst = _Burst(clock)
     receiver = app.events.Receiver(connection, handlers={"*": burst.on_event})
     channel: Any = connection.channel()
@@ -102,11 +100,19 @@ def listen(app: Celery, connection: Connection, *, expected: Collection[str] = (
         _drain(connection, 0.01)  # on Redis the SUBSCRIBE happens on the first poll
         app.control.broadcast("heartbeat", connection=connection, channel=channel)
         burst.last_new_at = clock()
+        deadline = burst.last_new_at + max_seconds  # listening time, not connection setup
+        woken_twice = False
         while True:
             now = clock()
             if now >= deadline:
                 break
             quiet_until = burst.last_new_at + quiet
+            if now >= quiet_until and not burst.workers and not woken_twice:
+                # Nobody answered: on a slow link the wake-up can overtake our SUBSCRIBE
+                # and be lost. The subscription is live by now; ask once more.
+                app.control.broadcast("heartbeat", connection=connection, channel=channel)
+                burst.last_new_at, woken_twice = clock(), True
+                continue
             if now >= quiet_until and set(expected) <= burst.workers.keys():
                 break
             wait = (quiet_until if now < quiet_until else deadline) - now
