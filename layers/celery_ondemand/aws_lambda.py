@@ -63,6 +63,9 @@ _warm: _Warm | None = None
 
 def load_lambda_settings() -> Settings:
     """The config from SSM (cached) or the bundled file, with the stack's overrides."""
+    overrides = {key: os.environ[variable] for key, variable in (
+        ("broker_url_secret", "ONDEMAND_BROKER_SECRET"), ("state_table", "ONDEMAND_STATE_TABLE"),
+        ("deployment", "ONDEMAND_DEPLOYMENT")) if os.environ.get(variable)}
     name = os.environ.get("ONDEMAND_CONFIG_PARAMETER")
     if name:
         max_age = int(os.environ.get("ONDEMAND_CONFIG_MAX_AGE", "300"))
@@ -70,19 +73,13 @@ def load_lambda_settings() -> Settings:
             text = str(parameters.get_parameter(name, max_age=max_age))
         except parameters.exceptions.GetParameterError as exc:
             raise OnDemandError(f"config parameter {name!r}: {exc}") from exc
-        settings = parse_settings(text, source=f"SSM parameter {name}")
+        settings = parse_settings(text, source=f"SSM parameter {name}", overrides=overrides)
     else:
         default = Path(os.environ.get("LAMBDA_TASK_ROOT", ".")) / "ondemand.yaml"
-        settings = load_settings(os.environ.get("ONDEMAND_CONFIG_FILE", str(default)))
-    secret = os.environ.get("ONDEMAND_BROKER_SECRET")
-    if secret:
-        settings = replace(settings, broker_url=None, broker_url_secret=secret)
-    table = os.environ.get("ONDEMAND_STATE_TABLE")
-    if table:
-        settings = replace(settings, state_table=table, state_file=None)
-    deployment = os.environ.get("ONDEMAND_DEPLOYMENT")
-    if deployment:
-        settings = replace(settings, deployment=deployment)
+        settings = load_settings(os.environ.get("ONDEMAND_CONFIG_FILE", str(default)),
+                                 overrides=overrides)
+    if "state_table" in overrides:
+        settings = replace(settings, state_file=None)
     return settings
 
 
@@ -121,12 +118,18 @@ def run_schedule(context: Any, clock: Any = time.time, sleep: Any = time.sleep
                  ) -> dict[str, Any]:
     """Tick until shortly before the next schedule; returns the invocation's summary."""
     started = clock()
-    settings = load_lambda_settings()
-    ticker = _ticker(settings)
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", metrics.DEFAULT_NAMESPACE)
+    try:
+        settings = load_lambda_settings()
+        ticker = _ticker(settings)
+    except OnDemandError as exc:  # a missing or invalid config: nothing to tick, say why
+        logger.error(str(exc))
+        metrics.publish_failure(os.environ.get("ONDEMAND_DEPLOYMENT", "default"), namespace)
+        return {"ticks": 0, "ok": False, "lease_lost": False, "errors": [str(exc)],
+                "decisions": []}
     schedule = float(os.environ.get("ONDEMAND_SCHEDULE_SECONDS", "60"))
     remaining = context.get_remaining_time_in_millis() / 1000
     end = min(started + schedule - SAFETY_SECONDS, started + remaining - TIMEOUT_RESERVE_SECONDS)
-    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", metrics.DEFAULT_NAMESPACE)
     interval = settings.tick_interval_seconds
     results: list[TickResult] = []
     try:

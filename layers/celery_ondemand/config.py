@@ -147,29 +147,39 @@ _SCALER_NEEDS = {"ecs": ("cluster", "service"), "asg": ("auto_scaling_group",),
                  "local": ("command",)}
 
 
-def load_settings(path: str | Path) -> Settings:
+def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read and validate a configuration file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    return parse_settings(text, source=str(path))
+    return parse_settings(text, source=str(path), overrides=overrides)
 
 
-def parse_settings(text: str, source: str = "config") -> Settings:
+def parse_settings(text: str, source: str = "config",
+                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Parse a YAML or JSON document into validated :class:`Settings`."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from exc
-    return settings_from_mapping(document, source)
+    return settings_from_mapping(document, source, overrides)
 
 
-def settings_from_mapping(document: Any, source: str = "config") -> Settings:
-    """Validate an already-parsed document."""
+def settings_from_mapping(document: Any, source: str = "config",
+                          overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Validate an already-parsed document.
+
+    ``overrides`` are top-level settings the environment imposes (a stack's secret, table,
+    deployment name), applied before validation; a broker secret replaces any broker URL.
+    """
     if not isinstance(document, Mapping):
         raise ConfigError(f"{source}: must be a mapping of settings, got "
                           f"{type(document).__name__}")
+    if overrides:
+        document = {**document, **overrides}
+        if overrides.get("broker_url_secret"):
+            document.pop("broker_url", None)
     values = _read(document, TOP_FIELDS, "")
     if bool(values["broker_url"]) == bool(values["broker_url_secret"]):
         raise ConfigError("broker_url: give exactly one of broker_url or broker_url_secret")

@@ -71,3 +71,14 @@ def publish(result: TickResult, settings: Settings, duration: float,
         ("LeaseLost", int(result.lease_lost), count),
         ("BrokerUnavailable", int(observation is None and not result.lease_lost), count),
         ("QueuesOverWaitTarget", over_wait, count)])
+
+
+def publish_failure(deployment: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+    """An invocation that could not tick at all (its config is missing or invalid)."""
+    from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+    metrics = EphemeralMetrics(namespace=namespace)
+    metrics.add_dimension(name="deployment", value=deployment)
+    metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="SuccessfulTicks", unit=MetricUnit.Count, value=0)
+    metrics.flush_metrics()

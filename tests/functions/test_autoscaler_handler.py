@@ -69,7 +69,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 def configure(aws: dict[str, Any], broker_url: str, queue: str) -> None:
     aws["secretsmanager"].create_secret(Name="ondemand/broker", SecretString=broker_url)
     aws["ssm"].put_parameter(Name="/ondemand/config", Type="String", Value=yaml.safe_dump({
-        "broker_url_secret": "set-by-the-stack", "deployment": "prod",
+        "deployment": "prod",  # the broker comes from the stack's secret
         "tick_interval_seconds": 1, "targets": [{
             "name": "emails", "queues": [queue], "scaler": "ecs", "cluster": "prod",
             "service": "workers", "worker_concurrency": 2, "max_workers": 6}]}))
@@ -161,3 +161,17 @@ def test_a_broker_outage_returns_in_time_with_an_error_metric_and_no_scale_down(
         summary["ticks"]
     assert all(b["Errors"] == [1.0] for b in blobs if "Errors" in b)
     assert SECRET not in output
+
+
+@pytest.mark.parametrize("problem", ["missing", "invalid"])
+def test_a_missing_or_invalid_config_is_an_error_metric_not_a_crash(
+        aws: dict[str, Any], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if problem == "invalid":
+        aws["ssm"].put_parameter(Name="/ondemand/config", Type="String",
+                                 Value="targets: [{name: t, queues: [q], scaler: warp}]")
+    summary = load("autoscaler").handler(SCHEDULER_EVENT, LambdaContext())
+    assert summary["ok"] is False and summary["ticks"] == 0
+    expected = "/ondemand/config" if problem == "missing" else "targets[0]"
+    assert expected in summary["errors"][0]
+    blobs = emf(capsys.readouterr().out)
+    assert [b["Errors"] for b in blobs] == [[1.0]] and blobs[0]["deployment"] == "default"
