@@ -8,8 +8,8 @@ Features:
 
 Not available: the oldest task's age (AMQP cannot peek without taking the message).
 
-Connection string: ``amqp://user:password@host:5672/vhost`` (also ``amqps://``,
-``pyamqp://``).
+Connection string: ``amqp://host:5672/vhost`` with the user and password before the host
+(also ``amqps://``, ``pyamqp://``).
 """
 
 from __future__ import annotations

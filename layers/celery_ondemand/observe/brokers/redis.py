@@ -10,7 +10,8 @@ Features:
 Not available: consumer counts (Redis keeps none) and ``missing`` (an empty queue and an
 absent one are the same thing in Redis: no key).
 
-Connection string: ``redis://[:password@]host[:port][/db]``, ``rediss://`` for TLS.
+Connection string: ``redis://host[:port][/db]`` (a password goes before the host, after
+``:``), ``rediss://`` for TLS.
 Transport options: kombu's own (``priority_steps``, ``sep``, ``global_keyprefix``) are
 honoured because the key names come from kombu's channel.
 """

@@ -11,8 +11,8 @@ Not available: worker events and control replies (Celery's SQS transport support
 neither), consumer counts, and the oldest task's age (SQS publishes that only as a
 CloudWatch metric).
 
-Connection string: ``sqs://`` (credentials from the AWS chain) or
-``sqs://access-key:secret-key@``. Queue names, ``queue_name_prefix``, ``region`` and
+Connection string: ``sqs://`` (credentials from the AWS chain, or an access key and secret
+key before an ``@``). Queue names, ``queue_name_prefix``, ``region`` and
 ``predefined_queues`` are resolved by kombu's own SQS channel, exactly as the workers do.
 """
 
