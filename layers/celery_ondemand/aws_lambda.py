@@ -138,8 +138,7 @@ def run_schedule(context: Any, clock: Any = time.time, sleep: Any = time.sleep
             result = ticker.tick(now=tick_started)
             duration = clock() - tick_started
             results.append(result)
-            metrics.publish(result, settings, duration, namespace)
-            _log(result, duration)
+            report_tick(result, settings, duration, namespace)
             next_start = started + len(results) * interval
             if next_start + duration >= end:
                 break
@@ -157,7 +156,10 @@ def _errors(result: TickResult) -> list[str]:
     return [*([result.error] if result.error else []), *result.target_errors.values()]
 
 
-def _log(result: TickResult, duration: float) -> None:
+def report_tick(result: TickResult, settings: Settings, duration: float,
+                namespace: str = metrics.DEFAULT_NAMESPACE) -> None:
+    """Every tick's account: its metrics (EMF), its decisions, each error and each gap."""
+    metrics.publish(result, settings, duration, namespace)
     if result.lease_lost and not result.error:
         logger.info("another tick holds the lease: this one did nothing")
         return
@@ -169,6 +171,8 @@ def _log(result: TickResult, duration: float) -> None:
         "applied": result.applied})
     for error in _errors(result):
         logger.error(error)
+    for warning in result.warnings():
+        logger.warning(warning)
 
 
 @logger.inject_lambda_context

@@ -98,6 +98,8 @@ def _print_result(result: TickResult, as_json: bool) -> None:
         print(f"ondemand: error: {result.error}; holding every target", file=sys.stderr)
     for error in result.target_errors.values():
         print(f"ondemand: error: {error}", file=sys.stderr)
+    for warning in result.warnings():
+        print(f"ondemand: warning: {warning}", file=sys.stderr)
     if result.lease_lost and not result.error:
         print("ondemand: another tick holds this deployment's lease: this one did nothing",
               file=sys.stderr)

@@ -4,10 +4,13 @@ Three dimension sets, one EMF blob each (so every metric carries the dimensions 
 dashboard or alarm needs):
 
 - ``deployment``: ``TickDuration`` (ms), ``SuccessfulTicks``, ``Errors``, ``LeaseLost``,
-  ``BrokerUnavailable``, ``QueuesOverWaitTarget``;
+  ``BrokerUnavailable``, ``QueuesOverWaitTarget``, ``Warnings`` (each line of
+  :meth:`TickResult.warnings`);
 - ``deployment, target``: ``CurrentWorkers``, ``DesiredWorkers``, ``LiveWorkers``,
-  ``BusyWorkers``, ``ScaleUp``, ``ScaleDown``, ``TargetErrors``;
-- ``deployment, target, queue``: ``Ready``, ``Hidden``, ``OldestAgeSeconds`` (where known).
+  ``BusyWorkers``, ``ScaleUp``, ``ScaleDown``, ``TargetErrors``, ``IncompleteReads`` (the read
+  had a gap, so the target was held);
+- ``deployment, target, queue``: ``Ready``, ``Hidden``, ``QueueMissing``,
+  ``OldestAgeSeconds`` (where known).
 """
 
 from __future__ import annotations
@@ -52,13 +55,15 @@ def publish(result: TickResult, settings: Settings, duration: float,
                 ("BusyWorkers", sum(1 for w in workers if w.busy), count),
                 ("ScaleUp", int(decision.action == "up"), count),
                 ("ScaleDown", int(decision.action == "down"), count),
-                ("TargetErrors", int(target.name in result.target_errors), count)])
+                ("TargetErrors", int(target.name in result.target_errors), count),
+                ("IncompleteReads", int(bool(decision.inputs.get("problems"))), count)])
         for name in target.queues:
             queue = observation.queues.get(name) if observation else None
             if queue is None:
                 continue
             values: list[tuple[str, float, MetricUnit]] = [
-                ("Ready", queue.size, count), ("Hidden", queue.hidden, count)]
+                ("Ready", queue.size, count), ("Hidden", queue.hidden, count),
+                ("QueueMissing", int(queue.missing), count)]
             if queue.oldest_age is not None:
                 values.append(("OldestAgeSeconds", queue.oldest_age, seconds))
                 over_wait += int(queue.oldest_age > target.target_wait_seconds)
@@ -70,7 +75,8 @@ def publish(result: TickResult, settings: Settings, duration: float,
         ("Errors", errors, count),
         ("LeaseLost", int(result.lease_lost), count),
         ("BrokerUnavailable", int(observation is None and not result.lease_lost), count),
-        ("QueuesOverWaitTarget", over_wait, count)])
+        ("QueuesOverWaitTarget", over_wait, count),
+        ("Warnings", len(result.warnings()), count)])
 
 
 def publish_failure(deployment: str, namespace: str = DEFAULT_NAMESPACE) -> None:

@@ -163,6 +163,8 @@ class Observation:
       ``control`` (worker replies). A source missing here was not available.
     - ``problems``: gaps in this observation (a worker heard but silent to control, ...).
       A decision over an observation with problems never scales down.
+    - ``warnings``: odd things seen that leave the read complete (a foreign message in a
+      queue, ...): reported, not held on.
     """
 
     broker: str
@@ -172,6 +174,7 @@ class Observation:
     workers: dict[str, WorkerStatus] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def live_workers(self) -> dict[str, WorkerStatus]:
@@ -193,4 +196,5 @@ class Observation:
             "duration": self.duration,
             "sources": list(self.sources),
             "problems": list(self.problems),
+            "warnings": list(self.warnings),
         }

@@ -47,6 +47,22 @@ class TickResult:
         """No error. Losing the lease to a concurrent tick before acting is no error."""
         return self.error is None and not self.target_errors
 
+    def warnings(self) -> list[str]:
+        """What this tick read only in part, or found odd, without it being an error.
+
+        Each incomplete read held its target (no scale-down); a queue the broker does not
+        know was read as empty. Broker outages and scaler errors are errors, not here.
+        """
+        if self.observation is None:
+            return []
+        found = list(self.observation.warnings)
+        found += [f"queue {q.name} does not exist on the broker: read as empty"
+                 for q in self.observation.queues.values() if q.missing]
+        found += [f"target {d.target}: read incomplete, not scaling down "
+                  f"({'; '.join(d.inputs['problems'])})"
+                  for d in self.decisions if d.inputs.get("problems")]
+        return found
+
     def status(self) -> dict[str, Any]:
         """cwod's status JSON of this tick plus its decisions: what the status URL serves."""
         observed = self.observation.serializer() if self.observation else {

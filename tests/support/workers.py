@@ -68,8 +68,8 @@ class Fleet:
         """Start one worker consuming ``queues``; by default wait until it is ready."""
         hostname = f"{name}-{uuid.uuid4().hex[:8]}@ondemand-test"
         log = self.logdir / f"{hostname}.log"
-        env = dict(os.environ, ONDEMAND_TEST_BROKER=self.broker_url,
-                   ONDEMAND_TEST_PREFETCH=str(prefetch), PYTHONPATH=str(ROOT), **(env or {}))
+        env = {**os.environ, "ONDEMAND_TEST_BROKER": self.broker_url,
+               "ONDEMAND_TEST_PREFETCH": str(prefetch), "PYTHONPATH": str(ROOT), **(env or {})}
         command = [sys.executable, "-m", "celery", "-A", "tests.support.proj", "worker",
                    "-n", hostname, "-Q", ",".join(queues), "-c", str(concurrency),
                    "-P", pool, "--loglevel", "INFO", "--without-mingle", "--without-gossip"]

@@ -7,7 +7,7 @@ import pytest
 from celery_ondemand import UnknownBroker
 from celery_ondemand.model import Observation, WorkerStatus
 from celery_ondemand.observe.brokers import probe_class
-from celery_ondemand.observe.brokers.redis import RedisProbe, _published_at
+from celery_ondemand.observe.brokers.redis import RedisProbe, _headers
 from celery_ondemand.observe.observer import _fill
 from celery_ondemand.observe.workers import HeardWorker, _Burst
 from celery_ondemand.stamping import PUBLISHED_AT_HEADER, published_at
@@ -26,9 +26,9 @@ def test_burst_records_new_workers_and_ignores_odd_events() -> None:
                     "freq": 2.0, "active": 3, "processed": 10})
     assert (burst.workers["a"].active, burst.workers["a"].processed) == (3, 10)
     assert burst.last_new_at == 1.0, "a known worker is not new"
-    burst.on_event({"type": "task-started", "hostname": "a", "timestamp": 7.5,
-                    "local_received": 7.6})
-    assert burst.workers["a"].task_times == {"last_task_started_at": 7.5}
+    burst.on_event({"type": "task-started", "hostname": "a", "timestamp": 3607.5,
+                    "local_received": 7.6})  # the worker's clock is an hour ahead
+    assert burst.workers["a"].task_times == {"last_task_started_at": 7.6}, "our clock"
     burst.on_event({"type": "worker-offline", "hostname": "a"})
     assert "a" not in burst.workers
 
@@ -69,18 +69,21 @@ def test_task_times_carry_over_from_the_previous_observation() -> None:
     assert (status.last_task_received_at, status.last_task_succeeded_at) == (9.0, 6.0)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (b'{"headers": {"%s": 12.5}}' % PUBLISHED_AT_HEADER.encode(), 12.5),
-    (b'{"headers": {"%s": "13"}}' % PUBLISHED_AT_HEADER.encode(), 13.0),
-    (b'{"headers": {"%s": true}}' % PUBLISHED_AT_HEADER.encode(), None),
-    (b'{"headers": "oops"}', None),
-    (b'[1, 2]', None),
-    (b"\xff\xfe", None),
-    (None, None),
+@pytest.mark.parametrize(("raw", "expected", "celery"), [
+    (b'{"body": "", "headers": {"%s": 12.5}}' % PUBLISHED_AT_HEADER.encode(), 12.5, True),
+    (b'{"body": "", "headers": {"%s": "13"}}' % PUBLISHED_AT_HEADER.encode(), 13.0, True),
+    (b'{"body": "", "headers": {"%s": true}}' % PUBLISHED_AT_HEADER.encode(), None, True),
+    (b'{"body": "", "headers": {}}', None, True),  # a Celery message, not stamped
+    (b'{"body": "", "headers": "oops"}', None, False),
+    (b'{"headers": {"%s": 12.5}}' % PUBLISHED_AT_HEADER.encode(), None, False),  # no body
+    (b'[1, 2]', None, False),
+    (b"\xff\xfe", None, False),
 ])
-def test_publish_stamp_is_read_only_from_well_formed_messages(raw: bytes | None,
-                                                              expected: float | None) -> None:
-    assert _published_at(raw) == expected
+def test_publish_stamp_is_read_only_from_well_formed_messages(
+        raw: bytes, expected: float | None, celery: bool) -> None:
+    headers = _headers(raw)
+    assert published_at(headers) == expected
+    assert (headers is not None) == celery
 
 
 def test_published_at_tolerates_missing_headers() -> None:

@@ -22,9 +22,11 @@ from ..config import TargetConfig
 from ..errors import OnDemandError, ScalerError
 from ..model import WorkerStatus
 
-AWS_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4},
+AWS_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
                            connect_timeout=3, read_timeout=10)
-"""Retries and timeouts that keep one tick well inside the Lambda timeout."""
+"""Retries and timeouts that keep one tick well inside its interval: two retries with
+backoff (at most ~3 s) absorb a short throttling burst; a longer one fails this target's
+tick and the next tick tries again (five attempts could back off for ~15 s)."""
 
 PROTECTION_MINUTES = 60
 """How long scale-in protection set by the tick lasts if nobody lifts it."""

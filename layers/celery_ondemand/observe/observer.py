@@ -228,6 +228,10 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             missing=depth.missing,
             hidden=depth.in_flight or 0,
         )
+        if depth.foreign:
+            observation.warnings.append(
+                f"queue {name}: its oldest message is not a Celery task message (foreign or "
+                "corrupt); counted as work, no age read from it")
 
     routes = _routes(heard.values())
     known = set(observation.queues)

@@ -77,9 +77,10 @@ class _Burst:
             worker.processed = int(event.get("processed") or 0)
             worker.heartbeat_interval = float(event.get("freq") or 0) or None
         elif kind in _TASK_EVENT_FIELDS:
-            timestamp = float(event.get("timestamp") or received)
+            # Our clock, not the worker's: a worker with a skewed clock must not look
+            # as if it last worked an hour ago (or in the future).
             name = _TASK_EVENT_FIELDS[kind]
-            worker.task_times[name] = max(worker.task_times.get(name, 0.0), timestamp)
+            worker.task_times[name] = max(worker.task_times.get(name, 0.0), received)
 
 
 def listen(app: Celery, connection: Connection, *, expected: Collection[str] = (),

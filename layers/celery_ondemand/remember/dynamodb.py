@@ -40,7 +40,7 @@ from .base import (
     encode_status,
 )
 
-DEFAULT_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4},
+DEFAULT_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
                                connect_timeout=3, read_timeout=5)
 TTL_ATTRIBUTE = "ttl"
 

@@ -34,6 +34,8 @@ class QueueDepth:
     delayed: int | None = None
     oldest_published_at: float | None = None
     missing: bool = False
+    foreign: int = 0
+    """Messages read while peeking that are not Celery task messages (Redis only)."""
 
 
 class BrokerProbe(ABC):

@@ -50,27 +50,31 @@ class RedisProbe(BrokerProbe):
             replies = iter(pipe.execute())
         depths = {}
         for queue, queue_keys in keys.items():
-            ready = 0
+            ready, foreign = 0, 0
             stamps = []
             for _ in queue_keys:
                 length, tail = next(replies), next(replies)
                 ready += int(length or 0)
-                stamp = _published_at(tail)
+                headers = _headers(tail)
+                foreign += int(tail is not None and headers is None)
+                stamp = published_at(headers)
                 if stamp is not None:
                     stamps.append(stamp)
-            depths[queue] = QueueDepth(ready=ready, oldest_published_at=min(stamps, default=None))
+            depths[queue] = QueueDepth(ready=ready, oldest_published_at=min(stamps, default=None),
+                                       foreign=foreign)
         return depths
 
 
-def _published_at(raw: Any) -> float | None:
-    """The publish stamp of one raw kombu Redis message, or None for anything else."""
+def _headers(raw: Any) -> dict[str, Any] | None:
+    """The headers of one raw kombu Redis message; None for anything that is not one
+    (a foreign producer's bytes, a corrupt payload)."""
     if not raw:
         return None
     try:
         message = json.loads(raw)
     except (TypeError, ValueError):
         return None
-    if not isinstance(message, dict):
+    if not isinstance(message, dict) or "body" not in message:
         return None
     headers = message.get("headers")
-    return published_at(headers) if isinstance(headers, dict) else None
+    return headers if isinstance(headers, dict) else None
