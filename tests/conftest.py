@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import boto3
 import pytest
 from celery import Celery
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 from celery_ondemand.remember.dynamodb import create_table
@@ -74,3 +76,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path,
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_table(client, "ondemand-state")
         yield DynamoDBStateStore("ondemand-state", client)
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """AWS on a moto server, reached only through boto3's standard ``AWS_ENDPOINT_URL``."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    # moto's backends live in this process and outlive a server: start from nothing.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    yield endpoint
+    server.stop()

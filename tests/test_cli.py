@@ -7,7 +7,6 @@ traceback, within the connect timeout, and without ever printing the password.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.brokers import ON_CI, Queues, producer_app
+from tests.support.brokers import Queues, private_redis, producer_app
 from tests.support.cli import SECRET, assert_clean_failure, closed_port, ondemand
 from tests.support.workers import Fleet
 
@@ -74,25 +73,8 @@ def test_refused_credentials_on_rabbitmq(rabbitmq_url: str) -> None:
 @pytest.fixture
 def redis_with_password() -> Iterator[int]:
     """A real redis-server of our own that demands a password."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if ON_CI:
-            pytest.fail("redis-server is not installed", pytrace=False)
-        pytest.skip("redis-server is not installed")
-    port = closed_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                                "--requirepass", "the-right-one", "--save", "",
-                                "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
+    with private_redis("--requirepass", "the-right-one", "--appendonly", "no") as port:
+        yield port
 
 
 def test_refused_credentials_on_redis(redis_with_password: int) -> None:

@@ -9,14 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from celery_ondemand.remember.dynamodb import create_table
 from tests.support.aws import ecs_service_with_tasks
@@ -24,22 +21,6 @@ from tests.support.brokers import Queues, producer_app
 from tests.support.cli import ondemand
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                        "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    # moto's backends live in this process and outlive a server: start from nothing.
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-    yield endpoint
-    server.stop()
 
 
 def client(name: str) -> Any:

@@ -8,7 +8,14 @@ its tests on a laptop, and fails them when ``CI=true``: on CI every broker is ma
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -81,3 +88,34 @@ def producer_app(broker_url: str) -> Celery:
     app = Celery("ondemand-test-producer", broker=broker_url, set_as_current=False)
     app.conf.broker_connection_retry_on_startup = True
     return app
+
+
+@contextmanager
+def private_redis(*options: str, port: int | None = None,
+                  workdir: Path | None = None) -> Iterator[int]:
+    """A redis-server of our own (``options`` such as ``--requirepass``), on ``port`` (a
+    free one by default); yields the port and stops the server at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if ON_CI:
+            pytest.fail("redis-server is not installed", pytrace=False)
+        pytest.skip("redis-server is not installed")
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", *options], cwd=workdir,
+                               stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
