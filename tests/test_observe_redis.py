@@ -1,4 +1,5 @@
-"""Redis only: the oldest task's age, read by peeking without consuming."""
+"""Redis only: the oldest task's age, read by peeking without consuming, and the tasks a
+dead worker left unacknowledged."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import pytest
 from celery import Celery
 
 from celery_ondemand import Observer
+from celery_ondemand.decide import decide
 from tests.support.brokers import Queues, producer_app
+from tests.support.observations import settings
+from tests.support.workers import Fleet
 
 pytestmark = pytest.mark.broker
 
@@ -50,3 +54,30 @@ def test_unstamped_or_foreign_messages_have_no_age(redis_url: str) -> None:
     finally:
         queues.delete_all()
         plain.close()
+
+
+def test_tasks_stranded_by_a_killed_worker_are_hidden_work(redis_url: str) -> None:
+    """A worker SIGKILLed mid-task (acks_late) leaves it in kombu's ``unacked`` hash, out
+    of the queue; only a running consumer restores it, after the visibility timeout. It
+    must count as work, or the target would scale to zero and strand it."""
+    queues, fleet, producer = Queues(redis_url), Fleet(redis_url), producer_app(redis_url)
+    name = queues.new("stranded")
+    try:
+        worker = fleet.start([name], name="doomed", concurrency=1)
+        producer.send_task("tests.sleep", args=(30,), queue=name)
+        with Observer(redis_url) as observer:
+            deadline = time.monotonic() + 20
+            while observer.observe([name]).queues[name].running != 1:
+                assert time.monotonic() < deadline, "the task never started"
+            worker.kill()
+            status = observer.observe([name])
+        queue = status.queues[name]
+        assert (queue.size, queue.hidden, status.live_workers) == (0, 1, {})
+        decisions, _ = decide(status, settings(queues=[name], worker_concurrency=1,
+                                               scale_down_delay_seconds=0), {}, 1000.0,
+                              current={"t": 0})
+        assert decisions[0].desired == 1, "a worker must come to restore and run it"
+    finally:
+        fleet.stop()
+        queues.delete_all()
+        producer.close()

@@ -193,3 +193,25 @@ def test_a_users_scaler_that_raises_is_reported_for_its_target_only() -> None:
         observation({"a": (3, 0), "b": (3, 0)}))).tick(now=1000.0)
     assert result.target_errors == {"broken": "target broken: reading failed: KeyError: 'oops'"}
     assert result.applied == ["fine"] and RecordingUp.started == ["b"]
+
+
+class BuggyObserver:
+    """An observer that trips over something nobody foresaw."""
+
+    closed = False
+
+    def observe(self, queues: Any = None, previous: Any = None) -> Any:
+        raise TypeError("'NoneType' object is not iterable (redis://:hunter2@broker)")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_an_unforeseen_error_while_observing_holds_every_target(counted: Any) -> None:
+    Path(FileCountScaler.path).write_text("3")
+    observer = BuggyObserver()
+    result = Ticker(counted, observer=observer).tick(now=1000.0)  # type: ignore[arg-type]
+    assert not result.ok and "TypeError" in (result.error or "")
+    assert "hunter2" not in (result.error or ""), "its message may quote a URL: left out"
+    assert (result.decisions[0].desired, result.decisions[0].action) == (3, "hold")
+    assert observer.closed, "the next tick starts on a fresh connection"

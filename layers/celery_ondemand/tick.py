@@ -15,10 +15,12 @@ import json
 import os
 import socket
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from .act import Scaler, scaler_for
@@ -140,6 +142,13 @@ class Ticker:
             return self.observer.observe(self.settings.queues, previous=self.previous), None
         except BrokerUnavailable as exc:
             return None, str(exc)
+        except Exception as exc:  # a bug of ours, or a broker answer nobody foresaw: hold
+            with suppress(Exception):
+                self.observer.close()  # the next tick starts on a fresh connection
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            # The message is left out: it could quote a URL with its password.
+            return None, (f"observing failed unexpectedly: {type(exc).__name__} at "
+                          f"{Path(where.filename).name}:{where.lineno}; holding every target")
 
     def _capacities(self, observation: Observation | None
                     ) -> tuple[dict[str, int], dict[str, str]]:

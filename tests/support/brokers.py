@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -76,10 +77,22 @@ class Queues:
                         client = channel.client
                         client.delete(*[channel._q_for_pri(name, p)
                                         for p in channel.priority_steps])
+                        _forget_unacked(channel, name)
                     else:
                         channel.queue_delete(name)
                 except Exception:
                     channel = connection.channel()
+
+
+def _forget_unacked(channel: Any, queue: str) -> None:
+    """Drop what a killed worker left unacknowledged for ``queue`` (Redis keeps it)."""
+    import json
+
+    for tag, entry in channel.client.hgetall(channel.unacked_key).items():
+        _, exchange, routing_key = json.loads(entry)
+        if queue in (exchange, routing_key):
+            channel.client.hdel(channel.unacked_key, tag)
+            channel.client.zrem(channel.unacked_index_key, tag)
 
 
 def producer_app(broker_url: str) -> Celery:

@@ -21,6 +21,13 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
+if os.environ.get("ONDEMAND_TEST_VISIBILITY"):
+    # Redis redelivers an unacknowledged task after the visibility timeout, on a running
+    # consumer's restore cycle (kombu: every 10th call, every 10 s). The soak test shortens
+    # both so a killed worker's tasks come back within the run.
+    app.conf.broker_transport_options = {
+        "visibility_timeout": float(os.environ["ONDEMAND_TEST_VISIBILITY"]),
+        "unacked_restore_interval": 2, "unacked_restore_throttle": 1}
 stamp_publish_time()
 if os.environ.get("ONDEMAND_TEST_BOOTSTEP"):
     from celery_ondemand.worker import OnDemandStep

@@ -226,7 +226,7 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
                         if depth.oldest_published_at is not None else None),
             consumers=depth.consumers,
             missing=depth.missing,
-            hidden=depth.in_flight or 0,
+            hidden=0,
         )
         if depth.foreign:
             observation.warnings.append(
@@ -244,3 +244,8 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
                 if queue is not None:
                     setattr(queue, part, (getattr(queue, part) or 0) + 1)
                     queue.hidden += 1
+    for name, queue in observation.queues.items():
+        # The broker's unacknowledged count covers the workers' tasks under acks_late, and
+        # also those of a worker that died holding them: the larger of the two counts.
+        in_flight = depths.get(name, QueueDepth(ready=0)).in_flight or 0
+        queue.hidden = max(queue.hidden, in_flight)

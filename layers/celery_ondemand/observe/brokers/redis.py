@@ -5,7 +5,12 @@ Features:
       pipeline (one round trip whatever the number of queues);
     - oldest task age: the tail of each list (``LINDEX key -1``) is its oldest message; its
       publish-time header (see :mod:`celery_ondemand.stamping`) gives the age without
-      consuming anything.
+      consuming anything;
+    - work the broker hides: messages delivered but not yet acknowledged (kombu's
+      ``unacked`` hash), by queue. A worker killed mid-task leaves its tasks there, and
+      only a running consumer puts them back, after ``visibility_timeout``: counted as
+      hidden work, they keep a worker up to do that instead of the target scaling to zero
+      with tasks stranded. Read in a second round trip only when something is unacked.
 
 Not available: consumer counts (Redis keeps none) and ``missing`` (an empty queue and an
 absent one are the same thing in Redis: no key).
@@ -19,6 +24,7 @@ honoured because the key names come from kombu's channel.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from ...stamping import published_at
@@ -47,6 +53,7 @@ class RedisProbe(BrokerProbe):
                 for key in queue_keys:
                     pipe.llen(key)
                     pipe.lindex(key, -1)
+            pipe.hlen(channel.unacked_key)
             replies = iter(pipe.execute())
         depths = {}
         for queue, queue_keys in keys.items():
@@ -61,8 +68,27 @@ class RedisProbe(BrokerProbe):
                 if stamp is not None:
                     stamps.append(stamp)
             depths[queue] = QueueDepth(ready=ready, oldest_published_at=min(stamps, default=None),
-                                       foreign=foreign)
+                                       foreign=foreign, in_flight=0)
+        if next(replies):
+            unacked = channel.client.hvals(channel.unacked_key)
+            for queue, count in _unacked_by_queue(unacked, set(queues)).items():
+                depths[queue] = replace(depths[queue], in_flight=count)
         return depths
+
+
+def _unacked_by_queue(entries: list[Any] | None, queues: set[str]) -> dict[str, int]:
+    """Count kombu's unacked entries (``[message, exchange, routing_key]``) by queue: the
+    routing key names the queue under Celery's default routing, else the exchange does."""
+    counts: dict[str, int] = {}
+    for entry in entries or []:
+        try:
+            _, exchange, routing_key = json.loads(entry)
+        except (TypeError, ValueError):
+            continue
+        queue = routing_key if routing_key in queues else exchange
+        if queue in queues:
+            counts[queue] = counts.get(queue, 0) + 1
+    return counts
 
 
 def _headers(raw: Any) -> dict[str, Any] | None:
