@@ -59,6 +59,7 @@ deploy: build
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.observe
+	$(BIN)/python -m tests.bench.scale
 	$(BIN)/python -m tests.bench.simulate
 
 demo: $(STAMP)
