@@ -10,12 +10,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from celery_ondemand import TargetMemory
 from celery_ondemand.act import scaler_for
 from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 from celery_ondemand.remember.dynamodb import create_table
 from celery_ondemand.tick import Ticker
 from tests.support.agents import FileCountScaler, RecordingDown, RecordingUp
-from tests.support.aws import auto_scaling_group, fake_credentials
+from tests.support.aws import auto_scaling_group, ecs_service_with_tasks, fake_credentials
 from tests.support.observations import ScriptedObserver, observation, settings, worker
 
 
@@ -215,3 +216,29 @@ def test_an_unforeseen_error_while_observing_holds_every_target(counted: Any) ->
     assert "hunter2" not in (result.error or ""), "its message may quote a URL: left out"
     assert (result.decisions[0].desired, result.decisions[0].action) == (3, "hold")
     assert observer.closed, "the next tick starts on a fresh connection"
+
+
+@pytest.mark.parametrize("work", [0, 12], ids=["scale-in held", "scale-out goes ahead"])
+def test_an_ecs_rollout_holds_scale_in_only(work: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_credentials(monkeypatch)
+    with mock_aws():
+        ecs = boto3.client("ecs", region_name="us-east-1")
+        ecs_service_with_tasks(ecs, boto3.client("ec2", region_name="us-east-1"), tasks=3,
+                               rolling_out=True)
+        config = settings(scaler="ecs", cluster="prod", service="workers", command=None,
+                          worker_concurrency=1, max_workers=6, scale_down_delay_seconds=0)
+        idle = TargetMemory(idle_since=0.0)
+        ticker = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
+            observation({"q": (work, 0)})))
+        ticker.memory = {"t": idle}
+        result = ticker.tick(now=1000.0)
+        decision = result.decisions[0]
+        desired = ecs.describe_services(cluster="prod", services=["workers"])
+        if work:
+            assert decision.action == "up" and result.applied == ["t"]
+            assert desired["services"][0]["desiredCount"] == decision.desired > 3
+            return
+        assert (decision.desired, decision.rule) == (3, "rollout")
+        assert "in progress" in decision.reason and "wanted 0" in decision.reason
+        assert any("holding scale-in" in w for w in result.warnings())
+        assert desired["services"][0]["desiredCount"] == 3

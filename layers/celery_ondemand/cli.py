@@ -20,7 +20,7 @@ from .decide import Decision
 from .errors import ConfigError, OnDemandError
 from .model import Observation
 from .observe.observer import DEFAULT_BURST_SECONDS, DEFAULT_CONNECT_TIMEOUT, Observer
-from .tick import Ticker, TickResult, store_for
+from .tick import Ticker, TickResult, resolve_broker_url, store_for
 
 EXIT_ERROR = 2
 
@@ -103,6 +103,22 @@ def _print_result(result: TickResult, as_json: bool) -> None:
     if result.lease_lost and not result.error:
         print("ondemand: another tick holds this deployment's lease: this one did nothing",
               file=sys.stderr)
+
+
+def doctor_command(args: argparse.Namespace) -> int:
+    """``ondemand doctor``: pre-flight findings; exit 1 when something would lose work."""
+    from .doctor import examine
+
+    settings = load_settings(args.config)
+    broker = args.broker or resolve_broker_url(settings)
+    with Observer(broker) as observer:
+        findings = examine(settings, observer, aws=not args.no_aws)
+    for finding in findings:
+        print(finding.render())
+    errors = sum(1 for f in findings if f.severity == "error")
+    print(f"{errors} errors, {len(findings) - errors} warnings" if findings
+          else "no findings: nothing here would lose work")
+    return 1 if errors else 0
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -233,6 +249,17 @@ def _parser() -> argparse.ArgumentParser:
                                  help="seconds between ticks (default: the config's "
                                       "tick_interval_seconds)")
         command.set_defaults(run=tick_command if name == "tick" else run_command)
+    doctor = commands.add_parser(
+        "doctor", help="check a deployment before it loses work",
+        description="Check the workers' settings, the targets and the ECS stop timeout "
+                    "against what scaling needs; exit 1 when something would lose work.")
+    doctor.add_argument("--config", required=True, metavar="FILE",
+                        help="the YAML (or JSON) configuration")
+    doctor.add_argument("--broker", help="broker URL, overriding the config's")
+    doctor.add_argument("--no-aws", action="store_true",
+                        help="skip the checks that call AWS (the ECS stop timeout)")
+    doctor.set_defaults(run=doctor_command)
+
     demo = commands.add_parser(
         "demo", help="the whole loop on this machine: embedded broker, real workers",
         description="Scale real local workers under a slice of a real trace, then report.")

@@ -55,6 +55,8 @@ class TargetConfig:
     scale_up_max_percent: float = 100.0
     fallback_workers: int | None = None
     fallback_after_failures: int = 3
+    zombie_after_seconds: float = 180.0
+    redelivery_timeout_seconds: float | None = None
     dry_run: bool = False
     paused: bool = False
 
@@ -127,6 +129,13 @@ TARGET_FIELDS: dict[str, Field] = {
                               "reads (default: hold)", None, minimum=0, optional=True),
     "fallback_after_failures": Field("int", "failed reads in a row before the fallback", 3,
                                      minimum=1),
+    "zombie_after_seconds": Field("float", "a live worker that takes nothing while its queues "
+                                  "hold work this long is a zombie, replaced (0: never)",
+                                  180.0, minimum=0),
+    "redelivery_timeout_seconds": Field(
+        "float", "after this long a running task is delivered again (Redis/SQS "
+        "visibility_timeout, RabbitMQ consumer_timeout); default: the broker's, 3600 s "
+        "(Redis) or 1800 s (SQS, RabbitMQ)", None, minimum=1, optional=True),
     "dry_run": Field("bool", "decide but never act", False),
     "paused": Field("bool", "decide nothing", False),
 }

@@ -8,7 +8,7 @@ dashboard or alarm needs):
   :meth:`TickResult.warnings`);
 - ``deployment, target``: ``CurrentWorkers``, ``DesiredWorkers``, ``LiveWorkers``,
   ``BusyWorkers``, ``ScaleUp``, ``ScaleDown``, ``TargetErrors``, ``IncompleteReads`` (the read
-  had a gap, so the target was held);
+  had a gap, so the target was held), ``ZombieWorkers``, ``TasksNearRedelivery``;
 - ``deployment, target, queue``: ``Ready``, ``Hidden``, ``QueueMissing``,
   ``OldestAgeSeconds`` (where known).
 """
@@ -56,7 +56,10 @@ def publish(result: TickResult, settings: Settings, duration: float,
                 ("ScaleUp", int(decision.action == "up"), count),
                 ("ScaleDown", int(decision.action == "down"), count),
                 ("TargetErrors", int(target.name in result.target_errors), count),
-                ("IncompleteReads", int(bool(decision.inputs.get("problems"))), count)])
+                ("IncompleteReads", int(bool(decision.inputs.get("problems"))), count),
+                ("ZombieWorkers", len(decision.zombies), count),
+                ("TasksNearRedelivery", int(decision.inputs.get("near_redelivery") or 0),
+                 count)])
         for name in target.queues:
             queue = observation.queues.get(name) if observation else None
             if queue is None:

@@ -40,6 +40,11 @@ class WorkerStatus:
     - ``heartbeat_interval``: seconds between its heartbeats (Celery's ``freq``).
     - ``machine``: the ECS task ARN or EC2 instance id it runs on, as reported by the
       celery-ondemand bootstep; None without it.
+    - ``scheduled``: tasks with an ETA or countdown it holds until they are due. They are
+      not runnable work, but stopping the worker would hand them back late (or, on Redis,
+      only after the visibility timeout): a worker holding them counts as busy.
+    - ``heard_by``: ``events`` (it beat in the burst) or ``control`` (it sends no events —
+      ``--without-heartbeat`` and no ``-E`` — and answered a ping).
     """
 
     hostname: str
@@ -55,11 +60,14 @@ class WorkerStatus:
     queues: list[str] = field(default_factory=list)
     heartbeat_interval: float | None = None
     machine: str | None = None
+    scheduled: int = 0
+    heard_by: str = "events"
 
     @property
     def busy(self) -> bool:
-        """True while at least one task runs on the worker: stopping it would cut work."""
-        return self.active > 0
+        """True while a task runs on the worker or it holds ETA tasks: stopping it would
+        cut or delay work."""
+        return self.active > 0 or self.scheduled > 0
 
     def serializer(self) -> dict[str, Any]:
         """cwod's worker keys, then ours."""
@@ -78,6 +86,8 @@ class WorkerStatus:
             "queues": list(self.queues),
             "heartbeat_interval": self.heartbeat_interval,
             "machine": self.machine,
+            "scheduled": self.scheduled,
+            "heard_by": self.heard_by,
         }
 
 
@@ -100,7 +110,9 @@ class QueueStatus:
       attributed to the queue by routing key), or SQS's in-flight count.
     - ``running`` / ``reserved``: the two parts of ``hidden``; None where the broker gives
       no worker replies (SQS).
-    - ``delayed``: messages not yet deliverable (SQS delay), None where unknown.
+    - ``delayed``: messages not yet deliverable: SQS delay, or ETA/countdown tasks
+      workers hold until due; None where unknown. Not runnable work: they never add
+      workers, but their holders are never stopped.
     - ``oldest_age``: seconds the oldest ready task has waited, where the producer stamped a
       publish time and the broker lets us peek (Redis); None otherwise.
     - ``consumers``: the broker's own consumer count (RabbitMQ), None where it keeps none.
@@ -117,6 +129,8 @@ class QueueStatus:
     oldest_age: float | None = None
     consumers: int | None = None
     missing: bool = False
+    running_ages: list[float] = field(default_factory=list)
+    """Seconds each task running from this queue has run, on the observer's clock."""
 
     @property
     def ready(self) -> int:
@@ -149,6 +163,7 @@ class QueueStatus:
             "oldest_age": self.oldest_age,
             "consumers": self.consumers,
             "missing": self.missing,
+            "longest_running": max(self.running_ages, default=None),
         }
 
 

@@ -41,6 +41,7 @@ class TickResult:
     error: str | None = None
     target_errors: dict[str, str] = field(default_factory=dict)
     applied: list[str] = field(default_factory=list)
+    replaced: dict[str, list[str]] = field(default_factory=dict)
     lease_lost: bool = False
     started_at: float = field(default_factory=time.time)
 
@@ -60,6 +61,18 @@ class TickResult:
         found = list(self.observation.warnings)
         found += [f"queue {q.name} does not exist on the broker: read as empty"
                  for q in self.observation.queues.values() if q.missing]
+        found += [f"target {d.target}: {d.reason}" for d in self.decisions
+                  if d.rule == "rollout"]
+        found += [f"target {d.target}: {d.inputs['near_redelivery']} running tasks near or "
+                  f"past the broker's {d.inputs['redelivery_timeout']:.0f}s redelivery "
+                  "timeout: a copy is handed out again (Redis, SQS) or the channel closed "
+                  "(RabbitMQ); copies are not counted as demand"
+                  for d in self.decisions if d.inputs.get("near_redelivery")]
+        for d in self.decisions:
+            done = self.replaced.get(d.target, [])
+            found += [f"target {d.target}: worker {name} is a zombie (alive, takes nothing "
+                      f"while tasks wait): {'replaced' if name in done else 'not replaced'}"
+                      for name in d.zombies]
         found += [f"target {d.target}: read incomplete, not scaling down "
                   f"({'; '.join(d.inputs['problems'])})"
                   for d in self.decisions if d.inputs.get("problems")]
@@ -77,6 +90,7 @@ class TickResult:
         return {
             "status": self.observation.serializer() if self.observation else None,
             "decisions": [{**d.serializer(), "applied": d.target in self.applied,
+                           "replaced": self.replaced.get(d.target, []),
                            "error": self.target_errors.get(d.target)}
                           for d in self.decisions],
             "error": self.error,
@@ -116,9 +130,10 @@ class Ticker:
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
         observation, error = self._observe()
-        current, target_errors = self._capacities(observation)
+        current, target_errors, rollouts = self._capacities(observation)
         decisions, memory = decide(observation, self.settings, memory, now, current=current,
                                    agents=self.agents, dry_run=dry_run)
+        decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
         result = TickResult(observation, decisions, error, target_errors, started_at=now)
         if not dry_run:
             self._act(result)
@@ -151,17 +166,23 @@ class Ticker:
                           f"{Path(where.filename).name}:{where.lineno}; holding every target")
 
     def _capacities(self, observation: Observation | None
-                    ) -> tuple[dict[str, int], dict[str, str]]:
-        current, errors = {}, {}
+                    ) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
+        """Each target's count, the targets whose count could not be read, and the
+        targets in a rollout (with why)."""
+        current, errors, rollouts = {}, {}, {}
         for target in self.settings.targets:
             scaler = self.scalers.get(target.name)
             if scaler is None:
                 continue  # no scaler (a dry look): the target counts its live workers
             try:
-                current[target.name] = scaler.current(workers_of(target, observation)).desired
+                capacity = scaler.current(workers_of(target, observation))
             except Exception as exc:
                 errors[target.name] = _target_error(target.name, "reading", exc)
-        return current, errors
+                continue
+            current[target.name] = capacity.desired
+            if capacity.rollout:
+                rollouts[target.name] = capacity.rollout
+        return current, errors, rollouts
 
     def _act(self, result: TickResult) -> None:
         for i, decision in enumerate(result.decisions):
@@ -181,6 +202,20 @@ class Ticker:
                 result.applied.append(name)
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "scaling", exc)
+        self._replace_zombies(result)
+
+    def _replace_zombies(self, result: TickResult) -> None:
+        for decision in result.decisions:
+            name = decision.target
+            if not decision.zombies or decision.dry_run or name in result.target_errors \
+                    or name not in self.scalers:
+                continue
+            workers = workers_of(self.settings.target(name), result.observation)
+            zombies = [w for w in workers if w.hostname in decision.zombies]
+            try:
+                result.replaced[name] = self.scalers[name].replace(zombies)
+            except Exception as exc:
+                result.target_errors[name] = _target_error(name, "replacing", exc)
 
     def release_lease(self) -> None:
         """Let a later tick take the lease at once instead of waiting for it to expire."""
@@ -192,6 +227,15 @@ class Ticker:
         """Release the lease and the broker connection."""
         self.release_lease()
         self.observer.close()
+
+
+def _hold_during_rollout(decision: Decision, rollout: str | None) -> Decision:
+    """No scale-in while the target rolls out a new version; scale-out goes ahead."""
+    if rollout is None or decision.action != "down":
+        return decision
+    return replace(decision, desired=decision.current, rule="rollout",
+                   reason=f"{rollout}: holding scale-in (wanted {decision.desired}: "
+                          f"{decision.reason})")
 
 
 def _target_error(target: str, doing: str, exc: Exception) -> str:

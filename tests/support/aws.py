@@ -40,8 +40,14 @@ class ECSWithProtection:
 
 
 def ecs_service_with_tasks(ecs: Any, ec2: Any, *, cluster: str = "prod",
-                           service: str = "workers", tasks: int = 3) -> list[str]:
-    """A cluster, a service at ``tasks`` desired, and that many running tasks."""
+                           service: str = "workers", tasks: int = 3,
+                           rolling_out: bool = False) -> list[str]:
+    """A cluster, a service at ``tasks`` desired, and that many running tasks.
+
+    moto reads a new service's running count from ``MOTO_ECS_SERVICE_RUNNING`` and calls
+    its deployment IN_PROGRESS while that is below the desired count: ``rolling_out``
+    makes it so, otherwise the service is at steady state."""
+    import os
     ecs.create_cluster(clusterName=cluster)
     ecs.register_task_definition(family="worker", containerDefinitions=[
         {"name": "worker", "image": "celery", "memory": 256}])
@@ -53,8 +59,16 @@ def ecs_service_with_tasks(ecs: Any, ec2: Any, *, cluster: str = "prod",
 
     ecs.register_container_instance(cluster=cluster,
                                     instanceIdentityDocument=json.dumps(document))
-    ecs.create_service(cluster=cluster, serviceName=service, taskDefinition="worker",
-                       desiredCount=tasks)
+    before = os.environ.get("MOTO_ECS_SERVICE_RUNNING")
+    os.environ["MOTO_ECS_SERVICE_RUNNING"] = str(max(0, tasks - 1) if rolling_out else tasks)
+    try:
+        ecs.create_service(cluster=cluster, serviceName=service, taskDefinition="worker",
+                           desiredCount=tasks)
+    finally:
+        if before is None:
+            del os.environ["MOTO_ECS_SERVICE_RUNNING"]
+        else:
+            os.environ["MOTO_ECS_SERVICE_RUNNING"] = before
     started = ecs.run_task(cluster=cluster, taskDefinition="worker", count=tasks,
                            startedBy="ecs-svc")
     return [task["taskArn"] for task in started["tasks"]]

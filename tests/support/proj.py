@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from celery import Celery
+from celery.worker.control import control_command
 
 from celery_ondemand import stamp_publish_time
 
 app = Celery("ondemand-tests", broker=os.environ.get("ONDEMAND_TEST_BROKER", "memory://"))
 app.conf.update(
-    task_acks_late=True,
+    task_acks_late=os.environ.get("ONDEMAND_TEST_ACKS_LATE", "1") == "1",
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=int(os.environ.get("ONDEMAND_TEST_PREFETCH", "1")),
     worker_hijack_root_logger=False,
@@ -52,3 +54,12 @@ def count(seconds: float, key: str) -> None:
 
     time.sleep(seconds)
     redis.Redis.from_url(os.environ["ONDEMAND_TEST_COUNTER"]).incr(key)
+
+
+@control_command()
+def ondemand_test_stall(state: Any) -> dict[str, str]:
+    """Make this worker a zombie for a test: its task consumer is cancelled at the broker,
+    while it still lists its queues and answers control — as after Celery's known failure
+    to resume consuming after a broker reconnect."""
+    state.consumer.task_consumer.cancel()
+    return {"ok": "stalled"}

@@ -64,7 +64,8 @@ class Fleet:
 
     def start(self, queues: Sequence[str], *, concurrency: int = 2, name: str = "w",
               pool: str = "threads", prefetch: int = 1, events: bool = False,
-              wait: bool = True, env: dict[str, str] | None = None) -> Worker:
+              wait: bool = True, env: dict[str, str] | None = None,
+              options: Sequence[str] = ()) -> Worker:
         """Start one worker consuming ``queues``; by default wait until it is ready."""
         hostname = f"{name}-{uuid.uuid4().hex[:8]}@ondemand-test"
         log = self.logdir / f"{hostname}.log"
@@ -75,6 +76,7 @@ class Fleet:
                    "-P", pool, "--loglevel", "INFO", "--without-mingle", "--without-gossip"]
         if events:
             command.append("-E")
+        command += list(options)
         with log.open("wb") as out:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
                                        stderr=subprocess.STDOUT)

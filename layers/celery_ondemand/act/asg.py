@@ -62,6 +62,14 @@ class ASGScaler(Scaler):
         self.client.set_desired_capacity(AutoScalingGroupName=self.target.auto_scaling_group,
                                          DesiredCapacity=desired, HonorCooldown=False)
 
+    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+        """Terminate each zombie's instance; the group launches another to keep its count."""
+        instances = owners(zombies, self._instances())
+        for _, instance_id in sorted(instances.items()):
+            self.client.terminate_instance_in_auto_scaling_group(
+                InstanceId=instance_id, ShouldDecrementDesiredCapacity=False)
+        return sorted(instances)
+
     def _before_scale_in(self, busy: list[WorkerStatus], idle: list[WorkerStatus]) -> None:
         instances = self._instances()
         busy_ids = sorted(set(owners(busy, instances).values()))

@@ -39,6 +39,9 @@ class Capacity:
     desired: int
     running: int
     pending: int = 0
+    rollout: str | None = None
+    """Why a rollout is under way (an ECS deployment), None when there is none: scale-in
+    waits for it to end, scale-out does not."""
 
 
 class Scaler(ABC):
@@ -64,6 +67,15 @@ class Scaler(ABC):
                 self._before_scale_in([w for w in workers if w.busy],
                                       [w for w in workers if not w.busy])
             self._set_desired(desired, current, workers)
+
+    def replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+        """Stop ``zombies`` and put a fresh worker in the place of each, keeping the count.
+        Returns the hostnames replaced; a target that cannot replace returns none."""
+        with self.errors("replacing zombie workers"):
+            return self._replace(zombies) if zombies else []
+
+    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+        return []
 
     @contextmanager
     def errors(self, doing: str) -> Iterator[None]:

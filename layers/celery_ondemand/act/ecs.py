@@ -45,11 +45,19 @@ class ECSScaler(Scaler):
                               f"{f' ({reasons})' if reasons else ''}")
         service = services[0]
         return Capacity(int(service["desiredCount"]), int(service.get("runningCount", 0)),
-                        int(service.get("pendingCount", 0)))
+                        int(service.get("pendingCount", 0)), _rollout(service))
 
     def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
         self.client.update_service(cluster=self.target.cluster, service=self.target.service,
                                    desiredCount=desired)
+
+    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+        """Stop each zombie's task: the service starts a new one to keep its count."""
+        tasks = owners(zombies, self._tasks())
+        for hostname, arn in sorted(tasks.items()):
+            self.client.stop_task(cluster=self.target.cluster, task=arn,
+                                  reason=f"celery-ondemand: zombie worker {hostname}")
+        return sorted(tasks)
 
     def _before_scale_in(self, busy: list[WorkerStatus], idle: list[WorkerStatus]) -> None:
         tasks = self._tasks()
@@ -63,6 +71,22 @@ class ECSScaler(Scaler):
                 if enabled:
                     kwargs["expiresInMinutes"] = PROTECTION_MINUTES
                 self.client.update_task_protection(**kwargs)
+
+    def stop_timeout(self) -> float:
+        """Seconds ECS waits after SIGTERM before SIGKILL, for the service's containers
+        (the shortest, when they differ; ECS's default 30 s where none is set)."""
+        with self.errors("reading the task definition of"):
+            found = self.client.describe_services(cluster=self.target.cluster,
+                                                  services=[self.target.service])
+            services = found.get("services") or []
+            if not services:
+                raise ScalerError(f"target {self.target.name}: ECS service "
+                                  f"{self.target.service!r} not found")
+            definition = self.client.describe_task_definition(
+                taskDefinition=services[0]["taskDefinition"])["taskDefinition"]
+        timeouts = [float(c.get("stopTimeout", 30)) for c in
+                    definition.get("containerDefinitions", [])]
+        return min(timeouts, default=30.0)
 
     def _tasks(self) -> dict[str, set[str]]:
         """The service's running tasks: ARN → the names its worker may carry."""
@@ -82,3 +106,16 @@ class ECSScaler(Scaler):
                 task_id = task["taskArn"].rsplit("/", 1)[-1]
                 tasks[task["taskArn"]] = identities(task_id, *details)
         return tasks
+
+
+def _rollout(service: dict[str, Any]) -> str | None:
+    """A deployment under way: old and new task sets side by side, or the primary one not
+    yet at steady state. Scaling in then could stop the new tasks the rollout is waiting
+    for, or fight the rollout's own scale-in of the old ones."""
+    deployments = service.get("deployments") or []
+    live = [d for d in deployments if d.get("status") in ("PRIMARY", "ACTIVE")]
+    rolling = [d for d in deployments if d.get("rolloutState") == "IN_PROGRESS"]
+    if len(live) > 1 or rolling:
+        which = (rolling or live)[0].get("id", "?")
+        return f"ECS deployment {which} in progress"
+    return None

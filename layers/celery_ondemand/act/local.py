@@ -77,6 +77,16 @@ class LocalScaler(Scaler):
         for worker in stoppable[:max(0, len(serving) - desired)]:
             self.stop(worker)
 
+    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+        mine = {w.hostname: w for w in self.workers() if not w.stopping}
+        replaced = []
+        for zombie in zombies:
+            if zombie.hostname in mine:
+                self.stop(mine[zombie.hostname])  # it runs nothing: warm shutdown is quick
+                self.start()
+                replaced.append(zombie.hostname)
+        return replaced
+
     def start(self) -> LocalWorker:
         """Start one worker process and track it."""
         hostname = f"{self.target.name}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"

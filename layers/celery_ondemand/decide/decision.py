@@ -40,6 +40,8 @@ class Decision:
     dry_run: bool = False
     paused: bool = False
     inputs: dict[str, Any] = field(default_factory=dict)
+    zombies: tuple[str, ...] = ()
+    """Live workers that take no work although work waits: to be replaced, count kept."""
 
     @property
     def action(self) -> Action:
@@ -60,4 +62,5 @@ class Decision:
             "dry_run": self.dry_run,
             "paused": self.paused,
             "inputs": dict(self.inputs),
+            "zombies": list(self.zombies),
         }

@@ -69,6 +69,7 @@ def decide(observation: Observation | None, settings: Settings,
         else:
             recommendation = agents[target.name].recommend(view)
             decision = apply_rails(view, recommendation, dry_run or target.dry_run)
+            decision = replace(decision, zombies=tuple(w.hostname for w in view.zombies))
             _note(view, recommendation, decision)
         decisions.append(decision)
         remembered[target.name] = view.memory
@@ -93,7 +94,22 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
     if len(unheard) > _expected_to_leave(memory):
         problems.append(f"not heard this tick: {', '.join(unheard)}")
     count = (current or {}).get(target.name, len(workers))
-    return TargetView(target, queues, workers, count, now, memory, problems)
+    return TargetView(target, queues, workers, count, now, memory, problems,
+                      redelivery_timeout(target, observation.broker))
+
+
+REDELIVERY_DEFAULTS = {"redis": 3600.0, "rediss": 3600.0, "sqs": 1800.0, "amqp": 1800.0,
+                       "amqps": 1800.0, "pyamqp": 1800.0}
+"""Each broker's default: kombu's Redis ``visibility_timeout``, Celery's SQS one, and
+RabbitMQ's ``consumer_timeout`` (30 minutes)."""
+
+
+def redelivery_timeout(target: TargetConfig, broker: str) -> float:
+    """When a running task of ``target`` is handed out again: configured, else the
+    broker's default."""
+    if target.redelivery_timeout_seconds:
+        return target.redelivery_timeout_seconds
+    return REDELIVERY_DEFAULTS.get(broker.split(":", 1)[0].split("+")[0], 3600.0)
 
 
 def _expected_to_leave(memory: TargetMemory) -> int:
@@ -119,6 +135,7 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
                    for host, count in processed.items() if host in before.processed)
     if before.observed_at is not None and view.now > before.observed_at:
         _measure_rates(after, before, view, finished)
+    after.stalled_since = _stalled(view, before)
     # Idle means nothing waited, ran or finished since the last tick: sparse tasks that
     # come and go between two ticks are still load.
     idle = view.work == 0 and view.busy == 0 and finished == 0
@@ -126,6 +143,19 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
     after.processed, after.observed_at, after.work = processed, view.now, view.work
     after.ready, after.running = view.ready, view.running
     return after
+
+
+def _stalled(view: TargetView, before: TargetMemory) -> dict[str, float]:
+    """Workers that ran and finished nothing since the last tick although a queue they
+    consume held ready tasks, with when that began."""
+    ready = {q.name: q.size for q in view.queues}
+    stalled = {}
+    for worker in view.workers:
+        waiting = any(ready.get(name, 0) > 0 for name in worker.queues)
+        finished_nothing = before.processed.get(worker.hostname) == worker.processed
+        if waiting and finished_nothing and worker.active == 0:
+            stalled[worker.hostname] = before.stalled_since.get(worker.hostname, view.now)
+    return stalled
 
 
 def _measure_rates(after: TargetMemory, before: TargetMemory, view: TargetView,

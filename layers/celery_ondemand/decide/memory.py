@@ -28,6 +28,8 @@ class TargetMemory:
     - ``arrivals_sum`` / ``elapsed_sum`` / ``finished_sum`` / ``busy_slot_seconds``: the
       decaying sums the two rates are ratios of.
     - ``failed_reads``: incomplete reads in a row.
+    - ``stalled_since``: per live worker, since when it has run nothing and finished
+      nothing while a queue it consumes held ready tasks (a zombie in the making).
     - ``last_up_at`` / ``last_down_at`` / ``last_desired``: the last decisions taken.
     """
 
@@ -46,6 +48,7 @@ class TargetMemory:
     finished_sum: float = 0.0
     busy_slot_seconds: float = 0.0
     failed_reads: int = 0
+    stalled_since: dict[str, float] = field(default_factory=dict)
     last_up_at: float | None = None
     last_down_at: float | None = None
     last_desired: int | None = None

@@ -26,14 +26,40 @@ class TargetView:
     now: float
     memory: TargetMemory
     problems: list[str] = field(default_factory=list)
+    redelivery_timeout: float = 3600.0
+    """Seconds after which the broker hands a running task out again (see config)."""
 
     @property
     def complete(self) -> bool:
         return not self.problems
 
     @property
+    def zombies(self) -> list[WorkerStatus]:
+        """Live workers stalled for ``zombie_after_seconds``: alive, consuming queues with
+        ready work, yet running and finishing nothing (Celery's consumer can stay dead
+        after a broker reconnect while the worker still answers)."""
+        after = self.config.zombie_after_seconds
+        stalled = self.memory.stalled_since
+        return [w for w in self.workers if after and w.hostname in stalled
+                and self.now - stalled[w.hostname] >= after]
+
+    @property
     def ready(self) -> int:
-        return sum(q.size for q in self.queues)
+        """Ready tasks, less the copies the broker put back of tasks still running past
+        its redelivery timeout: those are no new demand."""
+        return max(0, sum(q.size for q in self.queues) - self.overdue)
+
+    @property
+    def overdue(self) -> int:
+        """Running tasks past the redelivery timeout (the broker has handed out a copy)."""
+        return sum(1 for q in self.queues for age in q.running_ages
+                   if age > self.redelivery_timeout)
+
+    @property
+    def nearing_redelivery(self) -> int:
+        """Running tasks past 80 % of the redelivery timeout, those past it included."""
+        return sum(1 for q in self.queues for age in q.running_ages
+                   if age > 0.8 * self.redelivery_timeout)
 
     @property
     def hidden(self) -> int:
@@ -75,4 +101,6 @@ class TargetView:
         return {"ready": self.ready, "hidden": self.hidden, "running": self.running,
                 "live": self.live, "busy": self.busy, "oldest_age": self.oldest_age,
                 "concurrency": self.concurrency, "service_rate": self.memory.service_rate,
-                "arrival_rate": self.memory.arrival_rate, "problems": list(self.problems)}
+                "arrival_rate": self.memory.arrival_rate, "problems": list(self.problems),
+                "near_redelivery": self.nearing_redelivery,
+                "redelivery_timeout": self.redelivery_timeout}

@@ -25,7 +25,7 @@ from ..errors import BrokerUnavailable
 from ..model import Observation, QueueStatus, WorkerStatus
 from ..urls import safe_url, scheme_of
 from .brokers import BrokerProbe, QueueDepth, probe_class
-from .workers import HeardWorker, ask, listen
+from .workers import HeardWorker, ask, discover, listen
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_BURST_SECONDS = 2.5
@@ -97,12 +97,14 @@ class Observer:
         return {}
 
     def observe(self, queues: Sequence[str] | None = None,
-                previous: Observation | None = None) -> Observation:
+                previous: Observation | None = None, *, ping: bool = False) -> Observation:
         """Observe the broker once.
 
         ``queues`` limits the depth reads to those names; without it, every queue a live
         worker consumes is read. ``previous`` is the last observation, if any: the burst
         waits for the workers it saw, and their task-event times are carried over.
+        ``ping`` also looks for workers that send no events, whatever the burst heard (a
+        second more; ``ondemand doctor`` wants every worker).
         """
         observation = Observation(broker=self.url, observed_at=time.time())
         started = time.monotonic()
@@ -116,6 +118,12 @@ class Observer:
                     heard = listen(self.app, probe.connection, expected=expected,
                                    max_seconds=self.burst_seconds, quiet=self.quiet_seconds)
                     observation.sources.append("events")
+                    if ping or _worth_a_ping(heard, previous):
+                        found = discover(self.app, probe.connection, heard,
+                                         timeout=self.control_timeout)
+                        heard.update(found)
+                        if found:
+                            observation.sources.append("ping")
                     ask(self.app, probe.connection, heard, timeout=self.control_timeout)
                     if any(worker.replied for worker in heard.values()):
                         observation.sources.append("control")
@@ -129,6 +137,7 @@ class Observer:
             self.close()  # the next observation starts on a fresh connection
             raise
         _fill(observation, names, depths, heard, previous)
+        observation.problems += _unheard_consumers(observation)
         observation.duration = time.monotonic() - started
         return observation
 
@@ -155,6 +164,24 @@ def observe(broker_url: str, queues: Sequence[str] | None = None, *,
     with Observer(broker_url, burst_seconds=burst_seconds,
                   connect_timeout=connect_timeout) as observer:
         return observer.observe(queues, previous=previous)
+
+
+def _worth_a_ping(heard: dict[str, HeardWorker], previous: Observation | None) -> bool:
+    """Whether workers that send no events may be out there: the burst heard nobody, or a
+    worker last found by ping is missing (it never beats, so it is never heard)."""
+    if not heard:
+        return True
+    before = previous.live_workers.values() if previous else []
+    return any(w.heard_by == "control" and w.hostname not in heard for w in before)
+
+
+def _unheard_consumers(observation: Observation) -> list[str]:
+    """A queue the broker says more consumers read than the workers heard: someone we
+    cannot see is working, so the read has a gap (RabbitMQ keeps consumer counts)."""
+    return [f"queue {queue.name}: {queue.consumers} consumers on the broker, "
+            f"{queue.many_workers} workers heard"
+            for queue in observation.queues.values()
+            if queue.consumers is not None and queue.consumers > queue.many_workers]
 
 
 def _consumed_queues(workers: Iterable[HeardWorker]) -> list[str]:
@@ -205,6 +232,8 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             queues=[q["name"] for q in worker.queues if isinstance(q, dict) and "name" in q],
             heartbeat_interval=worker.heartbeat_interval,
             machine=worker.machine,
+            scheduled=len(worker.scheduled),
+            heard_by="events" if worker.by_events else "control",
         )
         old = before.get(hostname)
         for name in ("last_task_received_at", "last_task_started_at", "last_task_succeeded_at"):
@@ -244,8 +273,21 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
                 if queue is not None:
                     setattr(queue, part, (getattr(queue, part) or 0) + 1)
                     queue.hidden += 1
+                    started = task.get("time_start") if part == "running" else None
+                    if isinstance(started, int | float):
+                        queue.running_ages.append(max(0.0, observation.observed_at - (
+                            started + worker.clock_offset)))
+    scheduled: dict[str, int] = {}
+    for worker in heard.values():
+        for task in worker.scheduled:
+            queue_name = _queue_for(task.get("delivery_info"), routes, known)
+            if queue_name is not None:
+                scheduled[queue_name] = scheduled.get(queue_name, 0) + 1
     for name, queue in observation.queues.items():
-        # The broker's unacknowledged count covers the workers' tasks under acks_late, and
-        # also those of a worker that died holding them: the larger of the two counts.
+        if name in scheduled:
+            queue.delayed = (queue.delayed or 0) + scheduled[name]
+        # The broker's unacknowledged count covers the workers' tasks under acks_late
+        # (ETA tasks held until due included: those are not runnable work), and also those
+        # of a worker that died holding them: the larger of the two counts.
         in_flight = depths.get(name, QueueDepth(ready=0)).in_flight or 0
-        queue.hidden = max(queue.hidden, in_flight)
+        queue.hidden = max(queue.hidden, in_flight - scheduled.get(name, 0))

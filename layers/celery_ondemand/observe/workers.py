@@ -7,9 +7,14 @@ answered and a short quiet period brings no new one, and never later than ``max_
 The subscription must be live before the wake-up is sent: on Redis a wake-up published
 earlier is lost.
 
+A worker that sends no events at all (``--without-heartbeat`` without ``-E``) is found by a
+``ping`` broadcast instead (:func:`discover`), asked only when the burst heard nobody or
+missed a worker found that way before.
+
 Then one round of each inspect command (``active_queues``, ``active``, ``reserved``,
-``stats``) goes only to the workers heard, with ``limit=`` their number, so each round
-returns as soon as the last of them replies rather than after the whole timeout.
+``scheduled``, ``stats``) goes only to the workers heard, with ``limit=`` their number, so
+each round returns as soon as the last of them replies rather than after the whole
+timeout.
 """
 
 from __future__ import annotations
@@ -47,6 +52,11 @@ class HeardWorker:
     waiting: list[dict[str, Any]] = field(default_factory=list)
     concurrency: int | None = None
     machine: str | None = None
+    scheduled: list[dict[str, Any]] = field(default_factory=list)
+    by_events: bool = True
+    clock_offset: float = 0.0
+    """Our clock minus the worker's, from its last heartbeat: task start times it reports
+    are on its clock."""
 
 
 class _Burst:
@@ -71,6 +81,8 @@ class _Burst:
             worker = self.workers[hostname] = HeardWorker(hostname, received)
             self.last_new_at = self.clock()
         worker.last_heartbeat_at = max(worker.last_heartbeat_at, received)
+        if kind == "worker-heartbeat" and event.get("timestamp"):
+            worker.clock_offset = received - float(event["timestamp"])
         if kind == "worker-heartbeat" and "active" in event:
             # A scheduled beat; the wake-up beat carries no counters and a made-up freq.
             worker.active = int(event.get("active") or 0)
@@ -143,6 +155,11 @@ def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
     for hostname, tasks in (inspect.reserved() or {}).items():
         if hostname in workers:
             workers[hostname].waiting = [dict(task) for task in tasks or []]
+    for hostname, entries in (inspect.scheduled() or {}).items():  # ETA / countdown
+        if hostname in workers:
+            workers[hostname].scheduled = [dict(entry.get("request") or {})
+                                           for entry in entries or []
+                                           if isinstance(entry, dict)]
     for hostname, stats in (inspect.stats() or {}).items():
         if hostname in workers and isinstance(stats, dict):
             pool = stats.get("pool") or {}
@@ -156,6 +173,21 @@ def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
             if isinstance(ondemand, dict):
                 machine = ondemand.get("task_arn") or ondemand.get("instance_id")
                 workers[hostname].machine = str(machine) if machine else None
+
+
+def discover(app: Celery, connection: Connection, known: Collection[str],
+             timeout: float = 1.0) -> dict[str, HeardWorker]:
+    """Workers that send no events, found by a ``ping`` broadcast.
+
+    A worker started with ``--without-heartbeat`` (and without ``-E``) never beats, but it
+    answers control commands. Nobody knows how many will answer, so this waits out
+    ``timeout``: the observer asks only when the burst left a reason to.
+    """
+    now = time.time()
+    replies = app.control.ping(timeout=timeout, connection=connection) or []
+    names = {name for reply in replies if isinstance(reply, dict) for name in reply}
+    return {name: HeardWorker(name, now, by_events=False)
+            for name in sorted(names - set(known))}
 
 
 def _drain(connection: Connection, timeout: float) -> None:

@@ -39,7 +39,8 @@ class RedisProbe(BrokerProbe):
     def _check(self) -> None:
         super()._check()
         channel: Any = self.connection.default_channel  # kombu's Redis channel
-        channel.client.ping()
+        with channel.conn_or_acquire() as client:
+            client.ping()
 
     def _depths(self, queues: list[str]) -> dict[str, QueueDepth]:
         channel: Any = self.connection.default_channel
@@ -48,7 +49,9 @@ class RedisProbe(BrokerProbe):
                                       for step in channel.priority_steps))
             for queue in queues
         }
-        with channel.client.pipeline(transaction=False) as pipe:
+        # The synchronous pool, as kombu's own size reads use: ``channel.client`` shares
+        # the connection of a BRPOP a timed-out control round may have left in flight.
+        with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             for queue_keys in keys.values():
                 for key in queue_keys:
                     pipe.llen(key)
@@ -70,7 +73,8 @@ class RedisProbe(BrokerProbe):
             depths[queue] = QueueDepth(ready=ready, oldest_published_at=min(stamps, default=None),
                                        foreign=foreign, in_flight=0)
         if next(replies):
-            unacked = channel.client.hvals(channel.unacked_key)
+            with channel.conn_or_acquire() as client:
+                unacked = client.hvals(channel.unacked_key)
             for queue, count in _unacked_by_queue(unacked, set(queues)).items():
                 depths[queue] = replace(depths[queue], in_flight=count)
         return depths

@@ -1,0 +1,158 @@
+"""Celery's traps, with real brokers and real workers: workers that send no events, ETA
+tasks held on workers, zombie workers, tasks nearing the broker's redelivery timeouts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_ondemand import Observer, TargetMemory
+from celery_ondemand.act.local import LocalScaler
+from celery_ondemand.config import settings_from_mapping
+from celery_ondemand.decide import decide
+from celery_ondemand.tick import Ticker, TickResult
+from tests.support.brokers import BROKERS, Queues, require_broker
+from tests.support.observations import settings
+from tests.support.workers import ROOT, Fleet
+
+pytestmark = pytest.mark.broker
+
+
+def test_a_worker_without_heartbeat_or_events_is_found_and_never_read_as_idle(
+        broker_url: str, queues: Queues, fleet: Fleet, producer: Celery) -> None:
+    name = queues.new("noevents")
+    worker = fleet.start([name], name="quiet", concurrency=1,
+                         options=["--without-heartbeat"])  # and no -E, no gossip
+    producer.send_task("tests.sleep", args=(20,), queue=name)
+    with Observer(broker_url) as observer:
+        first = observer.observe([name])
+        again = observer.observe([name], previous=first)
+    for status in (first, again):
+        found = status.live_workers[worker.hostname]
+        assert found.heard_by == "control" and "ping" in status.sources
+        assert name in found.queues
+    running = again.queues[name].running + again.queues[name].reserved  # type: ignore[operator]
+    assert running + again.queues[name].size == 1
+    config = settings(queues=[name], worker_concurrency=1, scale_down_delay_seconds=0)
+    decisions, _ = decide(again, config, {"t": TargetMemory(idle_since=0.0)}, 1000.0,
+                          current={"t": 1})
+    assert decisions[0].desired == 1, "a worker we cannot hear beat is not an idle one"
+
+
+def test_eta_tasks_hold_their_worker_and_add_no_demand(
+        broker_url: str, queues: Queues, fleet: Fleet, producer: Celery) -> None:
+    name = queues.new("eta")
+    worker = fleet.start([name], name="eta", concurrency=1)
+    for _ in range(3):
+        producer.send_task("tests.sleep", args=(0,), queue=name, countdown=120)
+    with Observer(broker_url) as observer:
+        deadline = time.monotonic() + 20
+        while True:
+            status = observer.observe([name])
+            held = status.live_workers[worker.hostname]
+            if held.scheduled == 3:
+                break
+            assert time.monotonic() < deadline, held
+    queue = status.queues[name]
+    assert (queue.size, queue.hidden, queue.delayed) == (0, 0, 3), queue
+    assert held.busy and held.active == 0
+    config = settings(queues=[name], worker_concurrency=1, scale_down_delay_seconds=0,
+                      min_workers=0, max_workers=5)
+    idle_long_ago = {"t": TargetMemory(idle_since=0.0, workers_seen=[worker.hostname])}
+    decisions, _ = decide(status, config, idle_long_ago, 1000.0, current={"t": 1})
+    assert decisions[0].desired == 1, "never to zero, never up, while ETA tasks are held"
+
+
+def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
+        broker_url: str, queues: Queues, producer: Celery, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    counter_url = require_broker(BROKERS["redis"])
+    for name, value in {"ONDEMAND_TEST_BROKER": broker_url,
+                        "ONDEMAND_TEST_COUNTER": counter_url,
+                        "PYTHONPATH": str(ROOT)}.items():
+        monkeypatch.setenv(name, value)
+    queue = queues.new("zombie")
+    key = f"ondemand-test-zombie-{uuid.uuid4().hex}"
+    counter = redis.Redis.from_url(counter_url)
+    config = settings_from_mapping({"broker_url": broker_url, "targets": [{
+        "name": "z", "queues": [queue], "scaler": "local",
+        "command": f"{sys.executable} -m celery -A tests.support.proj worker -Q {queue} "
+                   "-c 1 -P threads --without-mingle --without-gossip -l INFO",
+        "state_dir": str(tmp_path / "workers"), "worker_concurrency": 1, "max_workers": 1,
+        "zombie_after_seconds": 2}]})
+    ticker = Ticker(config, observer=Observer(broker_url))
+    scaler = ticker.scalers["z"]
+    assert isinstance(scaler, LocalScaler)
+    try:
+        producer.send_task("tests.count", args=(0, key), queue=queue)
+        first = tick_until(ticker, lambda r: int(counter.get(key) or 0) == 1)
+        zombie = next(iter(first.observation.live_workers))  # type: ignore[union-attr]
+        producer.control.broadcast("ondemand_test_stall", destination=[zombie])
+        for _ in range(3):
+            producer.send_task("tests.count", args=(0, key), queue=queue)
+        flagged = tick_until(ticker, lambda r: bool(r.decisions[0].zombies))
+        assert flagged.decisions[0].zombies == (zombie,)
+        assert flagged.replaced == {"z": [zombie]}
+        assert flagged.decisions[0].desired == 1, "the count is kept"
+        assert any(zombie in w and "replaced" in w for w in flagged.warnings())
+        tick_until(ticker, lambda r: int(counter.get(key) or 0) == 4)
+        workers = scaler.workers()
+        assert [w.hostname for w in workers if not w.stopping] != [zombie]
+        assert len([w for w in workers if not w.stopping]) == 1
+    finally:
+        for worker in scaler.workers():
+            os.kill(worker.pid, signal.SIGKILL)
+        ticker.close()
+        counter.delete(key)
+
+
+def tick_until(ticker: Ticker, done: Callable[[TickResult], bool],
+               timeout: float = 60) -> TickResult:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = ticker.tick()
+        assert result.ok, (result.error, result.target_errors)
+        if done(result):
+            return result
+        assert time.monotonic() < deadline, result.serializer()
+        time.sleep(0.5)
+
+
+def test_a_task_past_the_visibility_timeout_is_warned_of_and_its_copy_is_no_demand(
+        redis_url: str, fleet: Fleet, producer: Celery) -> None:
+    """On Redis a task running past ``visibility_timeout`` is handed out again: its copy
+    waits in the queue while the original still runs. That copy is no new work."""
+    queues = Queues(redis_url)
+    name = queues.new("overdue")
+    fleet.broker_url = redis_url
+    fleet.start([name], name="slow", concurrency=1, events=True,
+                env={"ONDEMAND_TEST_VISIBILITY": "3"})  # restored within ~2 s after that
+    Celery("p", broker=redis_url, set_as_current=False).send_task(
+        "tests.sleep", args=(20,), queue=name)
+    config = settings(queues=[name], worker_concurrency=1, max_workers=5,
+                      redelivery_timeout_seconds=3)
+    try:
+        with Observer(redis_url) as observer:
+            deadline = time.monotonic() + 20
+            while True:
+                status = observer.observe([name])
+                queue = status.queues[name]
+                if queue.size == 1 and queue.running == 1:
+                    break  # the copy is back in the queue, the original still runs
+                assert time.monotonic() < deadline, queue
+        assert max(queue.running_ages) > 3
+        decisions, _ = decide(status, config, {}, 1000.0, current={"t": 1})
+        decision = decisions[0]
+        assert decision.inputs["near_redelivery"] == 1 and decision.inputs["ready"] == 0
+        assert decision.desired == 1, "the copy adds no worker"
+    finally:
+        queues.delete_all()

@@ -1,0 +1,94 @@
+"""``ondemand doctor`` against real brokers and real workers: a sound deployment passes,
+and each setting that would lose work, or make scaling inexact, is found with its fix."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from celery import Celery
+from moto import mock_aws
+
+from celery_ondemand import Observer
+from celery_ondemand.config import settings_from_mapping
+from celery_ondemand.doctor import examine
+from tests.support.aws import fake_credentials
+from tests.support.brokers import Queues
+from tests.support.cli import ondemand
+from tests.support.workers import Fleet
+
+pytestmark = pytest.mark.broker
+
+
+def config_file(tmp_path: Path, broker_url: str, targets: dict[str, list[str]]) -> Path:
+    path = tmp_path / "ondemand.yaml"
+    path.write_text(yaml.safe_dump({"broker_url": broker_url, "targets": [
+        {"name": name, "queues": names, "scaler": "local", "command": "celery worker"}
+        for name, names in targets.items()]}))
+    return path
+
+
+def test_a_sound_deployment_passes(broker_url: str, queues: Queues, fleet: Fleet,
+                                   tmp_path: Path) -> None:
+    name = queues.new("sound")
+    worker = fleet.start([name], name="sound")  # acks late, reject on lost, prefetch 1
+    result = ondemand("doctor", "--config",
+                      str(config_file(tmp_path, broker_url, {"sound": [name]})), "--no-aws")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The broker is shared with other tests' workers: only ours must be clean.
+    for subject in (worker.hostname, name, "target sound"):
+        assert subject not in result.stdout, result.stdout
+
+
+def test_what_would_lose_work_or_blur_scaling_is_found_with_its_fix(
+        broker_url: str, queues: Queues, fleet: Fleet, tmp_path: Path) -> None:
+    served, stray, unserved = queues.new("served"), queues.new("stray"), queues.new("none")
+    careless = fleet.start([served], name="careless", pool="prefork", prefetch=4,
+                           env={"ONDEMAND_TEST_ACKS_LATE": "0"}, options=["--autoscale=2,1"])
+    quiet = fleet.start([stray], name="quiet", options=["--without-heartbeat"])
+    config = config_file(tmp_path, broker_url, {"main": [served], "empty": [unserved]})
+    result = ondemand("doctor", "--config", str(config), "--no-aws")
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    assert f"ERROR   workers {careless.hostname}: task_acks_late is off" in out
+    assert "fix: set task_acks_late=True and task_reject_on_worker_lost=True" in out
+    assert "worker_prefetch_multiplier is 4" in out
+    assert "the pool autoscales (--autoscale)" in out
+    assert f"WARNING workers {quiet.hostname}: heartbeats and events are off" in out
+    assert f"WARNING queue {stray}: consumed by live workers but claimed by no target" in out
+    assert "WARNING target empty: no live worker consumes its queues" in out
+
+
+def test_a_task_outliving_the_visibility_and_the_ecs_stop_timeout(
+        redis_url: str, fleet: Fleet, producer: Celery, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    queues = Queues(redis_url)
+    name = queues.new("long")
+    fleet.broker_url = redis_url
+    fleet.start([name], name="long", env={"ONDEMAND_TEST_VISIBILITY": "2"})
+    long_task = Celery("p", broker=redis_url, set_as_current=False)
+    long_task.send_task("tests.sleep", args=(15,), queue=name)
+    fake_credentials(monkeypatch)
+    try:
+        with mock_aws():
+            ecs = boto3.client("ecs", region_name="us-east-1")
+            ecs.create_cluster(clusterName="prod")
+            ecs.register_task_definition(family="worker", containerDefinitions=[
+                {"name": "worker", "image": "celery", "memory": 256, "stopTimeout": 2}])
+            ecs.create_service(cluster="prod", serviceName="workers",
+                               taskDefinition="worker", desiredCount=1)
+            settings = settings_from_mapping({"broker_url": redis_url, "targets": [{
+                "name": "long", "queues": [name], "scaler": "ecs", "cluster": "prod",
+                "service": "workers"}]})
+            time.sleep(4)  # the task runs past both 2 s limits
+            with Observer(redis_url) as observer:
+                findings = examine(settings, observer)
+        errors = {f.subject: f.problem for f in findings if f.severity == "error"}
+        assert "visibility_timeout of 2s" in " ".join(errors.values()), findings
+        assert "ECS stops a container 2s after SIGTERM" in errors["target long"], findings
+    finally:
+        long_task.close()
+        queues.delete_all()
