@@ -83,8 +83,9 @@ def test_no_mutating_action_is_granted_on_every_resource() -> None:
                 f"{mutating} granted on every resource"
     granted = {a for s in found for a in (s["Action"] if isinstance(s["Action"], list)
                                            else [s["Action"]])}
-    assert {"ecs:UpdateService", "ecs:UpdateTaskProtection", "autoscaling:SetDesiredCapacity",
-            "autoscaling:SetInstanceProtection"} <= granted
+    assert {"ecs:UpdateService", "ecs:UpdateTaskProtection", "ecs:StopTask",
+            "autoscaling:SetDesiredCapacity", "autoscaling:SetInstanceProtection",
+            "autoscaling:TerminateInstanceInAutoScalingGroup"} <= granted
 
 
 def test_the_status_url_needs_signed_requests() -> None:

@@ -143,3 +143,27 @@ def test_custom_scalers_are_built_from_their_class_path() -> None:
     bad = settings(scaler="tests.support.agents:NotAnAgent", command=None).targets[0]
     with pytest.raises(ConfigError, match="neither a Scaler subclass"):
         scaler_for(bad)
+
+
+def test_ecs_replaces_a_zombie_by_stopping_its_task_only(aws: dict[str, Any]) -> None:
+    arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=2)
+    scaler = ECSScaler(ecs_target(), aws["ecs"])
+    zombie = WorkerStatus("celery@zombie", alive=True, machine=arns[0], queues=["q"])
+    assert scaler.replace([zombie]) == ["celery@zombie"]
+    described = aws["ecs"].describe_tasks(cluster="prod", tasks=arns)["tasks"]
+    wanted = {t["taskArn"]: t["desiredStatus"] for t in described}
+    assert wanted == {arns[0]: "STOPPED", arns[1]: "RUNNING"}
+    service = aws["ecs"].describe_services(cluster="prod", services=["workers"])["services"][0]
+    assert service["desiredCount"] == 2, "the service starts a replacement: the count is kept"
+
+
+def test_asg_replaces_a_zombie_by_terminating_its_instance_keeping_capacity(
+        aws: dict[str, Any]) -> None:
+    ids = auto_scaling_group(aws["autoscaling"], aws["ec2"], desired=2)
+    target = settings(scaler="asg", auto_scaling_group="workers", command=None).targets[0]
+    scaler = ASGScaler(target, aws["autoscaling"], aws["ec2"])
+    assert scaler.replace([worker_on(ids[0], busy=False)]) == [f"celery@{ids[0]}"]
+    group = aws["autoscaling"].describe_auto_scaling_groups(
+        AutoScalingGroupNames=["workers"])["AutoScalingGroups"][0]
+    assert group["DesiredCapacity"] == 2
+    assert ids[0] not in {i["InstanceId"] for i in group["Instances"]}
