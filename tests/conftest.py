@@ -14,9 +14,18 @@ from moto.server import ThreadedMotoServer
 
 from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 from celery_ondemand.remember.dynamodb import create_table
-from tests.support.aws import fake_credentials
+from tests.support.aws import InstanceRefreshes, fake_credentials
 from tests.support.brokers import BROKERS, Queues, producer_app, require_broker
 from tests.support.workers import Fleet
+
+
+@pytest.fixture(autouse=True)
+def instance_refreshes() -> Iterator[type[InstanceRefreshes]]:
+    """moto lacks DescribeInstanceRefreshes; see :class:`InstanceRefreshes`."""
+    InstanceRefreshes.install()
+    InstanceRefreshes.refreshes = []
+    yield InstanceRefreshes
+    InstanceRefreshes.refreshes = []
 
 
 @pytest.fixture(params=sorted(BROKERS), scope="module")

@@ -242,3 +242,23 @@ def test_an_ecs_rollout_holds_scale_in_only(work: int, monkeypatch: pytest.Monke
         assert "in progress" in decision.reason and "wanted 0" in decision.reason
         assert any("holding scale-in" in w for w in result.warnings())
         assert desired["services"][0]["desiredCount"] == 3
+
+
+def test_an_asg_instance_refresh_holds_scale_in(
+        monkeypatch: pytest.MonkeyPatch, instance_refreshes: Any) -> None:
+    """moto lacks DescribeInstanceRefreshes: the refresh is answered at the client
+    boundary (tests.support.aws.InstanceRefreshes); the group itself is moto's."""
+    fake_credentials(monkeypatch)
+    instance_refreshes.refreshes = [{"InstanceRefreshId": "r-1", "Status": "InProgress"}]
+    with mock_aws():
+        auto_scaling_group(boto3.client("autoscaling", region_name="us-east-1"),
+                           boto3.client("ec2", region_name="us-east-1"), desired=3)
+        config = settings(scaler="asg", auto_scaling_group="workers", command=None,
+                          worker_concurrency=1, scale_down_delay_seconds=0)
+        ticker = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
+            observation({"q": (0, 0)})))
+        ticker.memory = {"t": TargetMemory(idle_since=0.0)}
+        held = ticker.tick(now=1000.0).decisions[0]
+        assert (held.desired, held.rule) == (3, "rollout") and "r-1" in held.reason
+        instance_refreshes.refreshes = [{"InstanceRefreshId": "r-1", "Status": "Successful"}]
+        assert ticker.tick(now=1015.0).decisions[0].desired == 0, "done: scale in"

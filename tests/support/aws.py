@@ -7,7 +7,7 @@ other call goes to moto unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 def fake_credentials(monkeypatch: Any) -> None:
@@ -112,3 +112,31 @@ class LambdaContext:
 
 SCHEDULER_EVENT = {"source": "celery-ondemand.schedule"}
 """The payload the stack's EventBridge Scheduler schedule sends (its ``Input``)."""
+
+
+class InstanceRefreshes:
+    """moto lacks ``DescribeInstanceRefreshes``: the suite answers that one call at the
+    client boundary (botocore's ``before-call``, for every client of the default boto3
+    session) with the refreshes a test sets — none by default, a group at rest."""
+
+    refreshes: ClassVar[list[dict[str, Any]]] = []
+
+    @classmethod
+    def answer(cls, **_: Any) -> tuple[Any, dict[str, Any]]:
+        from botocore.awsrequest import AWSResponse
+
+        return (AWSResponse("https://autoscaling.invalid/", 200, {}, None),
+                {"InstanceRefreshes": list(cls.refreshes)})
+
+    @classmethod
+    def install(cls) -> None:
+        """Register the answer in every botocore session from now on (the way moto hooks
+        itself in), and in the default boto3 session if it exists already."""
+        import boto3
+        from botocore.handlers import BUILTIN_HANDLERS
+
+        event = "before-call.auto-scaling.DescribeInstanceRefreshes"
+        if (event, cls.answer) not in BUILTIN_HANDLERS:
+            BUILTIN_HANDLERS.append((event, cls.answer))
+        boto3._get_default_session().events.register(
+            event, cls.answer, unique_id="ondemand-tests-instance-refreshes")

@@ -17,6 +17,9 @@ from ..errors import ScalerError
 from ..model import WorkerStatus
 from .base import AWS_CLIENT_CONFIG, Capacity, Scaler, identities, owners
 
+REFRESHING = {"Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"}
+"""Instance refresh states in which the group is still replacing instances."""
+
 
 class ASGScaler(Scaler):
     """Sets the desired capacity of ``auto_scaling_group``."""
@@ -56,7 +59,16 @@ class ASGScaler(Scaler):
         states = [i.get("LifecycleState", "") for i in group.get("Instances", [])]
         return Capacity(int(group["DesiredCapacity"]),
                         sum(1 for s in states if s == "InService"),
-                        sum(1 for s in states if s.startswith("Pending")))
+                        sum(1 for s in states if s.startswith("Pending")), self._refresh())
+
+    def _refresh(self) -> str | None:
+        """An instance refresh under way replaces instances by itself: scale-in waits."""
+        found = self.client.describe_instance_refreshes(
+            AutoScalingGroupName=self.target.auto_scaling_group, MaxRecords=5)
+        for refresh in found.get("InstanceRefreshes", []):
+            if refresh.get("Status") in REFRESHING:
+                return f"instance refresh {refresh.get('InstanceRefreshId', '?')} in progress"
+        return None
 
     def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
         self.client.set_desired_capacity(AutoScalingGroupName=self.target.auto_scaling_group,
