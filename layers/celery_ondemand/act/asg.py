@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from ..config import TargetConfig
 from ..errors import ScalerError
 from ..model import WorkerStatus
@@ -63,8 +65,13 @@ class ASGScaler(Scaler):
 
     def _refresh(self) -> str | None:
         """An instance refresh under way replaces instances by itself: scale-in waits."""
-        found = self.client.describe_instance_refreshes(
-            AutoScalingGroupName=self.target.auto_scaling_group, MaxRecords=5)
+        try:
+            found = self.client.describe_instance_refreshes(
+                AutoScalingGroupName=self.target.auto_scaling_group, MaxRecords=5)
+        except ClientError as exc:  # a role from before this check: scale as before
+            if exc.response.get("Error", {}).get("Code", "").startswith("AccessDenied"):
+                return None
+            raise
         for refresh in found.get("InstanceRefreshes", []):
             if refresh.get("Status") in REFRESHING:
                 return f"instance refresh {refresh.get('InstanceRefreshId', '?')} in progress"
