@@ -57,6 +57,7 @@ class TargetConfig:
     fallback_after_failures: int = 3
     zombie_after_seconds: float = 180.0
     redelivery_timeout_seconds: float | None = None
+    startup_grace_seconds: float = 180.0
     dry_run: bool = False
     paused: bool = False
 
@@ -136,6 +137,9 @@ TARGET_FIELDS: dict[str, Field] = {
         "float", "after this long a running task is delivered again (Redis/SQS "
         "visibility_timeout, RabbitMQ consumer_timeout); default: the broker's, 3600 s "
         "(Redis) or 1800 s (SQS, RabbitMQ)", None, minimum=1, optional=True),
+    "startup_grace_seconds": Field(
+        "float", "a task or instance the platform runs this long without its worker heard "
+        "makes the read incomplete (never read as idle)", 180.0, minimum=0),
     "dry_run": Field("bool", "decide but never act", False),
     "paused": Field("bool", "decide nothing", False),
 }

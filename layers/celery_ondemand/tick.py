@@ -130,9 +130,9 @@ class Ticker:
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
         observation, error = self._observe()
-        current, target_errors, rollouts = self._capacities(observation)
+        current, running, target_errors, rollouts = self._capacities(observation)
         decisions, memory = decide(observation, self.settings, memory, now, current=current,
-                                   agents=self.agents, dry_run=dry_run)
+                                   running=running, agents=self.agents, dry_run=dry_run)
         decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
         result = TickResult(observation, decisions, error, target_errors, started_at=now)
         if not dry_run:
@@ -165,11 +165,11 @@ class Ticker:
             return None, (f"observing failed unexpectedly: {type(exc).__name__} at "
                           f"{Path(where.filename).name}:{where.lineno}; holding every target")
 
-    def _capacities(self, observation: Observation | None
-                    ) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
-        """Each target's count, the targets whose count could not be read, and the
-        targets in a rollout (with why)."""
-        current, errors, rollouts = {}, {}, {}
+    def _capacities(self, observation: Observation | None) -> tuple[
+            dict[str, int], dict[str, int], dict[str, str], dict[str, str]]:
+        """Each target's count and what runs of it, the targets whose count could not be
+        read, and the targets in a rollout (with why)."""
+        current, running, errors, rollouts = {}, {}, {}, {}
         for target in self.settings.targets:
             scaler = self.scalers.get(target.name)
             if scaler is None:
@@ -180,9 +180,10 @@ class Ticker:
                 errors[target.name] = _target_error(target.name, "reading", exc)
                 continue
             current[target.name] = capacity.desired
+            running[target.name] = capacity.running
             if capacity.rollout:
                 rollouts[target.name] = capacity.rollout
-        return current, errors, rollouts
+        return current, running, errors, rollouts
 
     def _act(self, result: TickResult) -> None:
         for i, decision in enumerate(result.decisions):

@@ -143,3 +143,21 @@ def test_a_policy_must_be_an_agent() -> None:
         build_agents(settings(policy="tests.support.agents:NotAnAgent"))
     with pytest.raises(ConfigError, match="cannot import"):
         build_agents(settings(policy="no_such_package.mod:Agent"))
+
+
+def test_workers_the_platform_runs_but_nobody_hears_hold_the_target_after_the_grace() -> None:
+    """Events off and control unanswered: ECS says 3 tasks run, 1 worker is heard. Within
+    the startup grace they may be booting; past it, the read has a gap: no shrink."""
+    config = settings(worker_concurrency=1, scale_down_delay_seconds=0,
+                      startup_grace_seconds=120)
+    quiet = observation({"q": (0, 0)}, [worker("w0", ["q"])])
+    memory = {"t": TargetMemory(idle_since=NOW - 600, workers_seen=["w0"])}
+    booting, after = decide(quiet, config, memory, NOW, current={"t": 3}, running={"t": 3})
+    assert booting[0].action == "down", "within the grace: booting workers are no gap"
+    assert after["t"].unheard_since == NOW
+    memory["t"].unheard_since = NOW - 121
+    held, _ = decide(quiet, config, memory, NOW, current={"t": 3}, running={"t": 3})
+    assert (held[0].desired, held[0].rule) == (3, "blind")
+    assert "3 running on the target but 1 workers heard" in held[0].reason
+    heard, after = decide(quiet, config, memory, NOW, current={"t": 3}, running={"t": 1})
+    assert heard[0].action == "down" and after["t"].unheard_since is None

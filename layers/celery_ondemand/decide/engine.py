@@ -48,19 +48,23 @@ def build_agents(settings: Settings) -> dict[str, Agent]:
 def decide(observation: Observation | None, settings: Settings,
            memory: Mapping[str, TargetMemory], now: float, *,
            current: Mapping[str, int] | None = None,
+           running: Mapping[str, int] | None = None,
            agents: Mapping[str, Agent] | None = None,
            dry_run: bool = False) -> tuple[list[Decision], dict[str, TargetMemory]]:
     """Decide every target's worker count.
 
     ``observation`` is None when the broker could not be read at all. ``current`` holds
     the scalers' counts by target; a target missing from it counts its live workers.
+    ``running`` holds what the platform says runs (ECS tasks, InService instances), where
+    known: more running than heard for ``startup_grace_seconds`` is a gap in the read.
     Returns the decisions and the new memory (the input memory is not changed).
     """
     agents = agents if agents is not None else build_agents(settings)
     decisions, remembered = [], {}
     for target in settings.targets:
         before = memory.get(target.name) or TargetMemory()
-        view = target_view(target, observation, before, now, current)
+        view = target_view(target, observation, before, now, current,
+                           (running or {}).get(target.name))
         view = replace(view, memory=remember(view, before))
         if target.paused:
             decision = Decision(target.name, view.current, view.current, "paused",
@@ -77,7 +81,8 @@ def decide(observation: Observation | None, settings: Settings,
 
 
 def target_view(target: TargetConfig, observation: Observation | None, memory: TargetMemory,
-                now: float, current: Mapping[str, int] | None = None) -> TargetView:
+                now: float, current: Mapping[str, int] | None = None,
+                running: int | None = None) -> TargetView:
     """What ``target`` looks like in ``observation``, with every gap listed as a problem."""
     if observation is None:
         count = (current or {}).get(target.name, 0)
@@ -93,9 +98,13 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
     unheard = sorted(set(memory.workers_seen) - {w.hostname for w in workers})
     if len(unheard) > _expected_to_leave(memory):
         problems.append(f"not heard this tick: {', '.join(unheard)}")
+    if running is not None and running > len(workers) and memory.unheard_since is not None \
+            and now - memory.unheard_since >= target.startup_grace_seconds:
+        problems.append(f"{running} running on the target but {len(workers)} workers heard "
+                        f"for {now - memory.unheard_since:.0f}s")
     count = (current or {}).get(target.name, len(workers))
     return TargetView(target, queues, workers, count, now, memory, problems,
-                      redelivery_timeout(target, observation.broker))
+                      redelivery_timeout(target, observation.broker), running)
 
 
 REDELIVERY_DEFAULTS = {"redis": 3600.0, "rediss": 3600.0, "sqs": 1800.0, "amqp": 1800.0,
@@ -136,6 +145,8 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
     if before.observed_at is not None and view.now > before.observed_at:
         _measure_rates(after, before, view, finished)
     after.stalled_since = _stalled(view, before)
+    unheard = view.platform_running is not None and view.platform_running > view.live
+    after.unheard_since = (before.unheard_since or view.now) if unheard else None
     # Idle means nothing waited, ran or finished since the last tick: sparse tasks that
     # come and go between two ticks are still load.
     idle = view.work == 0 and view.busy == 0 and finished == 0

@@ -30,6 +30,7 @@ class TargetMemory:
     - ``failed_reads``: incomplete reads in a row.
     - ``stalled_since``: per live worker, since when it has run nothing and finished
       nothing while a queue it consumes held ready tasks (a zombie in the making).
+    - ``unheard_since``: since when the platform has run more workers than were heard.
     - ``last_up_at`` / ``last_down_at`` / ``last_desired``: the last decisions taken.
     """
 
@@ -49,6 +50,7 @@ class TargetMemory:
     busy_slot_seconds: float = 0.0
     failed_reads: int = 0
     stalled_since: dict[str, float] = field(default_factory=dict)
+    unheard_since: float | None = None
     last_up_at: float | None = None
     last_down_at: float | None = None
     last_desired: int | None = None

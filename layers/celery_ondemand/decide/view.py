@@ -28,6 +28,8 @@ class TargetView:
     problems: list[str] = field(default_factory=list)
     redelivery_timeout: float = 3600.0
     """Seconds after which the broker hands a running task out again (see config)."""
+    platform_running: int | None = None
+    """What the platform says runs (ECS tasks, InService instances), where known."""
 
     @property
     def complete(self) -> bool:
