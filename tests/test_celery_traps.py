@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from celery_ondemand.decide import decide
 from celery_ondemand.tick import Ticker, TickResult
 from tests.support.brokers import BROKERS, Queues, require_broker
 from tests.support.observations import settings
-from tests.support.workers import ROOT, Fleet
+from tests.support.workers import Fleet, local_worker_env, worker_command
 
 pytestmark = pytest.mark.broker
 
@@ -76,17 +75,13 @@ def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
         broker_url: str, queues: Queues, producer: Celery, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     counter_url = require_broker(BROKERS["redis"])
-    for name, value in {"ONDEMAND_TEST_BROKER": broker_url,
-                        "ONDEMAND_TEST_COUNTER": counter_url,
-                        "PYTHONPATH": str(ROOT)}.items():
-        monkeypatch.setenv(name, value)
+    local_worker_env(monkeypatch, broker_url, counter_url)
     queue = queues.new("zombie")
     key = f"ondemand-test-zombie-{uuid.uuid4().hex}"
     counter = redis.Redis.from_url(counter_url)
     config = settings_from_mapping({"broker_url": broker_url, "targets": [{
         "name": "z", "queues": [queue], "scaler": "local",
-        "command": f"{sys.executable} -m celery -A tests.support.proj worker -Q {queue} "
-                   "-c 1 -P threads --without-mingle --without-gossip -l INFO",
+        "command": worker_command(queue),
         "state_dir": str(tmp_path / "workers"), "worker_concurrency": 1, "max_workers": 1,
         "zombie_after_seconds": 2}]})
     ticker = Ticker(config, observer=Observer(broker_url))

@@ -8,7 +8,6 @@ Every task must complete exactly once, and no worker may be signalled while it w
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +21,7 @@ from celery_ondemand.config import settings_from_mapping
 from celery_ondemand.remember import SQLiteStateStore
 from celery_ondemand.tick import Ticker
 from tests.support.brokers import BROKERS, Queues, producer_app, require_broker
-from tests.support.workers import ROOT
+from tests.support.workers import local_worker_env, worker_command
 
 pytestmark = pytest.mark.broker
 
@@ -30,17 +29,14 @@ pytestmark = pytest.mark.broker
 def test_scale_up_then_in_while_long_tasks_run_losing_nothing(
         broker_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     counter_url = require_broker(BROKERS["redis"])
-    monkeypatch.setenv("ONDEMAND_TEST_BROKER", broker_url)
-    monkeypatch.setenv("ONDEMAND_TEST_COUNTER", counter_url)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    local_worker_env(monkeypatch, broker_url, counter_url)
     queues = Queues(broker_url)
     queue = queues.new("local")
     key = f"ondemand-test-count-{uuid.uuid4().hex}"
     counter = redis.Redis.from_url(counter_url)
     config = settings_from_mapping({"broker_url": broker_url, "targets": [{
         "name": "local", "queues": [queue], "scaler": "local",
-        "command": f"{sys.executable} -m celery -A tests.support.proj worker -Q {queue} "
-                   "-c 1 -P threads --without-mingle --without-gossip -l INFO",
+        "command": worker_command(queue),
         "state_dir": str(tmp_path / "workers"), "worker_concurrency": 1, "max_workers": 4,
         "scale_down_delay_seconds": 0, "stabilization_seconds": 0, "tolerance": 0}]})
     producer = producer_app(broker_url)

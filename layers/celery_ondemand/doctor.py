@@ -48,11 +48,7 @@ class WorkerFacts:
 
 def examine(settings: Settings, observer: Observer, *, aws: bool = True) -> list[Finding]:
     """Every finding for this deployment, errors first."""
-    observation = observer.observe(None, ping=True)  # every queue a live worker consumes
-    targeted = set(settings.queues)
-    if targeted - set(observation.queues):
-        observation = observer.observe(sorted(targeted | set(observation.queues)),
-                                       previous=observation, ping=True)
+    observation = observer.observe(settings.queues, ping=True)
     facts = ask_workers(observer, observation)
     findings = [*worker_findings(facts, observation, settings),
                 *coverage_findings(observation, settings)]
@@ -126,14 +122,12 @@ def worker_findings(facts: Iterable[WorkerFacts], observation: Observation,
 
 def coverage_findings(observation: Observation, settings: Settings) -> list[Finding]:
     """Queues no target claims; targets whose queues no worker consumes."""
-    findings = []
-    claimed = set(settings.queues)
-    for name, queue in sorted(observation.queues.items()):
-        if name not in claimed and queue.has_worker:
-            findings.append(Finding(
-                "warning", f"queue {name}", "consumed by live workers but claimed by no "
-                "target: nobody scales the workers that serve it",
-                "add it to a target's queues (or ignore it if those workers are fixed)"))
+    consumed = {name for w in observation.live_workers.values() for name in w.queues}
+    findings = [Finding("warning", f"queue {name}", "consumed by live workers but claimed by "
+                        "no target: nobody scales the workers that serve it",
+                        "add it to a target's queues (or ignore it if those workers are "
+                        "fixed)")
+                for name in sorted(consumed - set(settings.queues))]
     for target in settings.targets:
         if not observation.workers_for(target.queues):
             findings.append(Finding(

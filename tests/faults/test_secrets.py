@@ -24,6 +24,7 @@ from celery_ondemand.remember.dynamodb import create_table
 from tests.support.aws import SCHEDULER_EVENT, LambdaContext, ecs_service_with_tasks
 from tests.support.brokers import private_redis, producer_app, unique
 from tests.support.cli import SECRET, ondemand
+from tests.support.faults import lambda_logs
 from tests.support.workers import ROOT, Fleet
 
 pytestmark = pytest.mark.broker
@@ -36,10 +37,8 @@ def lambda_run(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixt
     caplog.clear()
     summary = aws_lambda.autoscaler_handler(SCHEDULER_EVENT, LambdaContext())
     status = aws_lambda.status_handler({"requestContext": {}}, LambdaContext())
-    formatter = aws_lambda.logger.registered_formatter
-    logs = [formatter.format(r) for r in caplog.records if r.name == "celery-ondemand"]
     return {"summary": json.dumps(summary), "stdout": capsys.readouterr().out,
-            "logs": "\n".join(logs), "status URL": json.dumps(status)}
+            "logs": json.dumps(lambda_logs(caplog)), "status URL": json.dumps(status)}
 
 
 def test_the_broker_password_is_in_no_output_of_a_full_run(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -30,7 +29,7 @@ from celery_ondemand.remember import SQLiteStateStore
 from celery_ondemand.tick import Ticker
 from tests.support.brokers import BROKERS, private_redis, producer_app, require_broker
 from tests.support.cli import closed_port
-from tests.support.workers import ROOT
+from tests.support.workers import local_worker_env, tick_watching_stops, worker_command
 
 pytestmark = pytest.mark.broker
 
@@ -66,16 +65,12 @@ def test_nothing_is_lost_through_scaling_kills_and_a_broker_restart(
     counter_url = require_broker(BROKERS["redis"])  # counts live outside the broker
     broker = RestartableBroker(tmp_path)
     broker.start()
-    for name, value in {"ONDEMAND_TEST_BROKER": broker.url,
-                        "ONDEMAND_TEST_COUNTER": counter_url, "ONDEMAND_TEST_VISIBILITY": "10",
-                        "PYTHONPATH": str(ROOT)}.items():
-        monkeypatch.setenv(name, value)
+    local_worker_env(monkeypatch, broker.url, counter_url, ONDEMAND_TEST_VISIBILITY="10")
     run = uuid.uuid4().hex[:8]
     counter = redis.Redis.from_url(counter_url)
     config = settings_from_mapping({"broker_url": broker.url, "targets": [{
         "name": "soak", "queues": ["soak"], "scaler": "local",
-        "command": f"{sys.executable} -m celery -A tests.support.proj worker -Q soak "
-                   f"-c {CONCURRENCY} -P threads --without-mingle --without-gossip -l INFO",
+        "command": worker_command("soak", CONCURRENCY),
         "state_dir": str(tmp_path / "workers"), "worker_concurrency": CONCURRENCY,
         "max_workers": 4, "target_wait_seconds": 10, "scale_down_delay_seconds": 4,
         "stabilization_seconds": 4}]})
@@ -124,14 +119,10 @@ def test_nothing_is_lost_through_scaling_kills_and_a_broker_restart(
     try:
         deadline = started + 240
         while time.monotonic() < deadline:
-            stopping_before = {w.hostname for w in scaler.workers() if w.stopping}
-            result = ticker.tick()
+            result, stopped = tick_watching_stops(ticker, scaler)
             ticks += 1
-            stopped_now = {w.hostname for w in scaler.workers() if w.stopping} - stopping_before
+            stopped_busy += stopped
             observation = result.observation
-            busy = {w.hostname for w in observation.workers.values() if w.busy} \
-                if observation else set()
-            stopped_busy += sorted(stopped_now & busy)
             decision = result.decisions[0]
             outages += int(observation is None)
             blind = observation is None or bool(decision.inputs.get("problems"))

@@ -24,6 +24,7 @@ from celery_ondemand.remember.dynamodb import create_table
 from tests.support.aws import SCHEDULER_EVENT, LambdaContext, ecs_service_with_tasks
 from tests.support.brokers import Queues, producer_app
 from tests.support.cli import SECRET, closed_port
+from tests.support.faults import emf, lambda_logs
 from tests.support.workers import Fleet
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
@@ -75,14 +76,6 @@ def configure(aws: dict[str, Any], broker_url: str, queue: str) -> None:
             "service": "workers", "worker_concurrency": 2, "max_workers": 6}]}))
 
 
-def emf(output: str) -> list[dict[str, Any]]:
-    blobs = []
-    for line in output.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            blobs.append(json.loads(line))
-    return blobs
-
-
 def desired_count(aws: dict[str, Any]) -> int:
     service = aws["ecs"].describe_services(cluster="prod", services=["workers"])
     return int(service["services"][0]["desiredCount"])
@@ -121,9 +114,7 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         assert ready[0]["Ready"] == [5.0] and ready[0]["queue"] == name
         assert ready[0]["target"] == "emails" and ready[0]["deployment"] == "prod"
         assert sum(b.get("SuccessfulTicks", [0])[0] for b in blobs) == 3
-        formatter = aws_lambda.logger.registered_formatter
-        logs = [json.loads(formatter.format(record)) for record in caplog.records
-                if record.name == "celery-ondemand"]
+        logs = lambda_logs(caplog)
         assert [log["message"] for log in logs] == ["tick"] * 3
         assert all(log["function_request_id"] == "req-1" for log in logs)
         assert logs[0]["decisions"][0]["action"] == "up"

@@ -114,9 +114,9 @@ def private_redis(*options: str, port: int | None = None,
             pytest.fail("redis-server is not installed", pytrace=False)
         pytest.skip("redis-server is not installed")
     if port is None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
+        from tests.support.cli import closed_port
+
+        port = closed_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
                                 "--save", "", *options], cwd=workdir,
                                stdout=subprocess.DEVNULL)

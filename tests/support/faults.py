@@ -1,6 +1,6 @@
 """One tick run and reported the way the Lambda does, with what it reported collected:
 the result, its wall-clock duration, its metrics (EMF) and its log lines. The fault tests
-assert on all four."""
+assert on all four; the Lambda tests read EMF and logs with the same helpers."""
 
 from __future__ import annotations
 
@@ -49,10 +49,17 @@ def reported_tick(ticker: Ticker, capsys: pytest.CaptureFixture[str],
     result = ticker.tick(now=now)
     seconds = time.monotonic() - began
     aws_lambda.report_tick(result, ticker.settings, seconds)
-    output = capsys.readouterr().out
-    blobs = [json.loads(line) for line in output.splitlines()
-             if line.startswith("{") and '"_aws"' in line]
+    return Reported(result, seconds, emf(capsys.readouterr().out), lambda_logs(caplog))
+
+
+def emf(output: str) -> list[dict[str, Any]]:
+    """The EMF blobs (CloudWatch metrics) among printed lines."""
+    return [json.loads(line) for line in output.splitlines()
+            if line.startswith("{") and '"_aws"' in line]
+
+
+def lambda_logs(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The Lambda logger's records, formatted as Powertools prints them."""
     formatter = aws_lambda.logger.registered_formatter
-    logs = [json.loads(formatter.format(record)) for record in caplog.records
+    return [json.loads(formatter.format(record)) for record in caplog.records
             if record.name == "celery-ondemand"]
-    return Reported(result, seconds, blobs, logs)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,3 +107,30 @@ class Fleet:
         for worker in self.workers:
             worker.stop()
         self.workers.clear()
+
+
+def worker_command(queue: str, concurrency: int = 1) -> str:
+    """The command a ``local`` target runs to start one test-app worker on ``queue``."""
+    return (f"{sys.executable} -m celery -A tests.support.proj worker -Q {queue} "
+            f"-c {concurrency} -P threads --without-mingle --without-gossip -l INFO")
+
+
+def local_worker_env(monkeypatch: Any, broker_url: str, counter_url: str,
+                     **extra: str) -> None:
+    """What the workers a ``local`` target starts inherit: the test app, its broker, the
+    Redis that counts completions, and any ``ONDEMAND_TEST_*`` extra."""
+    for name, value in {"ONDEMAND_TEST_BROKER": broker_url,
+                        "ONDEMAND_TEST_COUNTER": counter_url, "PYTHONPATH": str(ROOT),
+                        **extra}.items():
+        monkeypatch.setenv(name, value)
+
+
+def tick_watching_stops(ticker: Any, scaler: Any) -> tuple[Any, list[str]]:
+    """One tick, and the workers it stopped that the same tick's observation saw busy
+    (the answer must always be none)."""
+    stopping_before = {w.hostname for w in scaler.workers() if w.stopping}
+    result = ticker.tick()
+    stopped_now = {w.hostname for w in scaler.workers() if w.stopping} - stopping_before
+    busy = {w.hostname for w in result.observation.workers.values() if w.busy} \
+        if result.observation else set()
+    return result, sorted(stopped_now & busy)
