@@ -17,7 +17,17 @@ TOOLS  := .tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 SAM    := SAM_CLI_TELEMETRY=0 PATH="$(dir $(LAMBDA_PYTHON)):$$PATH" $(TOOLS)/bin/sam
 
-.PHONY: install tools test lint lint-python lint-template build deploy bench demo clean
+# What `sam build` makes, and what it is made from.
+BUILT  := .aws-sam/build/template.yaml
+SOURCES := template.yaml layers/Makefile layers/requirements.txt \
+	$(shell find layers/celery_ondemand functions -name '*.py' 2>/dev/null)
+
+# A stand-in for Lambda's /var/runtime: its runtime interface client and a boto3 older than
+# the layer's (the layer's pair must win), for the test that runs the built artifact.
+RUNTIME := .lambda-runtime
+RUNTIME_STAMP := $(RUNTIME)/.installed-stamp
+
+.PHONY: install tools test lint lint-python lint-template build lock deploy bench demo clean
 
 install: $(STAMP)
 
@@ -27,8 +37,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -ra
+# The suite also runs the built Lambda artifact, so it builds first (sam build is cached).
+test: $(STAMP) $(BUILT) $(RUNTIME_STAMP)
+	ONDEMAND_LAMBDA_PYTHON="$(LAMBDA_PYTHON)" $(BIN)/python -m pytest -ra
 
 lint: lint-python lint-template
 
@@ -42,8 +53,13 @@ $(TOOLS_STAMP):
 	@test -n "$(LAMBDA_PYTHON)" || { echo "make: need Python 3.12 (the Lambda runtime) for SAM"; exit 1; }
 	$(LAMBDA_PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
-	$(TOOLS)/bin/python -m pip install --quiet aws-sam-cli cfn-lint
+	$(TOOLS)/bin/python -m pip install --quiet aws-sam-cli cfn-lint pip-tools
 	touch $(TOOLS_STAMP)
+
+$(RUNTIME_STAMP):
+	@test -n "$(LAMBDA_PYTHON)" || { echo "make: need Python 3.12 (the Lambda runtime)"; exit 1; }
+	$(LAMBDA_PYTHON) -m pip install --quiet --target $(RUNTIME) awslambdaric boto3==1.40.4
+	touch $(RUNTIME_STAMP)
 
 lint-template: $(TOOLS_STAMP)
 	$(SAM) validate --lint --region us-east-1
@@ -51,6 +67,16 @@ lint-template: $(TOOLS_STAMP)
 
 build: $(TOOLS_STAMP)
 	$(SAM) build
+
+$(BUILT): $(TOOLS_STAMP) $(SOURCES)
+	$(SAM) build
+
+# Re-resolve the layer's pinned dependencies (exact versions and hashes) from
+# layers/requirements.in, on the Lambda's Python.
+lock: $(TOOLS_STAMP)
+	$(TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --upgrade \
+		--output-file layers/requirements.txt layers/requirements.in
 
 # Never run by CI: deploys to the AWS account of your credentials (`sam deploy --guided`
 # the first time writes your answers to samconfig.toml).
@@ -66,4 +92,4 @@ demo: $(STAMP)
 	$(BIN)/ondemand demo $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(TOOLS) $(RUNTIME) .pytest_cache .mypy_cache .ruff_cache .aws-sam
