@@ -5,6 +5,10 @@ One scheduled invocation (EventBridge Scheduler, every minute) runs a tick every
 broker connection, the agents and the scalers of the warm container; then it releases the
 lease and returns a summary. Each tick prints its metrics (EMF) and logs its decisions.
 
+The schedule's payload carries the time it was scheduled for (``scheduled_time``, filled in
+by EventBridge Scheduler) and its period (``period_seconds``): the last tick ends before the
+next invocation is due however long this one took to start (a cold start's init counts).
+
 Environment:
 
 - ``ONDEMAND_CONFIG_PARAMETER``: SSM parameter holding the YAML config (cached for
@@ -15,20 +19,27 @@ Environment:
 - ``ONDEMAND_STATE_TABLE``: the stack's DynamoDB table (overrides ``state_table``);
 - ``ONDEMAND_DEPLOYMENT``: the stack's deployment name (overrides ``deployment``), the
   dimension its alarms watch;
-- ``ONDEMAND_SCHEDULE_SECONDS``: the schedule's period (default 60);
-- ``POWERTOOLS_METRICS_NAMESPACE``: the metrics namespace (default ``CeleryOnDemand``).
+- ``ONDEMAND_SCHEDULE_SECONDS``: the schedule's period when the payload does not say
+  (default 60);
+- ``POWERTOOLS_METRICS_NAMESPACE``: the metrics namespace (default ``CeleryOnDemand``);
+- ``POWERTOOLS_TRACE_DISABLED``: ``false`` turns X-Ray tracing on; only then is the X-Ray
+  SDK imported (it costs about 0.2 s of every cold start).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import parameters
 
 from . import metrics
@@ -39,11 +50,13 @@ from .observe import Observer
 from .remember import DynamoDBStateStore
 from .tick import Ticker, TickResult, resolve_broker_url, store_for
 
-logger = Logger(service="celery-ondemand")
-tracer = Tracer(service="celery-ondemand")
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
-SAFETY_SECONDS = 0.5
-"""Kept free before the next schedule and before the Lambda timeout."""
+logger = Logger(service="celery-ondemand")
+
+NEXT_SCHEDULE_MARGIN_SECONDS = 1.0
+"""The last tick ends this long before the next invocation is due."""
 
 TIMEOUT_RESERVE_SECONDS = 10.0
 """A tick never starts with less than this left of the Lambda's time."""
@@ -87,14 +100,24 @@ def _secret(name: str) -> str:
     return str(parameters.get_secret(name, max_age=300))
 
 
+@cache
+def _tracer() -> Tracer | None:
+    """Powertools' Tracer when tracing is on, else None (and the X-Ray SDK not imported)."""
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in ("true", "1"):
+        return None
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service="celery-ondemand")
+
+
 class _TracedObserver:
     """The observer with each broker round in an X-Ray subsegment."""
 
-    def __init__(self, observer: Observer) -> None:
-        self.observer = observer
+    def __init__(self, observer: Observer, tracer: Tracer) -> None:
+        self.observer, self.tracer = observer, tracer
 
     def observe(self, queues: Any = None, previous: Observation | None = None) -> Observation:
-        with tracer.provider.in_subsegment("## broker observe"):
+        with self.tracer.provider.in_subsegment("## broker observe"):
             return self.observer.observe(queues, previous=previous)
 
     def close(self) -> None:
@@ -108,16 +131,26 @@ def _ticker(settings: Settings) -> Ticker:
     if _warm is None or _warm.settings != settings or _warm.broker_url != broker_url:
         if _warm is not None:
             _warm.ticker.close()
-        observer = _TracedObserver(Observer(broker_url))
-        ticker = Ticker(settings, observer=observer, store=store_for(settings))  # type: ignore[arg-type]
+        observer: Any = Observer(broker_url)
+        tracer = _tracer()
+        if tracer is not None:
+            observer = _TracedObserver(observer, tracer)
+        ticker = Ticker(settings, observer=observer, store=store_for(settings))
         _warm = _Warm(settings, broker_url, ticker)
     return _warm.ticker
 
 
-def run_schedule(context: Any, clock: Any = time.time, sleep: Any = time.sleep
-                 ) -> dict[str, Any]:
-    """Tick until shortly before the next schedule; returns the invocation's summary."""
+def run_schedule(context: Any, event: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Tick until shortly before the next schedule; returns the invocation's summary.
+
+    Ticks start on the schedule's grid (scheduled time + k * ``tick_interval_seconds``); a
+    tick starts only if, taking as long as the slowest so far, it ends before the next
+    invocation is due and before the Lambda's timeout reserve. The first tick always runs.
+    """
     started = clock()
+    event = event or {}
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", metrics.DEFAULT_NAMESPACE)
     try:
         settings = load_lambda_settings()
@@ -127,22 +160,27 @@ def run_schedule(context: Any, clock: Any = time.time, sleep: Any = time.sleep
         metrics.publish_failure(os.environ.get("ONDEMAND_DEPLOYMENT", "default"), namespace)
         return {"ticks": 0, "ok": False, "lease_lost": False, "errors": [str(exc)],
                 "decisions": []}
-    schedule = float(os.environ.get("ONDEMAND_SCHEDULE_SECONDS", "60"))
-    remaining = context.get_remaining_time_in_millis() / 1000
-    end = min(started + schedule - SAFETY_SECONDS, started + remaining - TIMEOUT_RESERVE_SECONDS)
+    period = _period(event)
+    scheduled = scheduled_time(event)
+    origin = scheduled if scheduled is not None and scheduled <= started else started
+    end = min(origin + period - NEXT_SCHEDULE_MARGIN_SECONDS,
+              started + context.get_remaining_time_in_millis() / 1000 - TIMEOUT_RESERVE_SECONDS)
     interval = settings.tick_interval_seconds
     results: list[TickResult] = []
+    slowest = 0.0
     try:
         while True:
             tick_started = clock()
             result = ticker.tick(now=tick_started)
             duration = clock() - tick_started
+            slowest = max(slowest, duration)
             results.append(result)
             report_tick(result, settings, duration, namespace)
-            next_start = started + len(results) * interval
-            if next_start + duration >= end:
+            now = clock()
+            next_start = origin + interval * math.ceil((now - origin) / interval)
+            if next_start + slowest > end:
                 break
-            sleep(max(0.0, next_start - clock()))
+            sleep(max(0.0, next_start - now))
     finally:
         ticker.release_lease()
     last = results[-1]
@@ -150,6 +188,27 @@ def run_schedule(context: Any, clock: Any = time.time, sleep: Any = time.sleep
             "lease_lost": any(r.lease_lost for r in results),
             "errors": sorted({e for r in results for e in _errors(r)}),
             "decisions": [d.serializer() for d in last.decisions]}
+
+
+def scheduled_time(event: dict[str, Any]) -> float | None:
+    """The time the schedule was due, from EventBridge Scheduler's ``scheduled_time``
+    (ISO 8601); None for an invocation that does not carry one (a manual test)."""
+    value = event.get("scheduled_time")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _period(event: dict[str, Any]) -> float:
+    value = event.get("period_seconds") or os.environ.get("ONDEMAND_SCHEDULE_SECONDS", "60")
+    try:
+        period = float(value)
+    except (TypeError, ValueError):
+        period = 60.0
+    return period if period > 0 else 60.0
 
 
 def _errors(result: TickResult) -> list[str]:
@@ -176,10 +235,18 @@ def report_tick(result: TickResult, settings: Settings, duration: float,
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler(capture_response=False)
 def autoscaler_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The scheduled autoscaler: ticks until the next schedule."""
-    return run_schedule(context)
+    tracer = _tracer()
+    if tracer is None:
+        return run_schedule(context, event)
+
+    @tracer.capture_lambda_handler(capture_response=False)
+    def traced(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return run_schedule(context, event)
+
+    summary: dict[str, Any] = traced(event, context)
+    return summary
 
 
 @logger.inject_lambda_context
@@ -202,4 +269,5 @@ def _response(code: int, body: dict[str, Any]) -> dict[str, Any]:
             "body": json.dumps(body)}
 
 
-__all__ = ["DynamoDBStateStore", "autoscaler_handler", "run_schedule", "status_handler"]
+__all__ = ["DynamoDBStateStore", "autoscaler_handler", "run_schedule", "scheduled_time",
+           "status_handler"]

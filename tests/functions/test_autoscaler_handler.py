@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 
 from celery_ondemand import aws_lambda
 from celery_ondemand.remember.dynamodb import create_table
-from tests.support.aws import SCHEDULER_EVENT, LambdaContext, ecs_service_with_tasks
+from tests.support.aws import LambdaContext, ecs_service_with_tasks, scheduler_event
 from tests.support.brokers import Queues, producer_app
 from tests.support.cli import SECRET, closed_port
 from tests.support.faults import emf, lambda_logs
@@ -94,13 +94,16 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         configure(aws, broker, name)
 
         started = time.monotonic()
-        summary = load("autoscaler").handler(SCHEDULER_EVENT, LambdaContext())
+        summary = load("autoscaler").handler(scheduler_event(period_seconds=4),
+                                             LambdaContext())
         elapsed = time.monotonic() - started
         output = capsys.readouterr().out
 
         assert summary["ok"] and summary["errors"] == []
-        assert summary["ticks"] == 3, "a 3 s schedule with 1 s ticks runs three ticks"
-        assert elapsed < 3.5
+        # The loop's arithmetic is exact in test_schedule_loop.py; in real time, only that
+        # the invocation ticked and ended before the next schedule (with a loose bound).
+        assert summary["ticks"] >= 1
+        assert elapsed < 4 + 2
         assert desired_count(aws) == 3  # 5 waiting tasks, 2 per worker
         assert summary["decisions"][0]["desired"] == 3
         blobs = emf(output)
@@ -113,9 +116,9 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         ready = [b for b in blobs if "Ready" in b]
         assert ready[0]["Ready"] == [5.0] and ready[0]["queue"] == name
         assert ready[0]["target"] == "emails" and ready[0]["deployment"] == "prod"
-        assert sum(b.get("SuccessfulTicks", [0])[0] for b in blobs) == 3
+        assert sum(b.get("SuccessfulTicks", [0])[0] for b in blobs) == summary["ticks"]
         logs = lambda_logs(caplog)
-        assert [log["message"] for log in logs] == ["tick"] * 3
+        assert [log["message"] for log in logs] == ["tick"] * summary["ticks"]
         assert all(log["function_request_id"] == "req-1" for log in logs)
         assert logs[0]["decisions"][0]["action"] == "up"
         assert SECRET not in json.dumps(logs)
@@ -140,7 +143,8 @@ def test_a_broker_outage_returns_in_time_with_an_error_metric_and_no_scale_down(
     aws["ecs"].update_service(cluster="prod", service="workers", desiredCount=2)
 
     started = time.monotonic()
-    summary = load("autoscaler").handler(SCHEDULER_EVENT, LambdaContext(timeout_seconds=90))
+    summary = load("autoscaler").handler(scheduler_event(period_seconds=3),
+                                         LambdaContext(timeout_seconds=90))
     elapsed = time.monotonic() - started
     output = capsys.readouterr().out
 
@@ -160,7 +164,7 @@ def test_a_missing_or_invalid_config_is_an_error_metric_not_a_crash(
     if problem == "invalid":
         aws["ssm"].put_parameter(Name="/ondemand/config", Type="String",
                                  Value="targets: [{name: t, queues: [q], scaler: warp}]")
-    summary = load("autoscaler").handler(SCHEDULER_EVENT, LambdaContext())
+    summary = load("autoscaler").handler(scheduler_event(), LambdaContext())
     assert summary["ok"] is False and summary["ticks"] == 0
     expected = "/ondemand/config" if problem == "missing" else "targets[0]"
     assert expected in summary["errors"][0]

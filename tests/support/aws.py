@@ -7,7 +7,13 @@ other call goes to moto unchanged.
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
+
+import yaml
 
 
 def fake_credentials(monkeypatch: Any) -> None:
@@ -111,7 +117,29 @@ class LambdaContext:
 
 
 SCHEDULER_EVENT = {"source": "celery-ondemand.schedule"}
-"""The payload the stack's EventBridge Scheduler schedule sends (its ``Input``)."""
+"""A payload without the schedule's time, as a manual test invocation sends."""
+
+
+def scheduler_event(period_seconds: float = 60, late_seconds: float = 0.0) -> dict[str, Any]:
+    """The payload the stack's EventBridge Scheduler schedule sends (its ``Input``, with
+    ``<aws.scheduler.scheduled-time>`` filled in), for a schedule due ``late_seconds`` ago."""
+    template = yaml.load((Path(__file__).resolve().parents[2] / "template.yaml").read_text(),
+                         Loader=_IgnoreTags)
+    schedule = template["Resources"]["AutoscalerFunction"]["Properties"]["Events"]
+    payload: str = schedule["EveryMinute"]["Properties"]["Input"]
+    due = datetime.fromtimestamp(int(time.time() - late_seconds), UTC)
+    event: dict[str, Any] = json.loads(payload.replace(
+        "<aws.scheduler.scheduled-time>", due.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    event["period_seconds"] = period_seconds
+    return event
+
+
+class _IgnoreTags(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, ...) read as nothing: only the plain
+    values (the schedule's payload) are wanted."""
+
+
+_IgnoreTags.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 class InstanceRefreshes:
