@@ -187,7 +187,7 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
     return {"ticks": len(results), "ok": all(r.ok for r in results),
             "lease_lost": any(r.lease_lost for r in results),
             "errors": sorted({e for r in results for e in _errors(r)}),
-            "decisions": [d.serializer() for d in last.decisions]}
+            "decisions": last.serializer()["decisions"]}
 
 
 def scheduled_time(event: dict[str, Any]) -> float | None:

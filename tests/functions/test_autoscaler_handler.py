@@ -4,13 +4,10 @@ server reached through ``AWS_ENDPOINT_URL``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -21,22 +18,18 @@ from moto.server import ThreadedMotoServer
 
 from celery_ondemand import aws_lambda
 from celery_ondemand.remember.dynamodb import create_table
-from tests.support.aws import LambdaContext, ecs_service_with_tasks, scheduler_event
+from tests.support.aws import (
+    LambdaContext,
+    ecs_service_with_tasks,
+    function_handler,
+    scheduler_event,
+)
 from tests.support.brokers import Queues, producer_app
 from tests.support.cli import SECRET, closed_port
 from tests.support.faults import emf, lambda_logs
 from tests.support.workers import Fleet
 
-FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 pytestmark = pytest.mark.broker
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_app", FUNCTIONS / name / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -94,7 +87,7 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         configure(aws, broker, name)
 
         started = time.monotonic()
-        summary = load("autoscaler").handler(scheduler_event(period_seconds=4),
+        summary = function_handler("autoscaler")(scheduler_event(period_seconds=4),
                                              LambdaContext())
         elapsed = time.monotonic() - started
         output = capsys.readouterr().out
@@ -124,7 +117,7 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         assert SECRET not in json.dumps(logs)
         assert SECRET not in output
 
-        status = load("status").handler({"requestContext": {}}, LambdaContext())
+        status = function_handler("status")({"requestContext": {}}, LambdaContext())
         assert status["statusCode"] == 200
         body = json.loads(status["body"])
         assert body["queues"][name]["size"] == 5 and "workers" in body
@@ -143,7 +136,7 @@ def test_a_broker_outage_returns_in_time_with_an_error_metric_and_no_scale_down(
     aws["ecs"].update_service(cluster="prod", service="workers", desiredCount=2)
 
     started = time.monotonic()
-    summary = load("autoscaler").handler(scheduler_event(period_seconds=3),
+    summary = function_handler("autoscaler")(scheduler_event(period_seconds=3),
                                          LambdaContext(timeout_seconds=90))
     elapsed = time.monotonic() - started
     output = capsys.readouterr().out
@@ -164,7 +157,7 @@ def test_a_missing_or_invalid_config_is_an_error_metric_not_a_crash(
     if problem == "invalid":
         aws["ssm"].put_parameter(Name="/ondemand/config", Type="String",
                                  Value="targets: [{name: t, queues: [q], scaler: warp}]")
-    summary = load("autoscaler").handler(scheduler_event(), LambdaContext())
+    summary = function_handler("autoscaler")(scheduler_event(), LambdaContext())
     assert summary["ok"] is False and summary["ticks"] == 0
     expected = "/ondemand/config" if problem == "missing" else "targets[0]"
     assert expected in summary["errors"][0]

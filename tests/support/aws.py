@@ -168,3 +168,52 @@ class InstanceRefreshes:
             BUILTIN_HANDLERS.append((event, cls.answer))
         boto3._get_default_session().events.register(
             event, cls.answer, unique_id="ondemand-tests-instance-refreshes")
+
+
+class TaskProtections:
+    """moto lacks ``ecs:UpdateTaskProtection``: for clients the product builds itself (the
+    Lambda's), the suite answers that one call at the client boundary (botocore's
+    ``before-call``, in every session) as ECS documents it, recording what was asked."""
+
+    asked: ClassVar[list[dict[str, Any]]] = []
+    EVENT = "before-call.ecs.UpdateTaskProtection"
+
+    @classmethod
+    def answer(cls, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+        from botocore.awsrequest import AWSResponse
+
+        body = json.loads(params["body"])
+        cls.asked.append(body)
+        protected = [{"taskArn": arn, "protectionEnabled": body["protectionEnabled"]}
+                     for arn in body["tasks"]]
+        return (AWSResponse("https://ecs.invalid/", 200, {}, None),
+                {"protectedTasks": protected, "failures": []})
+
+    @classmethod
+    def install(cls) -> None:
+        import boto3
+        from botocore.handlers import BUILTIN_HANDLERS
+
+        if (cls.EVENT, cls.answer) not in BUILTIN_HANDLERS:
+            BUILTIN_HANDLERS.append((cls.EVENT, cls.answer))
+        boto3._get_default_session().events.register(
+            cls.EVENT, cls.answer, unique_id="ondemand-tests-task-protection")
+
+    @classmethod
+    def uninstall(cls) -> None:
+        from botocore.handlers import BUILTIN_HANDLERS
+
+        while (cls.EVENT, cls.answer) in BUILTIN_HANDLERS:
+            BUILTIN_HANDLERS.remove((cls.EVENT, cls.answer))
+
+
+def function_handler(name: str) -> Any:
+    """The handler of ``functions/<name>/app.py``, loaded as Lambda loads it: by file."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.handler

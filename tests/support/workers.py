@@ -66,9 +66,12 @@ class Fleet:
     def start(self, queues: Sequence[str], *, concurrency: int = 2, name: str = "w",
               pool: str = "threads", prefetch: int = 1, events: bool = False,
               wait: bool = True, env: dict[str, str] | None = None,
-              options: Sequence[str] = ()) -> Worker:
-        """Start one worker consuming ``queues``; by default wait until it is ready."""
-        hostname = f"{name}-{uuid.uuid4().hex[:8]}@ondemand-test"
+              options: Sequence[str] = (), host: str = "ondemand-test") -> Worker:
+        """Start one worker consuming ``queues``; by default wait until it is ready.
+
+        ``host`` is its node name's host part (``celery@<host>`` is how a worker on ECS or
+        EC2 names its task or instance)."""
+        hostname = f"{name}-{uuid.uuid4().hex[:8]}@{host}"
         log = self.logdir / f"{hostname}.log"
         env = {**os.environ, "ONDEMAND_TEST_BROKER": self.broker_url,
                "ONDEMAND_TEST_PREFETCH": str(prefetch), "PYTHONPATH": str(ROOT), **(env or {})}
