@@ -83,7 +83,8 @@ lock: $(TOOLS_STAMP)
 deploy: build
 	$(SAM) deploy $(DEPLOY_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(BUILT) $(RUNTIME_STAMP)
+	ONDEMAND_LAMBDA_PYTHON="$(LAMBDA_PYTHON)" $(BIN)/python -m tests.bench.cold_start
 	$(BIN)/python -m tests.bench.observe
 	$(BIN)/python -m tests.bench.scale
 	$(BIN)/python -m tests.bench.simulate

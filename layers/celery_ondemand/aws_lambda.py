@@ -11,9 +11,10 @@ next invocation is due however long this one took to start (a cold start's init 
 
 Environment:
 
-- ``ONDEMAND_CONFIG_PARAMETER``: SSM parameter holding the YAML config (cached for
-  ``ONDEMAND_CONFIG_MAX_AGE`` seconds, default 300), else ``ONDEMAND_CONFIG_FILE`` (default
-  ``ondemand.yaml`` beside the handler);
+- ``ONDEMAND_CONFIG_PARAMETER``: SSM parameter holding the YAML config, else
+  ``ONDEMAND_CONFIG_FILE`` (default ``ondemand.yaml`` beside the handler);
+- ``ONDEMAND_CONFIG_MAX_AGE``: seconds the config and the broker secret are cached by a warm
+  container (default 300: a change reaches the ticks within five minutes);
 - ``ONDEMAND_BROKER_SECRET``: Secrets Manager name or ARN of the broker URL (overrides the
   config's ``broker_url_secret``);
 - ``ONDEMAND_STATE_TABLE``: the stack's DynamoDB table (overrides ``state_table``);
@@ -74,6 +75,35 @@ class _Warm:
 _warm: _Warm | None = None
 
 
+@dataclass(frozen=True)
+class _Getters:
+    parameter: Any
+    secret: Any
+
+
+@cache
+def _getters(endpoint: str | None, region: str | None) -> _Getters:
+    """Powertools' caching SSM and Secrets Manager getters, on clients of boto3's default
+    session (shared with every other client of the container, so endpoint rules and models
+    are read once) with our retry and timeout settings. Built once per endpoint and region
+    (a warm Lambda has one; a test may point at another)."""
+    import boto3
+
+    from .act.base import AWS_CLIENT_CONFIG
+
+    return _Getters(
+        parameters.SSMProvider(boto3_client=boto3.client("ssm", config=AWS_CLIENT_CONFIG)),
+        parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager",
+                                                             config=AWS_CLIENT_CONFIG)))
+
+
+def _cached(kind: str, name: str) -> str:
+    """A parameter's or a secret's value, cached for ``ONDEMAND_CONFIG_MAX_AGE`` seconds."""
+    getters = _getters(os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION"))
+    max_age = int(os.environ.get("ONDEMAND_CONFIG_MAX_AGE", "300"))
+    return str(getattr(getters, kind).get(name, max_age=max_age))
+
+
 def load_lambda_settings() -> Settings:
     """The config from SSM (cached) or the bundled file, with the stack's overrides."""
     overrides = {key: os.environ[variable] for key, variable in (
@@ -81,9 +111,8 @@ def load_lambda_settings() -> Settings:
         ("deployment", "ONDEMAND_DEPLOYMENT")) if os.environ.get(variable)}
     name = os.environ.get("ONDEMAND_CONFIG_PARAMETER")
     if name:
-        max_age = int(os.environ.get("ONDEMAND_CONFIG_MAX_AGE", "300"))
         try:
-            text = str(parameters.get_parameter(name, max_age=max_age))
+            text = _cached("parameter", name)
         except parameters.exceptions.GetParameterError as exc:
             raise OnDemandError(f"config parameter {name!r}: {exc}") from exc
         settings = parse_settings(text, source=f"SSM parameter {name}", overrides=overrides)
@@ -97,7 +126,7 @@ def load_lambda_settings() -> Settings:
 
 
 def _secret(name: str) -> str:
-    return str(parameters.get_secret(name, max_age=300))
+    return _cached("secret", name)
 
 
 @cache

@@ -25,7 +25,6 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from aws_lambda_powertools.utilities import parameters
 from celery import Celery
 from moto.server import ThreadedMotoServer
 
@@ -91,7 +90,6 @@ class Deployment:
                                               "deployment": "prod",
                                               "tick_interval_seconds": 60,
                                               "targets": [target]}))
-        parameters.clear_caches()
 
     def tick(self) -> dict[str, Any]:
         """One scheduled invocation of the autoscaler: one tick (ticks are a minute apart)."""
@@ -102,8 +100,7 @@ class Deployment:
         return summary
 
     def read_status(self) -> None:
-        """The status function, in a container of its own (nothing cached from the other)."""
-        parameters.clear_caches()
+        """The status function (nothing cached: ONDEMAND_CONFIG_MAX_AGE is 0)."""
         with self.recorder.acting_as("StatusFunctionRole"):
             response = self.status({"requestContext": {}}, LambdaContext())
         assert response["statusCode"] == 200
@@ -186,6 +183,7 @@ def recorded(redis_url: str, rabbitmq_url: str) -> Iterator[Recorded]:
                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "true",
                 "ONDEMAND_CONFIG_PARAMETER": CONFIG, "ONDEMAND_STATE_TABLE": TABLE,
+                "ONDEMAND_CONFIG_MAX_AGE": "0",  # each tick reads the config the test set
                 "ONDEMAND_DEPLOYMENT": "prod"}.items():
             env.setenv(name, value)
         env.setattr(aws_lambda, "_warm", None)

@@ -47,6 +47,8 @@ class RuntimeApi:
     pending: queue.Queue[tuple[str, dict[str, Any]]] = field(default_factory=queue.Queue)
     answers: queue.Queue[Answer] = field(default_factory=queue.Queue)
     init_errors: list[Any] = field(default_factory=list)
+    first_poll_at: float | None = None
+    """``time.perf_counter()`` when the function first asked for work: its init is done."""
 
     def __post_init__(self) -> None:
         api = self
@@ -57,6 +59,8 @@ class RuntimeApi:
             def do_GET(self) -> None:
                 if self.path != f"{PREFIX}/invocation/next":
                     return self._reply(404, {})
+                if api.first_poll_at is None:
+                    api.first_poll_at = time.perf_counter()
                 request_id, event = api.pending.get()  # long-polls, as the real API does
                 deadline = int((time.time() + 90) * 1000)
                 self._reply(200, event, {
@@ -133,7 +137,7 @@ def missing() -> str | None:
 
 
 def start_function(function: str, api: RuntimeApi, environment: Mapping[str, str],
-                   log: Path) -> subprocess.Popen[bytes]:
+                   log: Path, layer: Path = BUILD / "LibraryLayer") -> subprocess.Popen[bytes]:
     """Start the built ``function`` (its logical id) under awslambdaric, as Lambda does."""
     task = BUILD / function
     python = lambda_python()
@@ -154,31 +158,33 @@ def start_function(function: str, api: RuntimeApi, environment: Mapping[str, str
         **environment}
     with log.open("wb") as out:
         return subprocess.Popen(_in_lambda_layout(task, [python, "-S", "-m", "awslambdaric",
-                                                         handler]),
+                                                         handler], layer),
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def run_in_lambda_layout(function: str, code: str) -> str:
+def run_in_lambda_layout(function: str, code: str, layer: Path = BUILD / "LibraryLayer",
+                         environment: Mapping[str, str] | None = None) -> str:
     """Run Python ``code`` with the function's code and the layer where Lambda puts them
     (read-only), and nothing else on the path; returns what it printed."""
     task = BUILD / function
     python = lambda_python()
     assert python is not None
     env = {"PATH": "/usr/bin:/bin", "LAMBDA_TASK_ROOT": str(task),
-           "PYTHONPATH": os.pathsep.join([str(task), "/opt/python", str(RUNTIME)])}
-    done = subprocess.run(_in_lambda_layout(task, [python, "-S", "-c", code]), env=env,
+           "PYTHONPATH": os.pathsep.join([str(task), "/opt/python", str(RUNTIME)]),
+           **(environment or {})}
+    done = subprocess.run(_in_lambda_layout(task, [python, "-S", "-c", code], layer), env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def _in_lambda_layout(task: Path, command: list[str]) -> list[str]:
-    """``command`` in a mount namespace where /opt is the built layer and the function's
+def _in_lambda_layout(task: Path, command: list[str], layer: Path) -> list[str]:
+    """``command`` in a mount namespace where /opt is the layer and the function's
     directory is read-only, as on Lambda."""
     script = ('mount --bind -o ro "$1" /opt && mount --bind -o ro "$2" "$2" && cd "$2" && '
               'shift 2 && exec "$@"')
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-            str(BUILD / "LibraryLayer"), str(task), *command]
+            str(layer), str(task), *command]
 
 
 def _built_handler(function: str) -> str:

@@ -24,6 +24,8 @@ class Proxy:
         self.port = self.server.getsockname()[1]
         self.sockets: list[socket.socket] = []
         self.broken = False
+        self.first_request_at: float | None = None
+        """``time.perf_counter()`` when a client first sent the broker something."""
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -42,11 +44,14 @@ class Proxy:
             with self.lock:
                 self.sockets += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(source, sink, source is client),
+                                 daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
             while chunk := source.recv(65536):
+                if from_client and self.first_request_at is None:
+                    self.first_request_at = time.perf_counter()
                 if self.delay:
                     time.sleep(self.delay)
                 sink.sendall(chunk)
