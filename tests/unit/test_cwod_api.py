@@ -208,6 +208,26 @@ def test_a_start_counts_until_its_worker_is_heard_then_no_longer() -> None:
     assert (heard.current, heard.desired, heard.rule) == (1, 1, "no-flag")
 
 
+def test_a_start_whose_worker_came_and_went_is_no_longer_on_its_way() -> None:
+    """The worker started was heard, did its task and was stopped before the UpWorker's
+    last sleep ended: the next flag up starts a worker again, without waiting for grace."""
+    Gate.opened.clear()
+    Gate.entered.clear()
+    ticker = cwod_ticker(Gate, startup_grace_seconds=600)
+    ticker.tick(now=1000.0)
+    ticker.observer = ScriptedObserver(  # type: ignore[assignment]
+        observation({"q": (0, 0)}, [worker("celery@new", ["q"])]))
+    heard = ticker.tick(now=1001.0).decisions[0]
+    assert heard.current == 1, "heard: the start is no longer counted on top of it"
+    Gate.opened.set()
+    assert ticker.scalers["t"].join(10)  # type: ignore[attr-defined]
+    ticker.observer = ScriptedObserver(observation({"q": (5, 0)}))  # type: ignore[assignment]
+    again = ticker.tick(now=1002.0).decisions[0]
+    assert (again.current, again.rule) == (0, "flag_up")
+    assert ticker.scalers["t"].join(10)  # type: ignore[attr-defined]
+    assert Gate.entered == ["q", "q"]
+
+
 def test_an_up_worker_that_raises_is_the_targets_error_once() -> None:
     ticker = cwod_ticker(Failing)
     ticker.tick(now=1000.0)

@@ -83,6 +83,8 @@ class _Start:
     thread: UpWorker
     at: float
     before: frozenset[str]
+    arrived: bool = False
+    """A worker not serving at the start has been heard since (it may be gone again)."""
 
 
 class CwodScaler(Scaler):
@@ -117,7 +119,7 @@ class CwodScaler(Scaler):
     def _read(self, workers: Sequence[WorkerStatus]) -> Capacity:
         heard = {w.hostname for w in workers}
         self._forget_done(heard, time.monotonic())
-        starting = 1 if self.starting is not None else 0
+        starting = 1 if self.starting is not None and not self.starting.arrived else 0
         leaving = len(heard & set(self.stopping))
         return Capacity(len(workers) + starting - leaving, len(workers), pending=starting)
 
@@ -128,9 +130,10 @@ class CwodScaler(Scaler):
                          if host in heard and now - at < grace}
         failed: list[str] = []
         start = self.starting
+        if start is not None:
+            start.arrived = start.arrived or bool(heard - start.before)
         if start is not None and not start.thread.is_alive():
-            if start.thread.error is not None or heard - start.before \
-                    or now - start.at >= grace:
+            if start.thread.error is not None or start.arrived or now - start.at >= grace:
                 self.starting = None
             if start.thread.error is not None:
                 failed.append(_failure(start.thread))
