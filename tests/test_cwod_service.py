@@ -140,6 +140,12 @@ def test_cwod_readme_service_scales_a_real_worker_up_and_down(broker_url: str,
         assert status["queues"][added]["workers"] == [worker.hostname]
         assert status["workers"][worker.hostname]["queues"] == [added]
         assert status["queues"][paused]["size"] == 1
+        # cwod's connection and channel, for the user's own reads, as cwod's updater did.
+        channel = demand.channel
+        assert channel is demand.channel and demand.connection.heartbeat == 0
+        size = channel._size(paused) if broker_url.startswith("redis") else \
+            channel.queue_declare(queue=paused, passive=True).message_count
+        assert size == 1
 
         # The task done and the queue empty, the idle worker is handed to DownWorker.
         wait_for(lambda: worker.process.poll() is not None, "DownWorker to stop the worker")

@@ -228,6 +228,33 @@ def test_a_start_whose_worker_came_and_went_is_no_longer_on_its_way() -> None:
     assert Gate.entered == ["q", "q"]
 
 
+class Holds(UpWorker):
+    """Keeps the queue status it was handed, and waits until the test lets it go."""
+
+    held: ClassVar[list[QueueStatus]] = []
+
+    def run(self) -> None:
+        Holds.held.append(self.queue)
+        Gate.opened.wait(30)
+
+
+def test_a_configured_cwod_target_hands_its_thread_a_queue_kept_live() -> None:
+    """``scaler: package.module:MyDemand`` in a config (``ondemand run``, the Lambda): the
+    queue status an UpWorker holds is refreshed by every later tick, as in cwod."""
+    Gate.opened.clear()
+    Holds.held.clear()
+    ticker = cwod_ticker(Holds)
+    ticker.tick(now=1000.0)
+    ticker.observer = ScriptedObserver(  # type: ignore[assignment]
+        observation({"q": (2, 0)}, [worker("celery@new", ["q"])]))
+    ticker.tick(now=1001.0)
+    (queue,) = Holds.held
+    assert (queue.size, queue.has_worker, [w.hostname for w in queue.workers]) == (
+        2, True, ["celery@new"])
+    Gate.opened.set()
+    assert ticker.scalers["t"].join(10)  # type: ignore[attr-defined]
+
+
 def test_an_up_worker_that_raises_is_the_targets_error_once() -> None:
     ticker = cwod_ticker(Failing)
     ticker.tick(now=1000.0)
