@@ -181,6 +181,8 @@ class CeleryWorkerOnDemand:
         agents = build_agents(self.settings)
         agents.update({t.name: self.agent for t in self.settings.targets
                        if t.policy == "cwod"})
+        for agent in agents.values():
+            agent.cwod = self  # what an UpWorker's self.cwod finds through its agent
         self.ticker = Ticker(self.settings, observer=cast(Observer, self.reads), store=state,
                              agents=agents, scalers={t.name: self._scaler(t, agents[t.name])
                                                      for t in self.settings.targets})
