@@ -37,14 +37,14 @@ class _UserThread(threading.Thread):
         super().__init__(name=f"{type(self).__name__}({queue.name})", daemon=True)
         self.agent = agent
         self.queue = queue
-        self.error: Exception | None = None
+        self.raised: Exception | None = None
         user_run = self.run
 
         def run_and_keep_error() -> None:
             try:
                 user_run()
             except Exception as exc:
-                self.error = exc
+                self.raised = exc
                 logger.exception("%s failed", self.name)
 
         # The user overrides run(); Thread calls self.run(): wrap it where Thread finds it.
@@ -133,14 +133,14 @@ class CwodScaler(Scaler):
         if start is not None:
             start.arrived = start.arrived or bool(heard - start.before)
         if start is not None and not start.thread.is_alive():
-            if start.thread.error is not None or start.arrived or now - start.at >= grace:
+            if start.thread.raised is not None or start.arrived or now - start.at >= grace:
                 self.starting = None
-            if start.thread.error is not None:
+            if start.thread.raised is not None:
                 failed.append(_failure(start.thread))
         down = self.down_thread
         if down is not None and not down.is_alive():
             self.down_thread = None
-            if down.error is not None:
+            if down.raised is not None:
                 failed.append(_failure(down))
                 if down.worker is not None:
                     self.stopping.pop(down.worker.hostname, None)
@@ -178,4 +178,4 @@ class CwodScaler(Scaler):
 
 
 def _failure(thread: UpWorker | DownWorker) -> str:
-    return f"{thread.name}.run() failed: {type(thread.error).__name__}: {thread.error}"
+    return f"{thread.name}.run() failed: {type(thread.raised).__name__}: {thread.raised}"
