@@ -20,6 +20,15 @@ from tests.support.aws import auto_scaling_group, ecs_service_with_tasks, fake_c
 from tests.support.observations import ScriptedObserver, observation, settings, worker
 
 
+def settle(*tickers: Ticker) -> None:
+    """Wait for the UpWorker / DownWorker threads the ticks started (cwod runs them as
+    threads; the tick does not wait for them)."""
+    for ticker in tickers:
+        for scaler in ticker.scalers.values():
+            if hasattr(scaler, "join"):
+                assert scaler.join(10), "a recording thread is still running"
+
+
 @pytest.fixture
 def counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(FileCountScaler, "path", str(tmp_path / "count.json"))
@@ -35,6 +44,7 @@ def test_a_tick_inside_anothers_lease_does_nothing(store: StateStore) -> None:
                             store=store) for _ in range(2))  # type: ignore[arg-type]
     assert not first.tick(now=1000.0).lease_lost
     overlapping = second.tick(now=1010.0)
+    settle(first, second)
     assert overlapping.lease_lost and overlapping.ok, "the loser exits cleanly"
     assert overlapping.decisions == [] and RecordingUp.started == ["q"]
     first.release_lease()
@@ -48,11 +58,12 @@ def test_two_racing_ticks_never_both_act(tmp_path: Path) -> None:
     config = settings(scaler="tests.support.agents:RecordingDemand", command=None,
                       policy="cwod")
     RecordingUp.started.clear()
-    barrier, results = threading.Barrier(2), []
+    barrier, results, tickers = threading.Barrier(2), [], []
 
     def one_tick() -> None:
         ticker = Ticker(config, observer=ScriptedObserver(observation({"q": (5, 0)})),
                         store=store)  # type: ignore[arg-type]
+        tickers.append(ticker)
         barrier.wait()
         results.append(ticker.tick(now=1000.0))
 
@@ -61,6 +72,7 @@ def test_two_racing_ticks_never_both_act(tmp_path: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    settle(*tickers)
     assert sorted(r.lease_lost for r in results) == [False, True]
     loser = next(r for r in results if r.lease_lost)
     assert loser.decisions == [] and loser.ok, "the loser exits cleanly"
@@ -141,8 +153,9 @@ def test_cwod_down_worker_is_handed_an_idle_worker_only() -> None:
     RecordingDown.stopped.clear()
     observed = observation({"q": (0, 0)}, [worker("busy", ["q"], active=1), worker("idle", ["q"])])
     # cwod's flag_down fires (nothing waits); the busy floor keeps one worker: stop one.
-    result = Ticker(config, observer=ScriptedObserver(observed)).tick(  # type: ignore[arg-type]
-        now=1000.0)
+    ticker = Ticker(config, observer=ScriptedObserver(observed))  # type: ignore[arg-type]
+    result = ticker.tick(now=1000.0)
+    settle(ticker)
     assert (result.decisions[0].current, result.decisions[0].desired) == (2, 1)
     assert RecordingDown.stopped == ["idle"]
 
@@ -190,8 +203,10 @@ def test_a_users_scaler_that_raises_is_reported_for_its_target_only() -> None:
         {"name": "fine", "queues": ["b"], "scaler": "tests.support.agents:RecordingDemand",
          "policy": "cwod"}]})
     RecordingUp.started.clear()
-    result = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
-        observation({"a": (3, 0), "b": (3, 0)}))).tick(now=1000.0)
+    ticker = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"a": (3, 0), "b": (3, 0)})))
+    result = ticker.tick(now=1000.0)
+    settle(ticker)
     assert result.target_errors == {"broken": "target broken: reading failed: KeyError: 'oops'"}
     assert result.applied == ["fine"] and RecordingUp.started == ["b"]
 

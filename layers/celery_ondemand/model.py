@@ -13,8 +13,13 @@ skew between machines cannot make a live worker look dead.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+WORKERS: dict[str, WorkerStatus] = {}
+"""cwod's cache of workers by hostname, filled by :meth:`WorkerStatus.get`. A running
+``CeleryWorkerOnDemand`` keeps the entries of the workers it hears up to date in place and
+drops those it no longer hears."""
 
 
 @dataclass
@@ -62,6 +67,22 @@ class WorkerStatus:
     machine: str | None = None
     scheduled: int = 0
     heard_by: str = "events"
+
+    @classmethod
+    def get(cls, hostname: str, *args: Any, **kwargs: Any) -> WorkerStatus:
+        """cwod: the cached instance for ``hostname``, created from the arguments (as by the
+        constructor) on first use. Every caller gets the same object, which a running
+        ``CeleryWorkerOnDemand`` refreshes with each read."""
+        cached = WORKERS.get(hostname)
+        if cached is None:
+            cached = WORKERS.setdefault(hostname, cls(hostname, *args, **kwargs))
+        return cached
+
+    def refresh(self, seen: WorkerStatus) -> None:
+        """Take every attribute of ``seen``, a newer read of this worker, in place: whoever
+        holds this object (a user's thread, cwod style) sees the news."""
+        for name in _WORKER_FIELDS:
+            setattr(self, name, getattr(seen, name))
 
     @property
     def busy(self) -> bool:
@@ -132,6 +153,14 @@ class QueueStatus:
     running_ages: list[float] = field(default_factory=list)
     """Seconds each task running from this queue has run, on the observer's clock."""
 
+    def refresh(self, seen: QueueStatus, workers: list[WorkerStatus]) -> None:
+        """Take every attribute of ``seen``, a newer read of this queue, in place, with
+        ``workers`` as its workers: whoever holds this object (an ``UpWorker`` waiting on
+        ``has_worker``) sees the news."""
+        for name in _QUEUE_FIELDS:
+            setattr(self, name, getattr(seen, name))
+        self.workers = workers
+
     @property
     def ready(self) -> int:
         """Messages ready in the broker; the same number as cwod's ``size``."""
@@ -165,6 +194,10 @@ class QueueStatus:
             "missing": self.missing,
             "longest_running": max(self.running_ages, default=None),
         }
+
+
+_WORKER_FIELDS = [f.name for f in fields(WorkerStatus) if f.name != "hostname"]
+_QUEUE_FIELDS = [f.name for f in fields(QueueStatus) if f.name not in ("name", "workers")]
 
 
 @dataclass

@@ -175,6 +175,7 @@ class Ticker:
             if scaler is None:
                 continue  # no scaler (a dry look): the target counts its live workers
             try:
+                scaler.observed(observation)
                 capacity = scaler.current(workers_of(target, observation))
             except Exception as exc:
                 errors[target.name] = _target_error(target.name, "reading", exc)

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import TargetConfig
 from ..errors import OnDemandError, ScalerError
-from ..model import WorkerStatus
+from ..model import Observation, WorkerStatus
 
 AWS_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
                            connect_timeout=3, read_timeout=10)
@@ -49,6 +49,12 @@ class Scaler(ABC):
 
     def __init__(self, target: TargetConfig) -> None:
         self.target = target
+
+    def observed(self, observation: Observation | None) -> None:
+        """Sees each tick's observation (None: the broker was not read) before
+        :meth:`current`. Most targets need nothing from it; cwod's keeps the queues it
+        hands to user code live."""
+        return None
 
     def current(self, workers: Sequence[WorkerStatus] = ()) -> Capacity:
         """The target's capacity now; ``workers`` are its live workers, for targets that
