@@ -1,10 +1,11 @@
-"""cwod's own example program, ported by changing one import, run as its README runs it.
+"""A cwod program built as cwod's own example is (see :mod:`tests.support.cwod_example`),
+moved over by one import, run as cwod's example README runs it.
 
 ``python -m tests.support.cwod_example`` is the agent service; ``python -m
 tests.support.cwod_example.run_task_add`` publishes ``add(2, 1)`` and waits for the result.
 With no worker serving the queue, the result can only come if the service starts one; the
-service must then stop it once idle, and restart the same "container" for the next task.
-Containers are real ``celery worker`` processes (see :mod:`tests.support.cwod_example.containers`),
+service must then stop it once idle, and start the same box again for the next task.
+Boxes are real ``celery worker`` processes (see :mod:`tests.support.cwod_example.boxes`),
 stopped by PID at the end whatever happened.
 """
 
@@ -50,7 +51,7 @@ def get_status(url: str) -> dict[str, Any]:
 
 
 def pids(folder: Path) -> dict[str, int]:
-    """Every worker process the example started: ``<container id>.<start n>`` → PID."""
+    """Every worker process the example started: ``<box id>.<start n>`` → PID."""
     return {path.stem: int(path.read_text()) for path in folder.glob("*.pid")}
 
 
@@ -68,7 +69,7 @@ def example_env(broker_url: str, redis_url: str, tmp_path: Path) -> Iterator[dic
     prefix = unique("ondemand-cwod-example") + "-"
     queues = Queues(broker_url)
     queues.names += [prefix + "add", prefix + "diff"]
-    folder = tmp_path / "containers"
+    folder = tmp_path / "boxes"
     folder.mkdir()
     # As cwod's docker-compose: the result backend is the Redis broker itself; on RabbitMQ,
     # Celery 5's rpc backend replaces the amqp one cwod's RabbitMQ example used.
@@ -97,16 +98,16 @@ def test_cwods_example_program_runs_unchanged_but_for_the_import(
                         "the example's API server", timeout=60)[0]
         url = f"http://127.0.0.1:{port}/"
 
-        for start in (1, 2):  # the first task creates the container, the second restarts it
+        for start in (1, 2):  # the first task creates the box, the second starts it again
             task = subprocess.run([sys.executable, "-m", f"{EXAMPLE}.run_task_add"], cwd=ROOT,
                                   env=example_env, capture_output=True, text=True, timeout=120)
             assert task.returncode == 0, task.stderr + log.read_text(errors="replace")
             assert task.stdout.strip() == "3", "add(2, 1) ran on a worker the service started"
             started = pids(folder)
-            assert len(started) == start, f"one container, started {start} time(s): {started}"
+            assert len(started) == start, f"one box, started {start} time(s): {started}"
             (name, pid), = [(n, p) for n, p in started.items() if n.endswith(f".{start}")]
             wait_for(lambda pid=pid: not running(pid),  # type: ignore[misc]
-                     "MyDownWorker to stop the idle worker")
+                     "StopBox to stop the idle worker")
             hostname = f"celery@{name.split('.')[0]}"
             status = wait_for(lambda hostname=hostname: (  # type: ignore[misc]
                 lambda s: s if hostname not in s["workers"] else None)(get_status(url)),
@@ -115,7 +116,7 @@ def test_cwods_example_program_runs_unchanged_but_for_the_import(
                 status["queues"][add_queue]
         assert set(status["queues"]) == {add_queue, example_env["QUEUE_PREFIX"] + "diff"}
         assert len({name.split(".")[0] for name in pids(folder)}) == 1, \
-            "no container for diff, whose queue never held a task"
+            "no box for diff, whose queue never held a task"
 
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(60) == 0, log.read_text(errors="replace")

@@ -1,64 +1,60 @@
-"""cwod's example program (``example_docker`` in bothub-it/celery-worker-on-demand), written
-for celery-ondemand the way a cwod user ports it: the one import changed.
+"""A program written for celery-worker-on-demand, moved to celery-ondemand by one import.
 
-Each queue gets a "container" running a Celery worker when tasks wait and none serves it
-(started, or restarted if it exists), and the container is stopped once the queue is empty
-and its worker idle. The Docker client is the stand-in in :mod:`.containers`.
+It follows the pattern of cwod's own example program (``example_docker`` in
+bothub-it/celery-worker-on-demand), the way its users build on cwod: one worker box per
+queue, started when tasks wait and nobody serves the queue (started again if it ran
+before), given until the queue reports a worker to come up, and stopped once the queue is
+empty and its worker idle: ``flag_down`` combined with the program's own state, and
+``self.queue.has_worker`` polled while a worker starts. A box is a local ``celery worker``
+process (:mod:`.boxes`) where cwod's example used Docker.
 """
 
 from __future__ import annotations
 
 import logging
-from time import sleep
+import time
 from typing import Any
 
 from celery_ondemand import Agent, CeleryWorkerOnDemand, DownWorker, UpWorker
 
 from . import tasks  # noqa: F401 - the workers find the tasks through this package
+from .boxes import Box
 from .celery_app import BACKEND, BROKER, celery_app
-from .containers import Container, DockerClient
 
-__all__ = ["MyCeleryWorkerOnDemand", "celery_app"]
+__all__ = ["BOXES", "ExampleOnDemand", "celery_app"]
 
-logger = logging.getLogger("test-docker")
-
-docker_client = DockerClient(base_url="unix://var/run/docker.sock")
-CONTAINERS: dict[str, Container] = {}
+log = logging.getLogger(__name__)
+BOXES: dict[str, Box] = {}
+"""Queue name → the box this program started for it."""
 
 
-class MyAgent(Agent):
+class OwnBoxesOnly(Agent):
+    """Scales a queue down only if this program started its box."""
+
     def flag_down(self, queue: Any) -> Any:
-        # Only a queue whose container this program started is scaled down.
-        return super().flag_down(queue) and CONTAINERS.get(queue.name)
+        return super().flag_down(queue) and BOXES.get(queue.name)
 
 
-class MyUpWorker(UpWorker):
+class StartBox(UpWorker):
     def run(self) -> None:
-        container = CONTAINERS.get(self.queue.name)
-        if container:
-            container.start()
-        else:
-            container = docker_client.containers.run(
-                "cwod-example-docker:latest",
-                entrypoint=f"celery -A tests.support.cwod_example worker -l INFO "
-                           f"-Q {self.queue.name} -E",
-                environment={"BROKER": BROKER, "BACKEND": BACKEND},
-                network="cwod-example-docker",
-                detach=True,
-            )
-            CONTAINERS[self.queue.name] = container
+        box = BOXES.get(self.queue.name)
+        if box is None:
+            box = BOXES[self.queue.name] = Box(
+                f"celery -A {__name__} worker -l INFO -Q {self.queue.name} -E",
+                {"BROKER": BROKER, "BACKEND": BACKEND})
+        box.start()
         while not self.queue.has_worker:
-            container.reload()
-            logger.debug("container.status is: %s", container.status)
-            sleep(1)
+            log.debug("box %s for %s: running=%s, no worker heard yet", box.id,
+                      self.queue.name, box.running)
+            time.sleep(1)
 
 
-class MyDownWorker(DownWorker):
+class StopBox(DownWorker):
     def run(self) -> None:
-        CONTAINERS[self.queue.name].stop()
+        BOXES[self.queue.name].stop()
 
 
-class MyCeleryWorkerOnDemand(CeleryWorkerOnDemand):
-    Agent = MyAgent
-    UpWorker = MyUpWorker
-    DownWorker = MyDownWorker
+class ExampleOnDemand(CeleryWorkerOnDemand):
+    Agent = OwnBoxesOnly
+    UpWorker = StartBox
+    DownWorker = StopBox

@@ -1,7 +1,7 @@
-"""``python -m tests.support.cwod_example``: the example's service.
+"""``python -m tests.support.cwod_example``: the program's service, with cwod's HTTP API.
 
-As cwod's, but the API address comes from ``API_ADDRESS`` (``host:port``): a shared machine
-cannot give every run port 8000. Unset, it is cwod's default, ``('', 8000)``.
+The API address comes from ``API_ADDRESS`` (``host:port``), since a shared machine cannot
+give every run port 8000; unset, it is cwod's default, ``('', 8000)``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
-from . import MyCeleryWorkerOnDemand, celery_app
+from . import ExampleOnDemand, celery_app
 
 
 def api_address() -> tuple[str, int]:
@@ -20,5 +20,4 @@ def api_address() -> tuple[str, int]:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
 
-    cbod = MyCeleryWorkerOnDemand(celery_app, api_server_address=api_address())
-    cbod.run()
+    ExampleOnDemand(celery_app, api_server_address=api_address()).run()
