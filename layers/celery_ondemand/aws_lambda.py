@@ -281,11 +281,10 @@ def autoscaler_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @logger.inject_lambda_context
 def status_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The status URL: the last tick's status in cwod's JSON shape, plus its decisions."""
-    settings = load_lambda_settings()
-    store = store_for(settings)
     try:
-        status = store.load_status(settings.deployment)
-    except OnDemandError as exc:
+        settings = load_lambda_settings()
+        status = store_for(settings).load_status(settings.deployment)
+    except OnDemandError as exc:  # no config, or the table unreadable: said, not a crash
         logger.error(str(exc))
         return _response(503, {"error": "state unavailable"})
     if status is None:

@@ -135,7 +135,8 @@ def test_the_built_status_function_answers_under_lambdas_runtime_client(
     clients = {n: boto3.client(n, region_name="us-east-1") for n in ("ssm", "dynamodb")}
     create_table(clients["dynamodb"], TABLE)
     stack = Stack(transformed({}), {}, physical={"StateTable": TABLE})
-    environment = environment_of("StatusFunction", stack, moto_server)
+    environment = {**environment_of("StatusFunction", stack, moto_server),
+                   "ONDEMAND_CONFIG_MAX_AGE": "0"}
     clients["ssm"].put_parameter(
         Name=environment["ONDEMAND_CONFIG_PARAMETER"], Type="String",
         Value=yaml.safe_dump({"broker_url": "redis://127.0.0.1:6379/0", "targets": [{
@@ -146,6 +147,10 @@ def test_the_built_status_function_answers_under_lambdas_runtime_client(
         assert answer.kind == "response", (tmp_path / "status.log").read_text()
         assert answer.body["statusCode"] == 404, "no tick has run yet: said, not crashed"
         assert json.loads(answer.body["body"]) == {"error": "no tick has run yet"}
+        clients["ssm"].delete_parameter(Name=environment["ONDEMAND_CONFIG_PARAMETER"])
+        answer = api.invoke({"requestContext": {"http": {"method": "GET"}}})
+        assert answer.kind == "response" and answer.body["statusCode"] == 503, \
+            "a missing configuration is an answer, not a crash"
     finally:
         process.kill()
         process.wait(timeout=10)
