@@ -74,6 +74,7 @@ class Settings:
     state_file: str | None = None
     history_days: float = 7.0
     tick_interval_seconds: float = 15.0
+    metrics_detail: str = "target"
 
     @property
     def queues(self) -> list[str]:
@@ -98,6 +99,7 @@ class Field:
     minimum: float | None = None
     maximum: float | None = None
     optional: bool = False  # None is allowed
+    choices: tuple[str, ...] = ()
 
 
 TARGET_FIELDS: dict[str, Field] = {
@@ -155,7 +157,12 @@ TOP_FIELDS: dict[str, Field] = {
                         optional=True),
     "history_days": Field("float", "days a decision stays in the history", 7.0,
                           minimum=0.01),
-    "tick_interval_seconds": Field("float", "seconds between ticks", 15.0, minimum=1),
+    "tick_interval_seconds": Field("float", "seconds between ticks while any target has "
+                                   "work or is above its floor (an idle deployment ticks "
+                                   "once a schedule period)", 15.0, minimum=1),
+    "metrics_detail": Field("str", "target: the metrics the dashboard and alarms read; "
+                            "queue: per-queue metrics too (each is billed by CloudWatch)",
+                            "target", choices=("target", "queue")),
     "targets": Field("list", "the scaling targets", required=True),
 }
 
@@ -274,6 +281,8 @@ def _convert(value: Any, spec: Field, path: str) -> Any:
         "queues": _as_queues, "list": lambda v, p: v,
     }
     converted = converters[spec.kind](value, path)
+    if spec.choices and converted not in spec.choices:
+        raise ConfigError(f"{path}: must be one of {', '.join(spec.choices)}, got {value!r}")
     if isinstance(converted, int | float) and not isinstance(converted, bool):
         if spec.minimum is not None and converted < spec.minimum:
             raise ConfigError(f"{path}: must be ≥ {spec.minimum:g}, got {converted}")

@@ -116,6 +116,8 @@ class Ticker:
         self.lease_seconds = max(60.0, 3 * settings.tick_interval_seconds)
         self.memory: dict[str, TargetMemory] = {}
         self.previous: Observation | None = None
+        self.recorded: dict[str, tuple[Any, ...]] = {}
+        """Per target, what its last decision written to the history said."""
 
     def tick(self, now: float | None = None, dry_run: bool = False) -> TickResult:
         """One tick. Never raises for a broker, scaler or lease problem: it reports them."""
@@ -142,7 +144,9 @@ class Ticker:
                 try:
                     self.store.save_memory(deployment, self.owner,
                                            now + time.monotonic() - began, memory)
-                    self.store.record(deployment, decisions, now)
+                    fresh = self._unrecorded(decisions)
+                    self.store.record(deployment, list(fresh.values()), now)
+                    self.recorded.update({name: _said(d) for name, d in fresh.items()})
                     self.store.save_status(deployment, result.status(), now)
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)
@@ -151,6 +155,12 @@ class Ticker:
         if observation is not None:
             self.previous = observation
         return result
+
+    def _unrecorded(self, decisions: list[Decision]) -> dict[str, Decision]:
+        """The decisions the history lacks: those whose counts, rule or work changed since
+        the last one written for their target (a steady target writes nothing: each write
+        is billed)."""
+        return {d.target: d for d in decisions if self.recorded.get(d.target) != _said(d)}
 
     def _observe(self) -> tuple[Observation | None, str | None]:
         try:
@@ -229,6 +239,13 @@ class Ticker:
         """Release the lease and the broker connection."""
         self.release_lease()
         self.observer.close()
+
+
+def _said(decision: Decision) -> tuple[Any, ...]:
+    """What a decision says that the history keeps: its counts, its rule, the work seen."""
+    inputs = decision.inputs
+    return (decision.current, decision.desired, decision.rule, inputs.get("ready"),
+            inputs.get("hidden"), inputs.get("live"), inputs.get("busy"), decision.zombies)
 
 
 def _hold_during_rollout(decision: Decision, rollout: str | None) -> Decision:

@@ -102,12 +102,12 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         blobs = emf(output)
         names = {m["Name"] for b in blobs for d in b["_aws"]["CloudWatchMetrics"]
                  for m in d["Metrics"]}
-        assert {"Ready", "Hidden", "CurrentWorkers", "DesiredWorkers", "LiveWorkers",
-                "BusyWorkers", "ScaleUp", "TickDuration", "SuccessfulTicks"} <= names
+        assert {"Ready", "Hidden", "DesiredWorkers", "LiveWorkers", "BusyWorkers", "ScaleUp",
+                "TickDuration", "SuccessfulTicks"} <= names
         assert all(d["Namespace"] == "TestOnDemand" for b in blobs
                    for d in b["_aws"]["CloudWatchMetrics"])
         ready = [b for b in blobs if "Ready" in b]
-        assert ready[0]["Ready"] == [5.0] and ready[0]["queue"] == name
+        assert ready[0]["Ready"] == [5.0] and "queue" not in ready[0], "per target by default"
         assert ready[0]["target"] == "emails" and ready[0]["deployment"] == "prod"
         assert sum(b.get("SuccessfulTicks", [0])[0] for b in blobs) == summary["ticks"]
         logs = lambda_logs(caplog)
