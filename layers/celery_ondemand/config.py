@@ -75,6 +75,7 @@ class Settings:
     history_days: float = 7.0
     tick_interval_seconds: float = 15.0
     metrics_detail: str = "target"
+    idle_return: bool = True
 
     @property
     def queues(self) -> list[str]:
@@ -160,6 +161,8 @@ TOP_FIELDS: dict[str, Field] = {
     "tick_interval_seconds": Field("float", "seconds between ticks while any target has "
                                    "work or is above its floor (an idle deployment ticks "
                                    "once a schedule period)", 15.0, minimum=1),
+    "idle_return": Field("bool", "when every target is at rest at its floor, tick once a "
+                         "schedule period instead of every tick_interval_seconds", True),
     "metrics_detail": Field("str", "target: the metrics the dashboard and alarms read; "
                             "queue: per-queue metrics too (each is billed by CloudWatch)",
                             "target", choices=("target", "queue")),

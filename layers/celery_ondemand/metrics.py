@@ -61,7 +61,7 @@ def publish(result: TickResult, settings: Settings, duration: float,
         key = (namespace, deployment, target.name)
         steady = {k: v for k, v in values.items() if k not in WHEN_NOT_ZERO}
         signature = tuple(steady.values())
-        if not idle_at_floor(decision, target) or _last_printed.get(key) != signature \
+        if not decision.at_rest(target.min_workers) or _last_printed.get(key) != signature \
                 or any(values[k] for k in values if k in WHEN_NOT_ZERO):
             _emit(namespace, {"deployment": deployment, "target": target.name}, values)
             _last_printed[key] = signature
@@ -86,16 +86,6 @@ def publish(result: TickResult, settings: Settings, duration: float,
         "QueuesOverWaitTarget": over_wait,
         "Warnings": len(result.warnings()),
         "IncompleteReads": incomplete})
-
-
-def idle_at_floor(decision: Decision, target: TargetConfig) -> bool:
-    """A target with nothing to do: no task waiting or held, no worker busy, its count at
-    ``min_workers`` and staying there, and a complete read."""
-    inputs = decision.inputs
-    return (decision.current == decision.desired == target.min_workers
-            and not inputs.get("ready") and not inputs.get("hidden")
-            and not inputs.get("busy") and not inputs.get("problems")
-            and not decision.zombies)
 
 
 def publish_failure(deployment: str, namespace: str = DEFAULT_NAMESPACE) -> None:

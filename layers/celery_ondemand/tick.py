@@ -50,6 +50,14 @@ class TickResult:
         """No error. Losing the lease to a concurrent tick before acting is no error."""
         return self.error is None and not self.target_errors
 
+    def at_rest(self, settings: Settings) -> bool:
+        """Every target at rest at its floor after a clean read (see
+        :meth:`Decision.at_rest`): nothing will change before new work arrives."""
+        if self.observation is None or not self.ok or self.lease_lost:
+            return False
+        floors = {t.name: t.min_workers for t in settings.targets}
+        return all(d.at_rest(floors.get(d.target, 0)) for d in self.decisions)
+
     def warnings(self) -> list[str]:
         """What this tick read only in part, or found odd, without it being an error.
 

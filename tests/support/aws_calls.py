@@ -145,6 +145,9 @@ def resource_of(call: AwsCall, world: World) -> list[tuple[str, str]]:
         "sqs:GetQueueUrl": lambda: [(action, _arn("sqs", p["QueueName"]))],
         "sqs:GetQueueAttributes": lambda: [
             (action, _arn("sqs", urlparse(p["QueueUrl"]).path.rsplit("/", 1)[-1]))],
+        # A batch is authorized as its single-message action.
+        "sqs:SendMessageBatch": lambda: [
+            ("sqs:SendMessage", _arn("sqs", urlparse(p["QueueUrl"]).path.rsplit("/", 1)[-1]))],
     }
     for name in ("GetItem", "PutItem", "DeleteItem", "Query"):
         handlers[f"dynamodb:{name}"] = lambda: [(action, _arn("dynamodb",
