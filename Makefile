@@ -88,6 +88,7 @@ bench: $(STAMP) $(BUILT) $(RUNTIME_STAMP)
 	$(BIN)/python -m tests.bench.observe
 	$(BIN)/python -m tests.bench.scale
 	$(BIN)/python -m tests.bench.simulate
+	$(BIN)/python -m tests.bench.cost
 
 demo: $(STAMP)
 	$(BIN)/ondemand demo $(DEMO_ARGS)

@@ -1,20 +1,21 @@
 """CloudWatch metrics for one tick, printed as EMF lines by Powertools.
 
 CloudWatch bills each metric stream (a name with one set of dimension values) for every
-hour it receives a point, so a tick prints what a dashboard or an alarm reads, and only when
-it says something:
+hour it receives a point, so a tick prints what the dashboard and the alarms read, and only
+when it says something:
 
 - ``deployment``: ``SuccessfulTicks`` every tick (the no-tick alarm counts them) and
   ``TickDuration`` (ms); only when not zero: ``Errors``, ``LeaseLost``,
   ``BrokerUnavailable``, ``QueuesOverWaitTarget``, ``Warnings`` (each line of
   :meth:`TickResult.warnings`) and ``IncompleteReads`` (targets held for a gap in the read);
-- ``deployment, target``, while the target is not idle at its floor, and once more when it
-  comes to rest: ``DesiredWorkers``, ``LiveWorkers``, ``BusyWorkers``, ``Ready`` and
-  ``Hidden`` (its queues summed), ``OldestAgeSeconds`` (its oldest task, where known); only
-  when not zero: ``ScaleUp``, ``ScaleDown``, ``TargetErrors``, ``IncompleteReads``,
-  ``ZombieWorkers``, ``TasksNearRedelivery``, ``QueueMissing``;
-- ``deployment, target, queue``, with ``metrics_detail: queue`` only: ``Ready``,
-  ``Hidden``, ``OldestAgeSeconds`` and (not zero) ``QueueMissing``.
+- ``deployment, target``, while the target is not at rest at its floor, and once more when
+  it comes to rest: ``DesiredWorkers``, ``LiveWorkers``, ``BusyWorkers``, ``Ready`` (its
+  queues summed); only when not zero: ``TargetErrors``, ``IncompleteReads``,
+  ``ZombieWorkers``, ``TasksNearRedelivery``, ``QueueMissing``. (A scale action shows as a
+  step of ``DesiredWorkers``, and in the logs with its rule and reason);
+- with ``metrics_detail: queue``, also ``Hidden`` and ``OldestAgeSeconds`` per target, and
+  per ``deployment, target, queue``: ``Ready``, ``Hidden``, ``OldestAgeSeconds`` and (not
+  zero) ``QueueMissing``.
 
 A metric left out means zero (the alarms treat missing data as not breaching, except the
 no-tick alarm, which counts ``SuccessfulTicks``).
@@ -33,9 +34,19 @@ if TYPE_CHECKING:
 
 DEFAULT_NAMESPACE = "CeleryOnDemand"
 
+ALWAYS_PRINTED = ("TickDuration", "SuccessfulTicks")
+"""The deployment's metrics every tick prints."""
+
+TARGET_STEADY = ("DesiredWorkers", "LiveWorkers", "BusyWorkers", "Ready")
+"""A target's metrics printed every tick while it is not at rest."""
+
+TARGET_DETAIL = ("Hidden", "OldestAgeSeconds")
+"""Added per target with ``metrics_detail: queue`` (the age only where the broker tells
+it)."""
+
 WHEN_NOT_ZERO = frozenset({
     "Errors", "LeaseLost", "BrokerUnavailable", "QueuesOverWaitTarget", "Warnings",
-    "IncompleteReads", "ScaleUp", "ScaleDown", "TargetErrors", "ZombieWorkers",
+    "IncompleteReads", "TargetErrors", "ZombieWorkers",
     "TasksNearRedelivery", "QueueMissing"})
 """Metrics printed only when not zero: absent, they read as zero."""
 
@@ -57,14 +68,16 @@ def publish(result: TickResult, settings: Settings, duration: float,
             continue
         over_wait += _over_wait(target, observation)
         incomplete += int(bool(decision.inputs.get("problems")))
-        values = _target_values(target, decision, result, observation)
+        values = _target_values(target, decision, result, observation,
+                                settings.metrics_detail == "queue")
         key = (namespace, deployment, target.name)
         steady = {k: v for k, v in values.items() if k not in WHEN_NOT_ZERO}
         signature = tuple(steady.values())
-        if not decision.at_rest(target.min_workers) or _last_printed.get(key) != signature \
-                or any(values[k] for k in values if k in WHEN_NOT_ZERO):
-            _emit(namespace, {"deployment": deployment, "target": target.name}, values)
-            _last_printed[key] = signature
+        if decision.at_rest(target.min_workers) and _last_printed.get(key) == signature \
+                and not any(values[k] for k in values if k in WHEN_NOT_ZERO):
+            continue  # at rest and said so already: nothing billed for it this hour
+        _emit(namespace, {"deployment": deployment, "target": target.name}, values)
+        _last_printed[key] = signature
         if settings.metrics_detail == "queue":
             for name in target.queues:
                 queue = observation.queues.get(name) if observation else None
@@ -88,13 +101,23 @@ def publish(result: TickResult, settings: Settings, duration: float,
         "IncompleteReads": incomplete})
 
 
+def streams_while_busy(settings: Settings, ages: bool = True) -> int:
+    """The metric streams a tick prints when every target works (``ages``: the broker
+    tells the oldest task's age): what CloudWatch bills by the hour while busy."""
+    detail = settings.metrics_detail == "queue"
+    extra = (len(TARGET_DETAIL) - (0 if ages else 1)) if detail else 0
+    per_queue = (3 - (0 if ages else 1)) if detail else 0
+    return (len(ALWAYS_PRINTED) + (len(TARGET_STEADY) + extra) * len(settings.targets)
+            + per_queue * len(settings.queues))
+
+
 def publish_failure(deployment: str, namespace: str = DEFAULT_NAMESPACE) -> None:
     """An invocation that could not tick at all (its config is missing or invalid)."""
     _emit(namespace, {"deployment": deployment}, {"Errors": 1, "SuccessfulTicks": 0})
 
 
 def _target_values(target: TargetConfig, decision: Decision, result: TickResult,
-                   observation: Observation | None) -> dict[str, float]:
+                   observation: Observation | None, detail: bool) -> dict[str, float]:
     queues = [observation.queues[name] for name in target.queues
               if observation and name in observation.queues]
     workers = observation.workers_for(target.queues) if observation else []
@@ -103,14 +126,13 @@ def _target_values(target: TargetConfig, decision: Decision, result: TickResult,
         "LiveWorkers": len(workers),
         "BusyWorkers": sum(1 for w in workers if w.busy),
         "Ready": sum(q.size for q in queues),
-        "Hidden": sum(q.hidden for q in queues),
     }
     ages = [q.oldest_age for q in queues if q.oldest_age is not None]
-    if ages:
-        values["OldestAgeSeconds"] = max(ages)
+    if detail:
+        values["Hidden"] = sum(q.hidden for q in queues)
+        if ages:
+            values["OldestAgeSeconds"] = max(ages)
     values.update({
-        "ScaleUp": int(decision.action == "up"),
-        "ScaleDown": int(decision.action == "down"),
         "TargetErrors": int(target.name in result.target_errors),
         "IncompleteReads": int(bool(decision.inputs.get("problems"))),
         "ZombieWorkers": len(decision.zombies),

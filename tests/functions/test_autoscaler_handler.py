@@ -102,7 +102,7 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         blobs = emf(output)
         names = {m["Name"] for b in blobs for d in b["_aws"]["CloudWatchMetrics"]
                  for m in d["Metrics"]}
-        assert {"Ready", "Hidden", "DesiredWorkers", "LiveWorkers", "BusyWorkers", "ScaleUp",
+        assert {"Ready", "DesiredWorkers", "LiveWorkers", "BusyWorkers",
                 "TickDuration", "SuccessfulTicks"} <= names
         assert all(d["Namespace"] == "TestOnDemand" for b in blobs
                    for d in b["_aws"]["CloudWatchMetrics"])
