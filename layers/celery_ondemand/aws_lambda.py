@@ -203,9 +203,10 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
     With a tick queue (``ONDEMAND_TICK_QUEUE_URL``, as the stack sets), the further ticks
     are queued as messages delayed to their slots, each a short invocation of its own
     (:func:`run_queued`): nothing is billed while waiting. Without one, they run here,
-    sleeping between. Either way a tick is planned only if, as slow as the slowest so far,
-    it ends before the next invocation is due and before the Lambda's timeout reserve; and
-    with ``idle_return`` a deployment at rest plans none: the next schedule wakes it.
+    sleeping between, and none starts inside the Lambda's timeout reserve. Either way a
+    tick is planned only if, as slow as the slowest so far, it ends before the next
+    invocation is due; and with ``idle_return`` a deployment at rest plans none: the next
+    schedule wakes it.
     """
     started = clock()
     event = event or {}
@@ -217,8 +218,8 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
         return _failed(exc, namespace)
     scheduled = scheduled_time(event)
     origin = scheduled if scheduled is not None and scheduled <= started else started
-    end = min(origin + _period(event) - NEXT_SCHEDULE_MARGIN_SECONDS,
-              started + context.get_remaining_time_in_millis() / 1000 - TIMEOUT_RESERVE_SECONDS)
+    next_schedule = origin + _period(event) - NEXT_SCHEDULE_MARGIN_SECONDS
+    timeout = started + context.get_remaining_time_in_millis() / 1000 - TIMEOUT_RESERVE_SECONDS
     interval = settings.tick_interval_seconds
     queue_url = os.environ.get("ONDEMAND_TICK_QUEUE_URL")
     results: list[TickResult] = []
@@ -232,10 +233,12 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
             if settings.idle_return and result.at_rest(settings):
                 break
             now = clock()
-            slots = _slots(origin, interval, now, end - slowest)
-            if queue_url and slots:
-                queued = _queue_ticks(queue_url, settings.deployment, slots, now)
+            if queue_url:  # each queued tick has an invocation, and a timeout, of its own
+                slots = _slots(origin, interval, now, next_schedule - slowest)
+                queued = _queue_ticks(queue_url, settings.deployment, slots, now) \
+                    if slots else []
                 break
+            slots = _slots(origin, interval, now, min(next_schedule, timeout) - slowest)
             if not slots:
                 break
             sleep(max(0.0, slots[0] - now))

@@ -264,6 +264,17 @@ def test_a_busy_scheduled_invocation_queues_the_minutes_ticks_delayed_to_their_s
     assert queued(tick_queue) == [(15.0, 11.0), (30.0, 26.0), (45.0, 41.0)]
 
 
+def test_queued_ticks_are_not_bounded_by_the_scheduled_invocations_timeout(
+        deployment: Deployment, tick_queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack's 30 s timeout bounds the scheduled invocation's own tick, not the ticks it
+    queues: each of those is an invocation with a timeout of its own."""
+    deployment.configure()
+    deployment.publish(2)
+    summary, _ = run(FakeTime(SCHEDULED, timeout_seconds=30), 1.0, scheduled_event(),
+                     monkeypatch)
+    assert [slot - SCHEDULED for slot in summary["queued"]] == [15.0, 30.0, 45.0]
+
+
 def test_a_scheduled_invocation_at_rest_queues_nothing(
         deployment: Deployment, tick_queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
     deployment.configure()
