@@ -111,7 +111,8 @@ class Ticker:
             t.name: scaler_for(t, self.agents[t.name], f"targets[{i}].scaler")
             for i, t in enumerate(settings.targets)}
         self.store = store
-        self.observer = observer or Observer(broker_url or resolve_broker_url(settings))
+        self.observer = observer or Observer(broker_url or resolve_broker_url(settings),
+                                             transport_options=settings.broker_transport_options)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = max(60.0, 3 * settings.tick_interval_seconds)
         self.memory: dict[str, TargetMemory] = {}

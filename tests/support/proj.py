@@ -6,6 +6,7 @@ Workers are started with ``celery -A tests.support.proj worker``; the broker com
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -30,6 +31,11 @@ if os.environ.get("ONDEMAND_TEST_VISIBILITY"):
     app.conf.broker_transport_options = {
         "visibility_timeout": float(os.environ["ONDEMAND_TEST_VISIBILITY"]),
         "unacked_restore_interval": 2, "unacked_restore_throttle": 1}
+if os.environ.get("ONDEMAND_TEST_TRANSPORT_OPTIONS"):
+    # A deployment's own broker settings (priority steps, key prefix, SQS queue prefix).
+    app.conf.broker_transport_options = {
+        **(app.conf.broker_transport_options or {}),
+        **json.loads(os.environ["ONDEMAND_TEST_TRANSPORT_OPTIONS"])}
 stamp_publish_time()
 if os.environ.get("ONDEMAND_TEST_BOOTSTEP"):
     from celery_ondemand.worker import OnDemandStep

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -43,12 +43,19 @@ class Observer:
     """
 
     def __init__(self, broker_url: str | None = None, *, app: Celery | None = None,
+                 transport_options: Mapping[str, Any] | None = None,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  burst_seconds: float = DEFAULT_BURST_SECONDS,
                  quiet_seconds: float = DEFAULT_QUIET_SECONDS,
                  control_timeout: float = 1.0) -> None:
         if app is None:
             app = Celery("celery-ondemand", broker=broker_url, set_as_current=False)
+        if transport_options:
+            # Where the workers' app puts them, so Celery hands them to kombu exactly as
+            # it does for the workers (key separator, priority steps, key prefix, SQS
+            # queue prefix, predefined queues, region, ...).
+            app.conf.broker_transport_options = {
+                **(app.conf.broker_transport_options or {}), **transport_options}
         self.app = app
         self.broker_url: str = broker_url or str(app.conf.broker_url or "")
         self.probe_class = probe_class(self.broker_url)  # an unknown scheme fails here

@@ -17,8 +17,14 @@ absent one are the same thing in Redis: no key).
 
 Connection string: ``redis://host[:port][/db]`` (a password goes before the host, after
 ``:``), ``rediss://`` for TLS.
-Transport options: kombu's own (``priority_steps``, ``sep``, ``global_keyprefix``) are
-honoured because the key names come from kombu's channel.
+
+Transport options (the workers' ``broker_transport_options``, which the observer must be
+given): ``sep`` and ``priority_steps`` name the priority lists (Celery's documented
+priority setup is ``sep: ":"``, ``priority_steps: [0, 1, ..., 9]``), ``global_keyprefix``
+prefixes every key, ``unacked_key`` names the unacknowledged hash. The list names come
+from kombu's own channel (``_q_for_pri``); every key is then named in full here, prefix
+included, and read with a plain client: kombu's prefixing client prefixes only the
+commands kombu itself sends, and ``LINDEX``/``HVALS`` are not among them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from typing import Any
+
+import redis
 
 from ...stamping import published_at
 from .base import BrokerProbe, QueueDepth
@@ -44,19 +52,20 @@ class RedisProbe(BrokerProbe):
 
     def _depths(self, queues: list[str]) -> dict[str, QueueDepth]:
         channel: Any = self.connection.default_channel
+        prefix = str(channel.global_keyprefix or "")
         keys = {
-            queue: list(dict.fromkeys(channel._q_for_pri(queue, step)
-                                      for step in channel.priority_steps))
+            queue: [prefix + key for key in dict.fromkeys(
+                channel._q_for_pri(queue, step) for step in channel.priority_steps)]
             for queue in queues
         }
-        # The synchronous pool, as kombu's own size reads use: ``channel.client`` shares
-        # the connection of a BRPOP a timed-out control round may have left in flight.
-        with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+        unacked_key = prefix + str(channel.unacked_key)
+        client = _plain_client(channel)
+        with client.pipeline(transaction=False) as pipe:
             for queue_keys in keys.values():
                 for key in queue_keys:
                     pipe.llen(key)
                     pipe.lindex(key, -1)
-            pipe.hlen(channel.unacked_key)
+            pipe.hlen(unacked_key)
             replies = iter(pipe.execute())
         depths = {}
         for queue, queue_keys in keys.items():
@@ -73,11 +82,20 @@ class RedisProbe(BrokerProbe):
             depths[queue] = QueueDepth(ready=ready, oldest_published_at=min(stamps, default=None),
                                        foreign=foreign, in_flight=0)
         if next(replies):
-            with channel.conn_or_acquire() as client:
-                unacked = client.hvals(channel.unacked_key)
+            unacked = client.hvals(unacked_key)
             for queue, count in _unacked_by_queue(unacked, set(queues)).items():
                 depths[queue] = replace(depths[queue], in_flight=count)
         return depths
+
+
+def _plain_client(channel: Any) -> redis.Redis:
+    """A client that sends keys exactly as given, on the channel's synchronous pool.
+
+    The synchronous pool, as kombu's own size reads use: ``channel.client`` shares the
+    connection of a BRPOP a timed-out control round may have left in flight. Not kombu's
+    prefixing client: the keys given here are already named in full.
+    """
+    return redis.Redis(connection_pool=channel.pool)
 
 
 def _unacked_by_queue(entries: list[Any] | None, queues: set[str]) -> dict[str, int]:
