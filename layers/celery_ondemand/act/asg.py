@@ -3,8 +3,10 @@
 Read: ``DescribeAutoScalingGroups`` (desired, InService, Pending). Set:
 ``SetDesiredCapacity``. Before a scale-in, instances whose workers are busy get
 ``SetInstanceProtection(ProtectedFromScaleIn=True)`` and idle ones lose it, so the group
-terminates idle instances. A worker is mapped to its instance by the instance id, private
-IP or private DNS name in its node name (the default ``celery@ip-10-…`` matches).
+terminates idle instances; a busy worker not matched to its instance, or a protection call
+that fails, holds the scale-in. A worker is matched to its instance by the instance id its
+bootstep reports, else by a host name equal to the instance id, private IP or private DNS
+name (the default ``celery@ip-10-…`` matches).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from botocore.exceptions import ClientError
 from ..config import TargetConfig
 from ..errors import ScalerError
 from ..model import WorkerStatus
-from .base import AWS_CLIENT_CONFIG, Capacity, Scaler, identities, owners
+from .base import AWS_CLIENT_CONFIG, Capacity, Scaler, identities, replaceable, shield_plan
 
 REFRESHING = {"Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"}
 """Instance refresh states in which the group is still replacing instances."""
@@ -81,18 +83,18 @@ class ASGScaler(Scaler):
         self.client.set_desired_capacity(AutoScalingGroupName=self.target.auto_scaling_group,
                                          DesiredCapacity=desired, HonorCooldown=False)
 
-    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+    def _replace(self, zombies: Sequence[WorkerStatus],
+                 workers: Sequence[WorkerStatus]) -> list[str]:
         """Terminate each zombie's instance; the group launches another to keep its count."""
-        instances = owners(zombies, self._instances())
+        instances = replaceable(zombies, workers, self._instances())
         for _, instance_id in sorted(instances.items()):
             self.client.terminate_instance_in_auto_scaling_group(
                 InstanceId=instance_id, ShouldDecrementDesiredCapacity=False)
         return sorted(instances)
 
     def _before_scale_in(self, busy: list[WorkerStatus], idle: list[WorkerStatus]) -> None:
-        instances = self._instances()
-        busy_ids = sorted(set(owners(busy, instances).values()))
-        idle_ids = sorted(set(owners(idle, instances).values()) - set(busy_ids))
+        busy_ids, idle_ids = shield_plan(self.target.name, busy, idle, self._instances(),
+                                         "instances")
         for ids, protect in ((busy_ids, True), (idle_ids, False)):
             for start in range(0, len(ids), 50):  # the API takes fifty instances a call
                 self.client.set_instance_protection(
