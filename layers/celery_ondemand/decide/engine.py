@@ -95,16 +95,26 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
         else:
             problems.append(f"queue {name} not read")
     workers = observation.workers_for(target.queues)
+    audible = workers_audible(observation)
     unheard = sorted(set(memory.workers_seen) - {w.hostname for w in workers})
     if len(unheard) > _expected_to_leave(memory):
         problems.append(f"not heard this tick: {', '.join(unheard)}")
-    if running is not None and running > len(workers) and memory.unheard_since is not None \
+    if audible and running is not None and running > len(workers) \
+            and memory.unheard_since is not None \
             and now - memory.unheard_since >= target.startup_grace_seconds:
         problems.append(f"{running} running on the target but {len(workers)} workers heard "
                         f"for {now - memory.unheard_since:.0f}s")
     count = (current or {}).get(target.name, len(workers))
     return TargetView(target, queues, workers, count, now, memory, problems,
-                      redelivery_timeout(target, observation.broker), running)
+                      redelivery_timeout(target, observation.broker), running,
+                      workers_audible=audible)
+
+
+def workers_audible(observation: Observation) -> bool:
+    """Whether this broker lets workers be heard at all: SQS carries no events and no
+    control replies, so there liveness comes from the platform and busyness from the
+    queue's in-flight count (see :attr:`TargetView.busy`)."""
+    return "events" in observation.sources or "control" in observation.sources
 
 
 REDELIVERY_DEFAULTS = {"redis": 3600.0, "rediss": 3600.0, "sqs": 1800.0, "amqp": 1800.0,
@@ -135,6 +145,10 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
         after.failed_reads += 1
         return after
     after.workers_seen = sorted(w.hostname for w in view.workers)
+    # Before the early return below: the gap this measures is itself a problem, and must
+    # end the moment the platform and the workers agree again.
+    unheard = view.platform_running is not None and view.platform_running > view.live
+    after.unheard_since = (before.unheard_since or view.now) if unheard else None
     if not view.complete:
         after.failed_reads += 1
         return after
@@ -145,8 +159,6 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
     if before.observed_at is not None and view.now > before.observed_at:
         _measure_rates(after, before, view, finished)
     after.stalled_since = _stalled(view, before)
-    unheard = view.platform_running is not None and view.platform_running > view.live
-    after.unheard_since = (before.unheard_since or view.now) if unheard else None
     # Idle means nothing waited, ran or finished since the last tick: sparse tasks that
     # come and go between two ticks are still load.
     idle = view.work == 0 and view.busy == 0 and finished == 0

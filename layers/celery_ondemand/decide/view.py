@@ -30,6 +30,8 @@ class TargetView:
     """Seconds after which the broker hands a running task out again (see config)."""
     platform_running: int | None = None
     """What the platform says runs (ECS tasks, InService instances), where known."""
+    workers_audible: bool = True
+    """Whether the broker lets workers be heard (False on SQS: no events, no control)."""
 
     @property
     def complete(self) -> bool:
@@ -74,16 +76,30 @@ class TargetView:
 
     @property
     def busy(self) -> int:
-        """Live workers running at least one task: the floor for any scale-in."""
-        return sum(1 for w in self.workers if w.busy)
+        """Live workers running at least one task: the floor for any scale-in.
+
+        Where workers cannot be heard (SQS), each message in flight (received, not yet
+        deleted: reserved or running under ``task_acks_late``) may keep one worker busy,
+        up to the workers that run: the floor errs towards keeping workers.
+        """
+        heard = sum(1 for w in self.workers if w.busy)
+        if self.workers_audible:
+            return heard
+        return max(heard, min(self.hidden, self.live))
+
+    @property
+    def live(self) -> int:
+        """Live workers: those heard, or where none can be heard (SQS) what the platform
+        runs (else the current count)."""
+        if self.workers_audible:
+            return len(self.workers)
+        running = self.platform_running if self.platform_running is not None \
+            else self.current
+        return max(len(self.workers), running)
 
     @property
     def running(self) -> int:
         return sum(w.active for w in self.workers)
-
-    @property
-    def live(self) -> int:
-        return len(self.workers)
 
     @property
     def oldest_age(self) -> float | None:
