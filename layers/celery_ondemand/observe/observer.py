@@ -30,6 +30,7 @@ from .workers import HeardWorker, ask, discover, listen
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_BURST_SECONDS = 2.5
 DEFAULT_QUIET_SECONDS = 0.25
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
 class Observer:
@@ -50,6 +51,9 @@ class Observer:
                  control_timeout: float = 1.0) -> None:
         if app is None:
             app = Celery("celery-ondemand", broker=broker_url, set_as_current=False)
+            own_app = True
+        else:
+            own_app = False
         if transport_options:
             # Where the workers' app puts them, so Celery hands them to kombu exactly as
             # it does for the workers (key separator, priority steps, key prefix, SQS
@@ -63,7 +67,16 @@ class Observer:
         self.burst_seconds = burst_seconds
         self.quiet_seconds = quiet_seconds
         self.control_timeout = control_timeout
+        self.blocked: str | None = None
+        """Why RabbitMQ blocks our publishing connection (``connection.blocked``), if it
+        does: a memory or disk alarm."""
         self._probe: BrokerProbe | None = None
+        if own_app and scheme_of(self.broker_url) in AMQP_SCHEMES:
+            # Control commands go out on the app's producer pool, not on the connection
+            # we read from: bound it too, and hear when the broker blocks it. (An app of
+            # the caller's own keeps its settings: only our reads are bounded then.)
+            app.conf.broker_transport_options = {
+                **self._timeouts(), **(app.conf.broker_transport_options or {})}
 
     @property
     def url(self) -> str:
@@ -101,7 +114,20 @@ class Observer:
                              "retries": {"max_attempts": 2, "mode": "standard"},
                              **(own.get("client-config") or {})}
             return {"client-config": client_config}
+        if scheme in AMQP_SCHEMES:
+            # py-amqp's socket timeouts: a broker that stops answering (stalled, or a
+            # peer gone without a FIN) fails the call instead of hanging the tick.
+            return {"read_timeout": own.get("read_timeout", self.connect_timeout),
+                    "write_timeout": own.get("write_timeout", self.connect_timeout),
+                    "on_blocked": own.get("on_blocked", self._on_blocked),
+                    "on_unblocked": own.get("on_unblocked", self._on_unblocked)}
         return {}
+
+    def _on_blocked(self, reason: str) -> None:
+        self.blocked = reason or "connection blocked"
+
+    def _on_unblocked(self) -> None:
+        self.blocked = None
 
     def observe(self, queues: Sequence[str] | None = None,
                 previous: Observation | None = None, *, ping: bool = False) -> Observation:
@@ -137,23 +163,34 @@ class Observer:
                     observation.problems += [f"{name} did not answer control"
                                              for name, worker in heard.items()
                                              if not worker.replied]
+                    if self.blocked:
+                        observation.problems.append(
+                            f"RabbitMQ blocks publishing ({self.blocked}: a memory or disk "
+                            "alarm): workers can neither beat nor answer, so none is heard")
             names = list(queues) if queues else _consumed_queues(heard.values())
             depths = probe.depths(names)
             observation.sources.insert(0, "broker")
         except BrokerUnavailable:
-            self.close()  # the next observation starts on a fresh connection
+            self.close(failed=True)  # the next observation starts on a fresh connection
             raise
         _fill(observation, names, depths, heard, previous)
         observation.problems += _unheard_consumers(observation)
         observation.duration = time.monotonic() - started
         return observation
 
-    def close(self) -> None:
-        """Release the broker connection; the next observation opens a new one."""
+    def close(self, failed: bool = False) -> None:
+        """Release the broker connection; the next observation opens a new one.
+
+        After a failure the connection is dropped without the closing handshake: a broker
+        that stopped answering would make the handshake wait too.
+        """
         if self._probe is not None:
             probe, self._probe = self._probe, None
             with contextlib.suppress(Exception):
-                probe.connection.release()
+                if failed:
+                    probe.connection.collect()
+                else:
+                    probe.connection.release()
 
     def __enter__(self) -> Observer:
         return self
