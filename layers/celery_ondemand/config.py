@@ -138,8 +138,9 @@ TARGET_FIELDS: dict[str, Field] = {
                                   180.0, minimum=0),
     "redelivery_timeout_seconds": Field(
         "float", "after this long a running task is delivered again (Redis/SQS "
-        "visibility_timeout, RabbitMQ consumer_timeout); default: the broker's, 3600 s "
-        "(Redis) or 1800 s (SQS, RabbitMQ)", None, minimum=1, optional=True),
+        "visibility_timeout, RabbitMQ consumer_timeout); default: the visibility_timeout "
+        "in broker_transport_options, else the broker's, 3600 s (Redis) or 1800 s (SQS, "
+        "RabbitMQ)", None, minimum=1, optional=True),
     "startup_grace_seconds": Field(
         "float", "a task or instance the platform runs this long without its worker heard "
         "makes the read incomplete (never read as idle)", 180.0, minimum=0),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from ..config import Settings, TargetConfig
 from ..imports import load_class
@@ -64,7 +65,8 @@ def decide(observation: Observation | None, settings: Settings,
     for target in settings.targets:
         before = memory.get(target.name) or TargetMemory()
         view = target_view(target, observation, before, now, current,
-                           (running or {}).get(target.name))
+                           (running or {}).get(target.name),
+                           transport_options=settings.broker_transport_options)
         view = replace(view, memory=remember(view, before))
         if target.paused:
             decision = Decision(target.name, view.current, view.current, "paused",
@@ -82,7 +84,8 @@ def decide(observation: Observation | None, settings: Settings,
 
 def target_view(target: TargetConfig, observation: Observation | None, memory: TargetMemory,
                 now: float, current: Mapping[str, int] | None = None,
-                running: int | None = None) -> TargetView:
+                running: int | None = None, *,
+                transport_options: Mapping[str, Any] | None = None) -> TargetView:
     """What ``target`` looks like in ``observation``, with every gap listed as a problem."""
     if observation is None:
         count = (current or {}).get(target.name, 0)
@@ -106,7 +109,8 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
                         f"for {now - memory.unheard_since:.0f}s")
     count = (current or {}).get(target.name, len(workers))
     return TargetView(target, queues, workers, count, now, memory, problems,
-                      redelivery_timeout(target, observation.broker), running,
+                      redelivery_timeout(target, observation.broker, transport_options),
+                      running,
                       workers_audible=audible)
 
 
@@ -123,12 +127,17 @@ REDELIVERY_DEFAULTS = {"redis": 3600.0, "rediss": 3600.0, "sqs": 1800.0, "amqp":
 RabbitMQ's ``consumer_timeout`` (30 minutes)."""
 
 
-def redelivery_timeout(target: TargetConfig, broker: str) -> float:
-    """When a running task of ``target`` is handed out again: configured, else the
-    broker's default."""
+def redelivery_timeout(target: TargetConfig, broker: str,
+                       transport_options: Mapping[str, Any] | None = None) -> float:
+    """When a running task of ``target`` is handed out again: the target's setting, else
+    the workers' ``visibility_timeout`` (Redis, SQS), else the broker's default."""
     if target.redelivery_timeout_seconds:
         return target.redelivery_timeout_seconds
-    return REDELIVERY_DEFAULTS.get(broker.split(":", 1)[0].split("+")[0], 3600.0)
+    scheme = broker.split(":", 1)[0].split("+")[0]
+    visibility = (transport_options or {}).get("visibility_timeout")
+    if visibility and scheme in ("redis", "rediss", "sqs"):
+        return float(visibility)
+    return REDELIVERY_DEFAULTS.get(scheme, 3600.0)
 
 
 def _expected_to_leave(memory: TargetMemory) -> int:
