@@ -36,6 +36,9 @@ if os.environ.get("ONDEMAND_TEST_TRANSPORT_OPTIONS"):
     app.conf.broker_transport_options = {
         **(app.conf.broker_transport_options or {}),
         **json.loads(os.environ["ONDEMAND_TEST_TRANSPORT_OPTIONS"])}
+if os.environ.get("ONDEMAND_TEST_CONTROL_EXCHANGE"):
+    # Another app on the same broker: its events reach us, our control commands not it.
+    app.conf.control_exchange = os.environ["ONDEMAND_TEST_CONTROL_EXCHANGE"]
 stamp_publish_time()
 if os.environ.get("ONDEMAND_TEST_BOOTSTEP"):
     from celery_ondemand.worker import OnDemandStep
@@ -69,3 +72,14 @@ def ondemand_test_stall(state: Any) -> dict[str, str]:
     to resume consuming after a broker reconnect."""
     state.consumer.task_consumer.cancel()
     return {"ok": "stalled"}
+
+
+@control_command()
+def ondemand_test_deaf(state: Any) -> dict[str, str]:
+    """Stop answering control commands (after answering this one) while still beating:
+    a worker whose control consumer died."""
+    consumer = state.consumer
+    control = next(step for step in consumer.blueprint.steps.values()
+                   if type(step).__name__ == "Control")
+    consumer.call_soon(control.box.consumer.cancel)
+    return {"ok": "deaf"}

@@ -90,7 +90,7 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
     if observation is None:
         count = (current or {}).get(target.name, 0)
         return TargetView(target, [], [], count, now, memory, ["broker not read"])
-    problems = list(observation.problems)
+    problems = observation.problems_for(target.queues)
     queues = []
     for name in target.queues:
         if name in observation.queues:

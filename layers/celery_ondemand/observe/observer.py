@@ -31,6 +31,11 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_BURST_SECONDS = 2.5
 DEFAULT_QUIET_SECONDS = 0.25
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+FOREIGN_AFTER_SECONDS = 60.0
+"""A worker that beats but answers no control command this long is taken for another
+app's (see :meth:`Observer._scope_silent`)."""
+FORGET = 3600.0
+"""The queues a worker listed are forgotten this long after it last answered."""
 
 
 class Observer:
@@ -71,6 +76,9 @@ class Observer:
         """Why RabbitMQ blocks our publishing connection (``connection.blocked``), if it
         does: a memory or disk alarm."""
         self._probe: BrokerProbe | None = None
+        self._worker_queues: dict[str, tuple[list[str], float]] = {}
+        """Hostname → the queues it last listed, and when."""
+        self._silent_since: dict[str, float] = {}
         if own_app and scheme_of(self.broker_url) in AMQP_SCHEMES:
             # Control commands go out on the app's producer pool, not on the connection
             # we read from: bound it too, and hear when the broker blocks it. (An app of
@@ -160,11 +168,9 @@ class Observer:
                     ask(self.app, probe.connection, heard, timeout=self.control_timeout)
                     if any(worker.replied for worker in heard.values()):
                         observation.sources.append("control")
-                    observation.problems += [f"{name} did not answer control"
-                                             for name, worker in heard.items()
-                                             if not worker.replied]
+                    self._scope_silent(observation, heard)
                     if self.blocked:
-                        observation.problems.append(
+                        observation.add_problem(
                             f"RabbitMQ blocks publishing ({self.blocked}: a memory or disk "
                             "alarm): workers can neither beat nor answer, so none is heard")
             names = list(queues) if queues else _consumed_queues(heard.values())
@@ -174,9 +180,47 @@ class Observer:
             self.close(failed=True)  # the next observation starts on a fresh connection
             raise
         _fill(observation, names, depths, heard, previous)
-        observation.problems += _unheard_consumers(observation)
+        for queue, problem in _unheard_consumers(observation):
+            observation.add_problem(problem, [queue])
         observation.duration = time.monotonic() - started
         return observation
+
+    def _scope_silent(self, observation: Observation, heard: dict[str, HeardWorker]) -> None:
+        """A worker heard beating but silent to control hides what it runs: a gap for the
+        targets of the queues it consumes.
+
+        Its queues are those it last listed (to this observer). Unknown, on RabbitMQ the
+        queues' consumer counts already show an unheard consumer on any queue we read;
+        on Redis it holds every target, until it has stayed silent for
+        :data:`FOREIGN_AFTER_SECONDS`: a worker that beats on our events exchange but
+        never answers our control commands belongs to another app (a control exchange
+        of its own), and must not blind ours for good.
+        """
+        now = observation.observed_at
+        for name in [n for n, (_, at) in self._worker_queues.items() if now - at > FORGET]:
+            del self._worker_queues[name]  # gone long ago: a bounded memory
+        self._silent_since = {name: at for name, at in self._silent_since.items()
+                              if name in heard}
+        for name, worker in heard.items():
+            if worker.replied:
+                self._worker_queues[name] = ([q["name"] for q in worker.queues
+                                              if isinstance(q, dict) and "name" in q], now)
+                self._silent_since.pop(name, None)
+                continue
+            problem = f"{name} did not answer control"
+            known = self._worker_queues.get(name, ([], now))[0]
+            since = self._silent_since.setdefault(name, now)
+            if known:
+                observation.add_problem(f"{problem} (it consumes {', '.join(known)})", known)
+            elif scheme_of(self.broker_url) in AMQP_SCHEMES:
+                observation.warnings.append(f"{problem}; its queues unknown (a queue of "
+                                            "ours it consumes shows in the consumer counts)")
+            elif now - since < FOREIGN_AFTER_SECONDS:
+                observation.add_problem(f"{problem}; its queues unknown: every target held")
+            else:
+                observation.warnings.append(
+                    f"{problem} for {now - since:.0f}s though it beats: taken for another "
+                    "app's worker (a control exchange of its own), not held on")
 
     def close(self, failed: bool = False) -> None:
         """Release the broker connection; the next observation opens a new one.
@@ -219,11 +263,11 @@ def _worth_a_ping(heard: dict[str, HeardWorker], previous: Observation | None) -
     return any(w.heard_by == "control" and w.hostname not in heard for w in before)
 
 
-def _unheard_consumers(observation: Observation) -> list[str]:
+def _unheard_consumers(observation: Observation) -> list[tuple[str, str]]:
     """A queue the broker says more consumers read than the workers heard: someone we
     cannot see is working, so the read has a gap (RabbitMQ keeps consumer counts)."""
-    return [f"queue {queue.name}: {queue.consumers} consumers on the broker, "
-            f"{queue.many_workers} workers heard"
+    return [(queue.name, f"queue {queue.name}: {queue.consumers} consumers on the broker, "
+                         f"{queue.many_workers} workers heard")
             for queue in observation.queues.values()
             if queue.consumers is not None and queue.consumers > queue.many_workers]
 
