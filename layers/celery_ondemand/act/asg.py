@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from ..config import TargetConfig
 from ..errors import ScalerError
@@ -66,14 +67,20 @@ class ASGScaler(Scaler):
                         sum(1 for s in states if s.startswith("Pending")), self._refresh())
 
     def _refresh(self) -> str | None:
-        """An instance refresh under way replaces instances by itself: scale-in waits."""
+        """An instance refresh under way replaces instances by itself: scale-in waits.
+
+        An optional signal: when it cannot be read, scale-in waits too, but the group is
+        still read and scale-out goes ahead (a backlog must not wait on it).
+        """
         try:
             found = self.client.describe_instance_refreshes(
                 AutoScalingGroupName=self.target.auto_scaling_group, MaxRecords=5)
-        except ClientError as exc:  # a role from before this check: scale as before
+        except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "").startswith("AccessDenied"):
-                return None
-            raise
+                return None  # a role from before this check: scale as before
+            return f"instance refreshes could not be read ({_short(exc)})"
+        except (BotoCoreError, ResponseParserError) as exc:  # e.g. an HTTP 500 page
+            return f"instance refreshes could not be read ({_short(exc)})"
         for refresh in found.get("InstanceRefreshes", []):
             if refresh.get("Status") in REFRESHING:
                 return f"instance refresh {refresh.get('InstanceRefreshId', '?')} in progress"
@@ -113,3 +120,7 @@ class ASGScaler(Scaler):
                     instance["InstanceId"], instance.get("PrivateIpAddress"),
                     instance.get("PrivateDnsName"))
         return found
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] or type(exc).__name__

@@ -45,8 +45,9 @@ class Capacity:
     running: int
     pending: int = 0
     rollout: str | None = None
-    """Why a rollout is under way (an ECS deployment), None when there is none: scale-in
-    waits for it to end, scale-out does not."""
+    """Why a rollout is under way (an ECS deployment, an instance refresh), or why one
+    cannot be ruled out (the refreshes could not be read); None when there is none:
+    scale-in waits for it to end, scale-out does not."""
 
 
 class Scaler(ABC):
