@@ -117,7 +117,8 @@ TARGET_FIELDS: dict[str, Field] = {
     "max_workers": Field("int", "never more workers", 10, minimum=1),
     "policy": Field("str", "capacity | cwod | package.module:AgentSubclass", "capacity"),
     "worker_concurrency": Field("int", "tasks one worker runs at once (default: as the "
-                                "workers report, else 1)", None, minimum=1, optional=True),
+                                "workers report, else as they last reported, else 1)", None,
+                                minimum=1, optional=True),
     "target_wait_seconds": Field("float", "how long a task may wait before it starts", 60.0,
                                  minimum=1),
     "scale_down_delay_seconds": Field("float", "idle time before scaling to min_workers",

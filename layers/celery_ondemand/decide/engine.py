@@ -154,6 +154,7 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
         after.failed_reads += 1
         return after
     after.workers_seen = sorted(w.hostname for w in view.workers)
+    after.concurrency = view.reported_concurrency or before.concurrency
     # Before the early return below: the gap this measures is itself a problem, and must
     # end the moment the platform and the workers agree again.
     unheard = view.platform_running is not None and view.platform_running > view.live

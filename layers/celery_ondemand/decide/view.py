@@ -107,12 +107,28 @@ class TargetView:
         return max(ages, default=None)
 
     @property
+    def reported_concurrency(self) -> int | None:
+        """Slots per worker as the live workers report them (the median), if any does."""
+        reported = [w.concurrency for w in self.workers if w.concurrency]
+        return int(statistics.median(reported)) if reported else None
+
+    @property
     def concurrency(self) -> int:
-        """Slots per worker: configured, else what the workers report, else 1."""
+        """Slots per worker: configured, else what the workers report, else what they
+        last reported (remembered: from zero none is live to say), else 1."""
         if self.config.worker_concurrency:
             return self.config.worker_concurrency
-        reported = [w.concurrency for w in self.workers if w.concurrency]
-        return int(statistics.median(reported)) if reported else 1
+        return self.reported_concurrency or self.memory.concurrency or 1
+
+    @property
+    def starting(self) -> int:
+        """Workers asked for within ``startup_grace_seconds`` and not live yet: the count
+        set, less those heard (or, where none can be heard, less what the platform
+        runs). Past the grace a missing worker is not "starting" any more."""
+        asked = self.memory.last_up_at
+        if asked is None or self.now - asked >= self.config.startup_grace_seconds:
+            return 0
+        return max(0, self.current - self.live)
 
     def inputs(self) -> dict[str, object]:
         """The numbers a decision used, for its record."""
