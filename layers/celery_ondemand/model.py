@@ -45,6 +45,8 @@ class WorkerStatus:
       only after the visibility timeout): a worker holding them counts as busy.
     - ``heard_by``: ``events`` (it beat in the burst) or ``control`` (it sends no events —
       ``--without-heartbeat`` and no ``-E`` — and answered a ping).
+    - ``rate_limited``: tasks it has taken and holds back under a task rate limit (reported
+      by the celery-ondemand bootstep; 0 without it): it takes work, so it is no zombie.
     """
 
     hostname: str
@@ -62,6 +64,7 @@ class WorkerStatus:
     machine: str | None = None
     scheduled: int = 0
     heard_by: str = "events"
+    rate_limited: int = 0
 
     @property
     def busy(self) -> bool:
@@ -88,6 +91,7 @@ class WorkerStatus:
             "machine": self.machine,
             "scheduled": self.scheduled,
             "heard_by": self.heard_by,
+            "rate_limited": self.rate_limited,
         }
 
 

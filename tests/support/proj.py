@@ -53,6 +53,12 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+@app.task(name="tests.limited", rate_limit="2/m")
+def limited() -> None:
+    """A task Celery starts at most twice a minute per worker: the rest wait in the
+    worker's rate-limit bucket, taken from the broker but neither running nor reserved."""
+
+
 @app.task(name="tests.count")
 def count(seconds: float, key: str) -> None:
     """Work for ``seconds``, then count one completion under ``key`` in Redis.

@@ -180,13 +180,14 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
 
 def _stalled(view: TargetView, before: TargetMemory) -> dict[str, float]:
     """Workers that ran and finished nothing since the last tick although a queue they
-    consume held ready tasks, with when that began."""
+    consume held ready tasks, with when that began. A worker holding tasks back under a
+    rate limit is taking work at the pace it was told to: not stalled."""
     ready = {q.name: q.size for q in view.queues}
     stalled = {}
     for worker in view.workers:
         waiting = any(ready.get(name, 0) > 0 for name in worker.queues)
         finished_nothing = before.processed.get(worker.hostname) == worker.processed
-        if waiting and finished_nothing and worker.active == 0:
+        if waiting and finished_nothing and worker.active == 0 and not worker.rate_limited:
             stalled[worker.hostname] = before.stalled_since.get(worker.hostname, view.now)
     return stalled
 

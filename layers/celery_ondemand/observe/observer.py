@@ -322,6 +322,7 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             machine=worker.machine,
             scheduled=len(worker.scheduled),
             heard_by="events" if worker.by_events else "control",
+            rate_limited=worker.rate_limited,
         )
         old = before.get(hostname)
         for name in ("last_task_received_at", "last_task_started_at", "last_task_succeeded_at"):
