@@ -174,7 +174,15 @@ class Observer:
                             f"RabbitMQ blocks publishing ({self.blocked}: a memory or disk "
                             "alarm): workers can neither beat nor answer, so none is heard")
             names = list(queues) if queues else _consumed_queues(heard.values())
-            depths = probe.depths(names)
+            held = sum(len(w.running) + len(w.waiting) + len(w.scheduled) + w.rate_limited
+                       for w in heard.values())
+            depths = probe.depths(names, held_by_workers=held if probe.supports_workers
+                                  and all(w.replied for w in heard.values()) else None)
+            if probe.unattributed:
+                observation.add_problem(
+                    f"{probe.unattributed} unacknowledged messages beyond the "
+                    "bounded read, not attributed to a queue: they could be any queue's "
+                    "stranded tasks")
             observation.sources.insert(0, "broker")
         except BrokerUnavailable:
             self.close(failed=True)  # the next observation starts on a fresh connection

@@ -10,7 +10,11 @@ Features:
       ``unacked`` hash), by queue. A worker killed mid-task leaves its tasks there, and
       only a running consumer puts them back, after ``visibility_timeout``: counted as
       hidden work, they keep a worker up to do that instead of the target scaling to zero
-      with tasks stranded. Read in a second round trip only when something is unacked.
+      with tasks stranded. The hash is one for all queues and holds whole messages (ETA
+      tasks wait there for hours), so its entries are read only when the live workers do
+      not account for all of them, with ``HSCAN`` in batches (each a short command on
+      the server), at most :data:`UNACKED_READ_LIMIT`; what lies beyond is counted
+      (``HLEN``) and reported as unattributed, a gap in the read.
 
 Not available: consumer counts (Redis keeps none) and ``missing`` (an empty queue and an
 absent one are the same thing in Redis: no key).
@@ -38,6 +42,12 @@ import redis
 from ...stamping import published_at
 from .base import BrokerProbe, QueueDepth
 
+UNACKED_READ_LIMIT = 2000
+"""Most unacknowledged entries read per observation (whole messages: about 1 KB each)."""
+
+UNACKED_BATCH = 500
+"""Entries asked for per ``HSCAN`` call."""
+
 
 class RedisProbe(BrokerProbe):
     """Reads every queue's priority lists in one pipeline."""
@@ -50,7 +60,7 @@ class RedisProbe(BrokerProbe):
         with channel.conn_or_acquire() as client:
             client.ping()
 
-    def _depths(self, queues: list[str]) -> dict[str, QueueDepth]:
+    def _depths(self, queues: list[str], held_by_workers: int | None) -> dict[str, QueueDepth]:
         channel: Any = self.connection.default_channel
         prefix = str(channel.global_keyprefix or "")
         keys = {
@@ -81,11 +91,24 @@ class RedisProbe(BrokerProbe):
                     stamps.append(stamp)
             depths[queue] = QueueDepth(ready=ready, oldest_published_at=min(stamps, default=None),
                                        foreign=foreign, in_flight=0)
-        if next(replies):
-            unacked = client.hvals(unacked_key)
-            for queue, count in _unacked_by_queue(unacked, set(queues)).items():
+        unacked = int(next(replies) or 0)
+        if unacked and (held_by_workers is None or unacked > held_by_workers):
+            entries = _scan(client, unacked_key, UNACKED_READ_LIMIT)
+            self.unattributed = max(0, unacked - len(entries))
+            for queue, count in _unacked_by_queue(entries, set(queues)).items():
                 depths[queue] = replace(depths[queue], in_flight=count)
         return depths
+
+
+def _scan(client: redis.Redis, key: str, limit: int) -> list[Any]:
+    """Up to about ``limit`` values of hash ``key``, in short ``HSCAN`` steps."""
+    values: list[Any] = []
+    cursor = 0
+    while True:
+        cursor, found = client.hscan(key, cursor, count=UNACKED_BATCH)
+        values += found.values() if isinstance(found, dict) else []
+        if not cursor or len(values) >= limit:
+            return values[:limit]
 
 
 def _plain_client(channel: Any) -> redis.Redis:

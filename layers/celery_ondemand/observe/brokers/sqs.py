@@ -53,7 +53,7 @@ class SQSProbe(BrokerProbe):
         if not channel.predefined_queues:  # kombu itself lists none then: neither do we
             channel.sqs().list_queues(MaxResults=1)
 
-    def _depths(self, queues: list[str]) -> dict[str, QueueDepth]:
+    def _depths(self, queues: list[str], held_by_workers: int | None) -> dict[str, QueueDepth]:
         channel: Any = self.connection.default_channel
         depths = {}
         for queue in queues:
