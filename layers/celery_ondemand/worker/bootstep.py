@@ -65,7 +65,8 @@ class OnDemandStep(bootsteps.StartStopStep):
 
     def info(self, parent: Any) -> dict[str, Any]:  # type: ignore[override]  # stubs say None
         return {"ondemand": {**self.protection.info(), "protected": self.protected,
-                             "rate_limited": _rate_limited(parent)}}
+                             "rate_limited": _rate_limited(parent),
+                             "beat": getattr(parent, "beat", None) is not None}}
 
     def _follow_tasks(self) -> None:
         set_at = 0.0
