@@ -54,11 +54,9 @@ class Observer:
                  burst_seconds: float = DEFAULT_BURST_SECONDS,
                  quiet_seconds: float = DEFAULT_QUIET_SECONDS,
                  control_timeout: float = 1.0) -> None:
+        own_app = app is None
         if app is None:
             app = Celery("celery-ondemand", broker=broker_url, set_as_current=False)
-            own_app = True
-        else:
-            own_app = False
         if transport_options:
             # Where the workers' app puts them, so Celery hands them to kombu exactly as
             # it does for the workers (key separator, priority steps, key prefix, SQS
