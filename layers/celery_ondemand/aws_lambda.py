@@ -185,7 +185,8 @@ def _ticker(settings: Settings) -> Ticker:
     if _warm is None or _warm.settings != settings or _warm.broker_url != broker_url:
         if _warm is not None:
             _warm.ticker.close()
-        observer: Any = Observer(broker_url)
+        observer: Any = Observer(broker_url,
+                                 transport_options=settings.broker_transport_options)
         tracer = _tracer()
         if tracer is not None:
             observer = _TracedObserver(observer, tracer)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .config import load_settings
+from .config import load_settings, parse_transport_options
 from .decide import Decision
 from .errors import ConfigError, OnDemandError
 from .model import Observation
@@ -43,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     """``ondemand status``: one observation, as a table or as cwod's JSON."""
-    with Observer(args.broker, burst_seconds=args.burst,
+    options = parse_transport_options(args.transport_options) if args.transport_options \
+        else None
+    with Observer(args.broker, transport_options=options, burst_seconds=args.burst,
                   connect_timeout=args.connect_timeout) as observer:
         observation = observer.observe(args.queue or None)
     if args.json:
@@ -111,7 +113,7 @@ def doctor_command(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     broker = args.broker or resolve_broker_url(settings)
-    with Observer(broker) as observer:
+    with Observer(broker, transport_options=settings.broker_transport_options) as observer:
         findings = examine(settings, observer, aws=not args.no_aws)
     for finding in findings:
         print(finding.render())
@@ -271,6 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--connect-timeout", type=_positive, default=DEFAULT_CONNECT_TIMEOUT,
                         metavar="SECONDS", help="give up on an unreachable broker after this "
                         f"long (default {DEFAULT_CONNECT_TIMEOUT})")
+    status.add_argument("--transport-options", metavar="JSON",
+                        help="the workers' broker_transport_options, as a JSON mapping "
+                             "(key prefix, priority steps, SQS queue prefix, region, ...)")
     status.add_argument("--json", action="store_true",
                         help='print {"queues": ..., "workers": ...} as JSON')
     status.set_defaults(run=status_command)

@@ -71,7 +71,8 @@ class Meter:
         create_table(client, TABLE)
         client.meta.events.register("before-parameter-build.dynamodb.*", self._on_write)
         client.meta.events.register("after-call.dynamodb.*", self._on_read)
-        self.ticker = Ticker(self.settings, observer=Observer(self.broker_url),
+        self.ticker = Ticker(self.settings, observer=Observer(
+            self.broker_url, transport_options=self.settings.broker_transport_options),
                              store=DynamoDBStateStore(TABLE, client), scalers={})
         return self
 

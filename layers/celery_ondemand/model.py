@@ -50,6 +50,8 @@ class WorkerStatus:
       only after the visibility timeout): a worker holding them counts as busy.
     - ``heard_by``: ``events`` (it beat in the burst) or ``control`` (it sends no events —
       ``--without-heartbeat`` and no ``-E`` — and answered a ping).
+    - ``rate_limited``: tasks it has taken and holds back under a task rate limit (reported
+      by the celery-ondemand bootstep; 0 without it): it takes work, so it is no zombie.
     """
 
     hostname: str
@@ -67,6 +69,7 @@ class WorkerStatus:
     machine: str | None = None
     scheduled: int = 0
     heard_by: str = "events"
+    rate_limited: int = 0
 
     @classmethod
     def get(cls, hostname: str, *args: Any, **kwargs: Any) -> WorkerStatus:
@@ -109,6 +112,7 @@ class WorkerStatus:
             "machine": self.machine,
             "scheduled": self.scheduled,
             "heard_by": self.heard_by,
+            "rate_limited": self.rate_limited,
         }
 
 
@@ -209,8 +213,12 @@ class Observation:
     - ``duration``: seconds it took.
     - ``sources``: what was heard: ``broker`` (queue depths), ``events`` (heartbeats),
       ``control`` (worker replies). A source missing here was not available.
-    - ``problems``: gaps in this observation (a worker heard but silent to control, ...).
+    - ``problems``: gaps in this observation that touch every target (the broker blocks
+      publishing, a worker heard but silent to control whose queues are unknown, ...).
       A decision over an observation with problems never scales down.
+    - ``queue_problems``: gaps that touch only some queues, by queue name (a worker silent
+      to control that consumes them, more consumers than workers heard): they hold only
+      the targets serving those queues.
     - ``warnings``: odd things seen that leave the read complete (a foreign message in a
       queue, ...): reported, not held on.
     """
@@ -223,6 +231,22 @@ class Observation:
     sources: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    queue_problems: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_problem(self, problem: str, queues: Iterable[str] | None = None) -> None:
+        """Note a gap in the read: for ``queues`` only, or for every target (None)."""
+        if queues is None:
+            self.problems.append(problem)
+            return
+        for queue in queues:
+            self.queue_problems.setdefault(queue, []).append(problem)
+
+    def problems_for(self, queues: Iterable[str]) -> list[str]:
+        """The gaps that touch a target serving ``queues``: every target's, then theirs."""
+        found = list(self.problems)
+        for queue in queues:
+            found += [p for p in self.queue_problems.get(queue, []) if p not in found]
+        return found
 
     @property
     def live_workers(self) -> dict[str, WorkerStatus]:
@@ -244,5 +268,6 @@ class Observation:
             "duration": self.duration,
             "sources": list(self.sources),
             "problems": list(self.problems),
+            "queue_problems": {name: list(found) for name, found in self.queue_problems.items()},
             "warnings": list(self.warnings),
         }

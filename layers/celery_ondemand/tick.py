@@ -26,7 +26,14 @@ from typing import Any
 from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
 from .decide import Agent, Decision, TargetMemory, build_agents, decide
-from .errors import BrokerUnavailable, ConfigError, LeaseLost, OnDemandError, StateError
+from .errors import (
+    BrokerUnavailable,
+    ConfigError,
+    LeaseLost,
+    OnDemandError,
+    ScaleInHeld,
+    StateError,
+)
 from .model import Observation, WorkerStatus
 from .observe import Observer
 from .remember import DynamoDBStateStore, SQLiteStateStore, StateStore
@@ -70,7 +77,7 @@ class TickResult:
         found += [f"queue {q.name} does not exist on the broker: read as empty"
                  for q in self.observation.queues.values() if q.missing]
         found += [f"target {d.target}: {d.reason}" for d in self.decisions
-                  if d.rule == "rollout"]
+                  if d.rule in ("rollout", "protection")]
         found += [f"target {d.target}: {d.inputs['near_redelivery']} running tasks near or "
                   f"past the broker's {d.inputs['redelivery_timeout']:.0f}s redelivery "
                   "timeout: a copy is handed out again (Redis, SQS) or the channel closed "
@@ -119,7 +126,8 @@ class Ticker:
             t.name: scaler_for(t, self.agents[t.name], f"targets[{i}].scaler")
             for i, t in enumerate(settings.targets)}
         self.store = store
-        self.observer = observer or Observer(broker_url or resolve_broker_url(settings))
+        self.observer = observer or Observer(broker_url or resolve_broker_url(settings),
+                                             transport_options=settings.broker_transport_options)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = max(60.0, 3 * settings.tick_interval_seconds)
         self.memory: dict[str, TargetMemory] = {}
@@ -147,6 +155,7 @@ class Ticker:
         result = TickResult(observation, decisions, error, target_errors, started_at=now)
         if not dry_run:
             self._act(result)
+            _remember_what_was_done(memory, result)
             self.memory = memory
             if self.store is not None:
                 try:
@@ -220,6 +229,9 @@ class Ticker:
                 self.scalers[name].apply(decision.desired, decision.current,
                                          workers_of(target, result.observation))
                 result.applied.append(name)
+            except ScaleInHeld as exc:  # a busy worker could not be shielded: no scale-in
+                result.decisions[i] = replace(decision, desired=decision.current,
+                                              rule="protection", reason=str(exc))
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "scaling", exc)
         self._replace_zombies(result)
@@ -233,7 +245,7 @@ class Ticker:
             workers = workers_of(self.settings.target(name), result.observation)
             zombies = [w for w in workers if w.hostname in decision.zombies]
             try:
-                result.replaced[name] = self.scalers[name].replace(zombies)
+                result.replaced[name] = self.scalers[name].replace(zombies, workers)
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "replacing", exc)
 
@@ -254,6 +266,17 @@ def _said(decision: Decision) -> tuple[Any, ...]:
     inputs = decision.inputs
     return (decision.current, decision.desired, decision.rule, inputs.get("ready"),
             inputs.get("hidden"), inputs.get("live"), inputs.get("busy"), decision.zombies)
+
+
+def _remember_what_was_done(memory: dict[str, TargetMemory], result: TickResult) -> None:
+    """A decision held or failed after ``decide`` (a rollout, a shield that failed, a
+    scaler error) left the count where it was: the memory must say so, or the next tick
+    would take the workers that did not leave for workers expected to leave."""
+    for decision in result.decisions:
+        unchanged = decision.action == "hold" or decision.dry_run \
+            or decision.target in result.target_errors
+        if unchanged and decision.target in memory:
+            memory[decision.target].last_desired = decision.current
 
 
 def _hold_during_rollout(decision: Decision, rollout: str | None) -> Decision:

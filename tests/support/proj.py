@@ -6,6 +6,7 @@ Workers are started with ``celery -A tests.support.proj worker``; the broker com
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -30,6 +31,14 @@ if os.environ.get("ONDEMAND_TEST_VISIBILITY"):
     app.conf.broker_transport_options = {
         "visibility_timeout": float(os.environ["ONDEMAND_TEST_VISIBILITY"]),
         "unacked_restore_interval": 2, "unacked_restore_throttle": 1}
+if os.environ.get("ONDEMAND_TEST_TRANSPORT_OPTIONS"):
+    # A deployment's own broker settings (priority steps, key prefix, SQS queue prefix).
+    app.conf.broker_transport_options = {
+        **(app.conf.broker_transport_options or {}),
+        **json.loads(os.environ["ONDEMAND_TEST_TRANSPORT_OPTIONS"])}
+if os.environ.get("ONDEMAND_TEST_CONTROL_EXCHANGE"):
+    # Another app on the same broker: its events reach us, our control commands not it.
+    app.conf.control_exchange = os.environ["ONDEMAND_TEST_CONTROL_EXCHANGE"]
 stamp_publish_time()
 if os.environ.get("ONDEMAND_TEST_BOOTSTEP"):
     from celery_ondemand.worker import OnDemandStep
@@ -42,6 +51,12 @@ def sleep(seconds: float) -> float:
     """Hold a worker slot for ``seconds``: the stand-in for real work."""
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="tests.limited", rate_limit="2/m")
+def limited() -> None:
+    """A task Celery starts at most twice a minute per worker: the rest wait in the
+    worker's rate-limit bucket, taken from the broker but neither running nor reserved."""
 
 
 @app.task(name="tests.count")
@@ -63,3 +78,14 @@ def ondemand_test_stall(state: Any) -> dict[str, str]:
     to resume consuming after a broker reconnect."""
     state.consumer.task_consumer.cancel()
     return {"ok": "stalled"}
+
+
+@control_command()
+def ondemand_test_deaf(state: Any) -> dict[str, str]:
+    """Stop answering control commands (after answering this one) while still beating:
+    a worker whose control consumer died."""
+    consumer = state.consumer
+    control = next(step for step in consumer.blueprint.steps.values()
+                   if type(step).__name__ == "Control")
+    consumer.call_soon(control.box.consumer.cancel)
+    return {"ok": "deaf"}

@@ -87,7 +87,8 @@ def test_protection_is_on_exactly_while_tasks_run(broker_url: str, fleet: Fleet,
         app = Celery("inspect", broker=broker_url, set_as_current=False)
         stats = app.control.inspect(destination=[worker.hostname], limit=1).stats() or {}
         assert stats[worker.hostname]["ondemand"] == {"platform": "ecs", "task_arn": TASK_ARN,
-                                                      "protected": False}
+                                                      "protected": False, "rate_limited": 0,
+                                                      "beat": False}
         assert agent.calls == [], "idle: nothing to protect"
         with Observer(broker_url) as observer:
             seen = observer.observe([name]).workers[worker.hostname]

@@ -8,7 +8,8 @@
   wait target T. The work seen at one instant understates a steady load (a slot freed
   between ticks takes the next arrival), so λ/μ may hold the current count above it; but
   only visible work adds workers.
-- An oldest task older than T adds a worker even when the numbers say enough.
+- An oldest task older than T adds a worker even when the numbers say enough, unless
+  workers asked for are still starting (they will take it).
 - Up fast (at once, capped per tick), down slow (to the highest recommendation of the
   stabilization window, and to the minimum only after ``scale_down_delay_seconds`` idle),
   and hysteresis: shrink only to a count the load fits with ``tolerance`` to spare.
@@ -40,8 +41,11 @@ class CapacityAgent(Agent):
         age = view.oldest_age
         if age is not None and age > config.target_wait_seconds and view.ready > 0 \
                 and up_to <= view.current:
-            up_to, rule = view.current + 1, "age"
             reason = f"oldest task waited {age:.0f}s > {config.target_wait_seconds:.0f}s"
+            if view.starting:
+                return Recommendation(view.current, "starting",
+                                      f"{reason}; {view.starting} workers still starting")
+            up_to, rule = view.current + 1, "age"
         if view.current == 0:
             return Recommendation(up_to, "from-zero", f"{reason}; starting from zero")
         if up_to > view.current:

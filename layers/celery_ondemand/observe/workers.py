@@ -53,6 +53,8 @@ class HeardWorker:
     concurrency: int | None = None
     machine: str | None = None
     scheduled: list[dict[str, Any]] = field(default_factory=list)
+    rate_limited: int = 0
+    """Tasks it holds back under a rate limit (reported by the bootstep)."""
     by_events: bool = True
     clock_offset: float = 0.0
     """Our clock minus the worker's, from its last heartbeat: task start times it reports
@@ -173,6 +175,8 @@ def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
             if isinstance(ondemand, dict):
                 machine = ondemand.get("task_arn") or ondemand.get("instance_id")
                 workers[hostname].machine = str(machine) if machine else None
+                held = ondemand.get("rate_limited")
+                workers[hostname].rate_limited = held if isinstance(held, int) else 0
 
 
 def discover(app: Celery, connection: Connection, known: Collection[str],
