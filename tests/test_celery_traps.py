@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
+from kombu import Connection, Consumer
+from kombu import Queue as KombuQueue
 
 from celery_ondemand import Observer, TargetMemory
 from celery_ondemand.act.local import LocalScaler
@@ -51,6 +53,31 @@ def test_a_worker_without_heartbeat_or_events_is_found_and_never_read_as_idle(
     decisions, _ = decide(again, config, {"t": TargetMemory(idle_since=0.0)}, 1000.0,
                           current={"t": 1})
     assert decisions[0].desired == 1, "a worker we cannot hear beat is not an idle one"
+
+
+def test_a_consumer_nobody_hears_is_a_gap_on_rabbitmq(rabbitmq_url: str) -> None:
+    """RabbitMQ counts a queue's consumers: one more than the workers heard (here a plain
+    kombu consumer, as a worker with events off and control unanswered would be) means
+    someone unseen may be working. The read has a gap: a long-idle target is held."""
+    queues = Queues(rabbitmq_url)
+    name = queues.new("unheard")
+    try:
+        with Connection(rabbitmq_url) as connection:
+            channel = connection.channel()
+            queue = KombuQueue(name, routing_key=name, durable=True)
+            consumer = Consumer(channel, [queue], callbacks=[lambda body, message: None])
+            consumer.consume()
+            with Observer(rabbitmq_url) as observer:
+                status = observer.observe([name])
+            consumer.cancel()
+        assert status.queues[name].consumers == 1 and status.queues[name].workers == []
+        assert f"queue {name}: 1 consumers on the broker, 0 workers heard" in status.problems
+        config = settings(queues=[name], worker_concurrency=1)
+        long_idle = {"t": TargetMemory(idle_since=0.0)}
+        decisions, _ = decide(status, config, long_idle, 1000.0, current={"t": 1})
+        assert (decisions[0].desired, decisions[0].rule) == (1, "blind")
+    finally:
+        queues.delete_all()
 
 
 def test_eta_tasks_hold_their_worker_and_add_no_demand(
