@@ -11,10 +11,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from celery_ondemand import Observer
+from celery_ondemand import BrokerUnavailable, Observer
 from celery_ondemand.tick import Ticker
 from tests.support.agents import FileCountScaler
-from tests.support.brokers import Queues
+from tests.support.brokers import Queues, private_redis
+from tests.support.cli import SECRET
 from tests.support.observations import settings
 from tests.support.proxy import Proxy
 from tests.support.workers import Fleet
@@ -49,6 +50,51 @@ def test_a_slow_broker_is_observed_within_the_budget(redis_url: str, proxy: Prox
     finally:
         fleet.stop()
         queues.delete_all()
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "redis"])
+def test_a_silent_broker_fails_after_the_connect_timeout_given(scheme: str,
+                                                               silent_server: int) -> None:
+    """A server that accepts the connection and never answers is given up on after the
+    connect timeout asked for — ours, not a library's default (Celery's is 4 s), so the
+    one given here is longer: the failure cannot come before it."""
+    url = f"{scheme}://user:{SECRET}@127.0.0.1:{silent_server}/"
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="timed out") as failure, \
+            Observer(url, connect_timeout=6) as observer:
+        observer.observe(["q"])
+    elapsed = time.monotonic() - started
+    assert 6 <= elapsed < 60, f"gave up after {elapsed:.1f}s"
+    assert SECRET not in str(failure.value)
+
+
+def test_a_worker_that_beats_rarely_is_heard_through_a_slow_link() -> None:
+    """The burst must not rely on the worker's own periodic heartbeat (here every 30 s):
+    it is heard because it is asked to beat now, and the burst listens long enough.
+
+    - 0.1 s on every chunk each way: setting up the subscription and sending the wake-up
+      takes longer than the whole 1.5 s burst, which therefore counts only the time it
+      listens;
+    - our SUBSCRIBE reaches Redis 0.1 s after the first wake-up, so the worker's answer to
+      it is lost (Redis keeps no message nobody subscribed to): the burst, hearing nobody
+      for its 0.25 s quiet period, asks once more.
+
+    A private redis-server: on the shared one other workers would answer our wake-up.
+    """
+    with private_redis("--appendonly", "no") as port:
+        fleet = Fleet(f"redis://127.0.0.1:{port}/0")
+        proxy = Proxy(port, delay=0.1)
+        proxy.hold_until = {b"SUBSCRIBE": (b"celery.pidbox", 0.1)}  # live 0.1 s late
+        try:
+            worker = fleet.start(["rare"], name="rare", options=["--heartbeat-interval", "30"])
+            with Observer(f"redis://127.0.0.1:{proxy.port}/0", burst_seconds=1.5) as observer:
+                status = observer.observe(["rare"])
+            assert worker.hostname in status.live_workers, status.sources
+            assert status.live_workers[worker.hostname].heard_by == "events"
+            assert "ping" not in status.sources, "heard by its beat, not found by a ping"
+        finally:
+            proxy.close()
+            fleet.stop()
 
 
 def test_a_dropped_connection_fails_clearly_holds_and_recovers(
