@@ -19,7 +19,7 @@ import pytest
 from celery_ondemand.remember.dynamodb import create_table
 from tests.support.aws import ecs_service_with_tasks
 from tests.support.brokers import Queues, producer_app
-from tests.support.cli import ondemand
+from tests.support.cli import interruptible, ondemand
 
 pytestmark = pytest.mark.broker
 
@@ -70,7 +70,8 @@ def test_run_ticks_until_interrupted(broker_url: str, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "celery_ondemand.cli", "run", "--config", str(config),
          "--state", str(tmp_path / "state.db"), "--interval", "0.5", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        preexec_fn=interruptible)
     assert process.stdout is not None
     printed: list[str] = []
     deadline = time.monotonic() + 90

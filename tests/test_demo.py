@@ -14,6 +14,7 @@ from pathlib import Path
 
 from celery_ondemand.demo import DemoOptions, run_demo
 from celery_ondemand.demo.load import read_trace, schedule
+from tests.support.cli import interruptible
 
 
 def test_the_trace_slice_is_shipped_and_shaped_into_a_schedule() -> None:
@@ -46,7 +47,7 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
     process = subprocess.Popen([sys.executable, "-m", "celery_ondemand.cli", "demo",
                                 "--duration", "60", "--no-live"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=dict(os.environ))
+                               env=dict(os.environ), preexec_fn=interruptible)
     assert process.stdout is not None
     found = None
     while found is None:

@@ -72,7 +72,7 @@ def test_tasks_stranded_by_a_killed_worker_are_hidden_work(redis_url: str) -> No
             worker.kill()
             status = observer.observe([name])
         queue = status.queues[name]
-        assert (queue.size, queue.hidden, status.live_workers) == (0, 1, {})
+        assert (queue.size, queue.hidden, queue.workers) == (0, 1, [])  # nobody serves it
         decisions, _ = decide(status, settings(queues=[name], worker_concurrency=1,
                                                scale_down_delay_seconds=0), {}, 1000.0,
                               current={"t": 0})
