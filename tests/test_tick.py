@@ -103,14 +103,24 @@ def test_memory_carried_across_cold_starts_changes_the_decision(store: StateStor
 
 
 def test_a_broker_outage_holds_and_is_remembered(store: StateStore, counted: Any) -> None:
+    """The outage comes after the target has been idle far past scale_down_delay_seconds,
+    so only the blind rule stands between it and a scale-down to zero."""
+    idle = observation({"q": (0, 0)}, [worker("w0", ["q"]), worker("w1", ["q"])])
     ticker = Ticker(counted, store=store, observer=ScriptedObserver(  # type: ignore[arg-type]
-        observation({"q": (8, 0)}), None, None))
+        observation({"q": (8, 0)}), idle, None, None, idle))
     assert ticker.tick(now=1000.0).decisions[0].desired == 2
-    outage = ticker.tick(now=1015.0)
+    assert ticker.tick(now=1015.0).decisions[0].rule == "idle-wait", "the idle clock starts"
+    outage = ticker.tick(now=1015.0 + 3600)
     assert outage.error and "scripted outage" in outage.error and not outage.ok
-    assert (outage.decisions[0].desired, outage.decisions[0].action) == (2, "hold")
-    ticker.tick(now=1030.0)
+    decision = outage.decisions[0]
+    assert (decision.desired, decision.rule, decision.action) == (2, "blind", "hold")
+    assert Path(FileCountScaler.path).read_text() == "2"
+    ticker.tick(now=1030.0 + 3600)
     assert store.load_memory("default")["t"].failed_reads == 2
+    healthy = ticker.tick(now=1045.0 + 3600)
+    assert (healthy.decisions[0].desired, healthy.decisions[0].rule) == (0, "idle"), \
+        "read again, the long idle target scales in: the hold was the blind rule's"
+    assert Path(FileCountScaler.path).read_text() == "0"
 
 
 def test_one_targets_aws_error_does_not_stop_another(monkeypatch: pytest.MonkeyPatch) -> None:

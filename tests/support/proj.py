@@ -46,6 +46,12 @@ if os.environ.get("ONDEMAND_TEST_BOOTSTEP"):
     app.steps["worker"].add(OnDemandStep)
 
 
+if os.environ.get("ONDEMAND_TEST_LEDGER"):
+    from tests.support.ledger import keep_ledger
+
+    keep_ledger(os.environ["ONDEMAND_TEST_COUNTER"], os.environ["ONDEMAND_TEST_LEDGER"])
+
+
 @app.task(name="tests.sleep")
 def sleep(seconds: float) -> float:
     """Hold a worker slot for ``seconds``: the stand-in for real work."""
@@ -69,6 +75,20 @@ def count(seconds: float, key: str) -> None:
 
     time.sleep(seconds)
     redis.Redis.from_url(os.environ["ONDEMAND_TEST_COUNTER"]).incr(key)
+
+
+@app.task(name="tests.hold")
+def hold(release: str, key: str | None = None, limit: float = 120.0) -> None:
+    """Run until the test sets the Redis key ``release`` (or ``limit`` seconds pass), then
+    count one completion under ``key``: a task exactly as long as the test needs."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["ONDEMAND_TEST_COUNTER"])
+    deadline = time.monotonic() + limit
+    while not client.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if key is not None:
+        client.incr(key)
 
 
 @control_command()
