@@ -139,6 +139,14 @@ def listen(app: Celery, connection: Connection, *, expected: Collection[str] = (
     return burst.workers
 
 
+def _records(reply: Any) -> list[dict[str, Any]]:
+    """The dicts of a worker's list reply; nothing of one that is not a list (an error
+    reply, another program's answer): a worker must not blind the read of every other."""
+    if not isinstance(reply, list):
+        return []
+    return [dict(item) for item in reply if isinstance(item, dict)]
+
+
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
         timeout: float = 1.0) -> None:
     """Fill in queues, running and waiting tasks, and pool size from one round of replies."""
@@ -147,21 +155,21 @@ def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
     inspect = app.control.inspect(destination=list(workers), limit=len(workers),
                                   timeout=timeout, connection=connection)
     for hostname, queues in (inspect.active_queues() or {}).items():
-        if hostname in workers:
-            workers[hostname].queues = [dict(queue) for queue in queues or []]
-            workers[hostname].replied = True
+        if hostname in workers and isinstance(queues, list):
+            workers[hostname].queues = _records(queues)
+            workers[hostname].replied = True  # an odd reply (an error) is no answer
     for hostname, tasks in (inspect.active() or {}).items():
         if hostname in workers:
-            workers[hostname].running = [dict(task) for task in tasks or []]
+            workers[hostname].running = _records(tasks)
             workers[hostname].active = len(workers[hostname].running)
     for hostname, tasks in (inspect.reserved() or {}).items():
         if hostname in workers:
-            workers[hostname].waiting = [dict(task) for task in tasks or []]
+            workers[hostname].waiting = _records(tasks)
     for hostname, entries in (inspect.scheduled() or {}).items():  # ETA / countdown
         if hostname in workers:
             workers[hostname].scheduled = [dict(entry.get("request") or {})
-                                           for entry in entries or []
-                                           if isinstance(entry, dict)]
+                                           for entry in _records(entries)
+                                           if isinstance(entry.get("request") or {}, dict)]
     for hostname, stats in (inspect.stats() or {}).items():
         if hostname in workers and isinstance(stats, dict):
             pool = stats.get("pool") or {}
