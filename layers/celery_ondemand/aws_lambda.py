@@ -27,6 +27,8 @@ Environment:
   ``idle_return`` and ``metrics_detail``, when not empty;
 - ``ONDEMAND_TICK_QUEUE_URL``: the SQS queue a scheduled invocation queues its period's
   further ticks on (without one, it runs them itself, sleeping between);
+- ``ONDEMAND_EVENT_BUS``: the EventBridge bus that receives scale events (see
+  :mod:`celery_ondemand.scale_events`); unset, none are published;
 - ``ONDEMAND_SCHEDULE_SECONDS``: the schedule's period when the payload does not say
   (default 60);
 - ``POWERTOOLS_METRICS_NAMESPACE``: the metrics namespace (default ``CeleryOnDemand``);
@@ -50,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import parameters
 
-from . import metrics
+from . import metrics, scale_events
 from .config import Settings, load_settings, parse_settings
 from .errors import OnDemandError
 from .model import Observation
@@ -99,6 +101,10 @@ class _Clients:
     @cached_property
     def tick_queue(self) -> Any:
         return _client("sqs")
+
+    @cached_property
+    def events(self) -> Any:
+        return _client("events")
 
 
 def _client(service: str) -> Any:
@@ -355,8 +361,12 @@ def _errors(result: TickResult) -> list[str]:
 
 def report_tick(result: TickResult, settings: Settings, duration: float,
                 namespace: str = metrics.DEFAULT_NAMESPACE) -> None:
-    """Every tick's account: its metrics (EMF), its decisions, each error and each gap."""
+    """Every tick's account: its metrics (EMF), its decisions, each error and each gap,
+    and its scale events on ``ONDEMAND_EVENT_BUS`` when set."""
     metrics.publish(result, settings, duration, namespace)
+    bus = os.environ.get("ONDEMAND_EVENT_BUS")
+    if bus:
+        scale_events.publish(result, settings.deployment, bus, lambda: _clients().events)
     if result.lease_lost and not result.error:
         logger.info("another tick holds the lease: this one did nothing")
         return

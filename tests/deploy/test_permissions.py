@@ -199,6 +199,8 @@ def recorded(redis_url: str, rabbitmq_url: str) -> Iterator[Recorded]:
             env.setenv("ONDEMAND_BROKER_SECRET", deployment.secret_arn)
             env.setenv("ONDEMAND_TICK_QUEUE_URL", deployment.clients["sqs"].create_queue(
                 QueueName=TICK_QUEUE)["QueueUrl"])
+            env.setenv("ONDEMAND_EVENT_BUS",
+                       f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/default")
             clients = deployment.clients
 
             tasks = ecs_service_with_tasks(clients["ecs"], clients["ec2"], tasks=3)
@@ -263,7 +265,7 @@ def test_the_scenarios_exercise_every_path_that_calls_aws(recorded: Recorded) ->
             "autoscaling:SetInstanceProtection",
             "autoscaling:TerminateInstanceInAutoScalingGroup",
             "autoscaling:DescribeInstanceRefreshes", "sqs:GetQueueAttributes",
-            "sqs:SendMessageBatch"} <= autoscaler
+            "sqs:SendMessageBatch", "events:PutEvents"} <= autoscaler
     assert {a for role, a in made if role == "StatusFunctionRole"} == {
         "ssm:GetParameter", "dynamodb:GetItem"}
 
@@ -293,6 +295,7 @@ def test_the_roles_reach_nothing_the_stack_was_not_given(recorded: Recorded) -> 
             ("dynamodb:PutItem", f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/other"),
             ("dynamodb:Scan", f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{TABLE}"),
             ("ssm:GetParameter", f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/other"),
+            ("events:PutEvents", f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/other"),
             ("secretsmanager:GetSecretValue",
              f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:other-AbCdEf")):
         assert not allowed(policies, action, resource), f"{action} on {resource}"
