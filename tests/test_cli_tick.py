@@ -79,3 +79,22 @@ def test_an_unreachable_broker_holds_every_target_and_fails(tmp_path: Path) -> N
     output = json.loads(result.stdout)
     assert output["status"] is None and "refused" in output["error"]
     assert output["decisions"][0]["action"] == "hold"
+
+
+@pytest.mark.broker
+def test_a_dry_run_names_the_schedule_that_set_the_count(redis_url: str,
+                                                         tmp_path: Path) -> None:
+    queues = Queues(redis_url)
+    empty = queues.new("scheduled")
+    try:
+        config = write_config(tmp_path / "c.json", redis_url, [{
+            "name": "office", "queues": [empty], "scaler": "local", "command": "celery worker",
+            "state_dir": str(tmp_path / "local"), "schedules": [{
+                "timezone": "Pacific/Kiritimati", "days": "daily", "from": "00:00",
+                "to": "00:00", "min_workers": 2}]}])  # every day, all day
+        result = ondemand("tick", "--config", str(config), "--dry-run")
+        assert result.returncode == 0, result.stderr
+        line = next(line for line in result.stdout.splitlines() if "office" in line)
+        assert "schedule" in line and "at least 2" in line, result.stdout
+    finally:
+        queues.delete_all()

@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from . import schedules
 from .errors import ConfigError
+from .schedules import Window
 
 BUILTIN_SCALERS = ("ecs", "asg", "local")
 BUILTIN_POLICIES = ("capacity", "cwod")
@@ -60,6 +62,7 @@ class TargetConfig:
     startup_grace_seconds: float = 180.0
     dry_run: bool = False
     paused: bool = False
+    schedules: tuple[Window, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,9 @@ TARGET_FIELDS: dict[str, Field] = {
     "startup_grace_seconds": Field(
         "float", "a task or instance the platform runs this long without its worker heard "
         "makes the read incomplete (never read as idle)", 180.0, minimum=0),
+    "schedules": Field("list", "time windows that set a floor (min_workers) and/or a "
+                       "ceiling (max_workers): days/from/to or cron/duration_minutes, with "
+                       "a timezone", optional=True),
     "dry_run": Field("bool", "decide but never act", False),
     "paused": Field("bool", "decide nothing", False),
 }
@@ -237,6 +243,8 @@ def _target(raw: Any, path: str) -> TargetConfig:
     if fallback is not None and not values["min_workers"] <= fallback <= values["max_workers"]:
         raise ConfigError(f"{path}.fallback_workers: must lie between min_workers and "
                           f"max_workers, got {fallback}")
+    values["schedules"] = schedules.parse(values["schedules"] or [], f"{path}.schedules",
+                                          values["max_workers"])
     scaler = values["scaler"]
     if scaler in _SCALER_NEEDS:
         for needed in _SCALER_NEEDS[scaler]:

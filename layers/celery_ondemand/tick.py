@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import schedules
 from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
 from .decide import Agent, Decision, TargetMemory, build_agents, decide
@@ -62,7 +63,7 @@ class TickResult:
         :meth:`Decision.at_rest`): nothing will change before new work arrives."""
         if self.observation is None or not self.ok or self.lease_lost:
             return False
-        floors = {t.name: t.min_workers for t in settings.targets}
+        floors = {t.name: schedules.floor(t, self.started_at) for t in settings.targets}
         return all(d.at_rest(floors.get(d.target, 0)) for d in self.decisions)
 
     def warnings(self) -> list[str]:

@@ -24,6 +24,8 @@ from typing import Any
 from ..config import Settings, TargetConfig
 from ..imports import load_class
 from ..model import Observation
+from ..schedules import Window
+from ..schedules import bounds as schedule_bounds
 from .agent import Agent
 from .capacity import CapacityAgent
 from .decision import Decision, Recommendation
@@ -62,7 +64,8 @@ def decide(observation: Observation | None, settings: Settings,
     """
     agents = agents if agents is not None else build_agents(settings)
     decisions, remembered = [], {}
-    for target in settings.targets:
+    for configured in settings.targets:
+        target, windows = scheduled(configured, now)
         before = memory.get(target.name) or TargetMemory()
         view = target_view(target, observation, before, now, current,
                            (running or {}).get(target.name),
@@ -75,11 +78,34 @@ def decide(observation: Observation | None, settings: Settings,
         else:
             recommendation = agents[target.name].recommend(view)
             decision = apply_rails(view, recommendation, dry_run or target.dry_run)
+            decision = _name_the_schedule(decision, configured, target, windows)
             decision = replace(decision, zombies=tuple(w.hostname for w in view.zombies))
             _note(view, recommendation, decision)
         decisions.append(decision)
         remembered[target.name] = view.memory
     return decisions, remembered
+
+
+def scheduled(target: TargetConfig, now: float) -> tuple[TargetConfig, list[Window]]:
+    """The target with the bounds its open schedule windows set, and those windows."""
+    if not target.schedules:
+        return target, []
+    low, high, windows = schedule_bounds(target.schedules, now, target.min_workers,
+                                         target.max_workers)
+    return replace(target, min_workers=low, max_workers=high), windows
+
+
+def _name_the_schedule(decision: Decision, configured: TargetConfig, target: TargetConfig,
+                       windows: list[Window]) -> Decision:
+    """A count held at a bound a schedule set is the schedule's decision: say which."""
+    if decision.rule != "bounds" or not windows:
+        return decision
+    raised = decision.desired == target.min_workers > configured.min_workers
+    lowered = decision.desired == target.max_workers < configured.max_workers
+    if not (raised or lowered):
+        return decision
+    which = "; ".join(w.describe() for w in windows)
+    return replace(decision, rule="schedule", reason=f"{decision.reason} ({which})")
 
 
 def target_view(target: TargetConfig, observation: Observation | None, memory: TargetMemory,
