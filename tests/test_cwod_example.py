@@ -11,43 +11,26 @@ stopped by PID at the end whatever happened.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.brokers import Queues, unique
+from tests.support.http import get_json
+from tests.support.waiting import wait_for
 from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.broker
 
 EXAMPLE = "tests.support.cwod_example"
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def get_status(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        decoded: dict[str, Any] = json.loads(response.read())
-        return decoded
 
 
 def pids(folder: Path) -> dict[str, int]:
@@ -110,7 +93,7 @@ def test_cwods_example_program_runs_unchanged_but_for_the_import(
                      "StopBox to stop the idle worker")
             hostname = f"celery@{name.split('.')[0]}"
             status = wait_for(lambda hostname=hostname: (  # type: ignore[misc]
-                lambda s: s if hostname not in s["workers"] else None)(get_status(url)),
+                lambda s: s if hostname not in s["workers"] else None)(get_json(url)),
                 "the stopped worker to leave the API's status")
             assert status["queues"][add_queue] | {"size": 0, "has_worker": False} == \
                 status["queues"][add_queue]

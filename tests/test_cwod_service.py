@@ -8,12 +8,10 @@ is handed (by PID), ``add_queue`` on a running service, and the API server asked
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -22,6 +20,8 @@ from kombu import Queue
 
 from celery_ondemand import Agent, CeleryWorkerOnDemand, DownWorker, UpWorker
 from tests.support.brokers import Queues, producer_app
+from tests.support.http import get_json
+from tests.support.waiting import wait_for
 from tests.support.workers import Fleet, Worker
 
 pytestmark = pytest.mark.broker
@@ -82,22 +82,6 @@ class MyDemand(CeleryWorkerOnDemand):
     paused: ClassVar[set[str]] = set()
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def get_status(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        decoded: dict[str, Any] = json.loads(response.read())
-        return decoded
-
-
 def test_cwod_readme_service_scales_a_real_worker_up_and_down(broker_url: str,
                                                                 fleet: Fleet) -> None:
     queues = Queues(broker_url)
@@ -136,7 +120,7 @@ def test_cwod_readme_service_scales_a_real_worker_up_and_down(broker_url: str,
         assert returned == {"has_worker": True, "workers": [worker.hostname], "live": True}, \
             "run() returned once the live queue status had the new worker"
 
-        status = get_status(url)
+        status = get_json(url)
         assert status["queues"][added]["workers"] == [worker.hostname]
         assert status["workers"][worker.hostname]["queues"] == [added]
         assert status["queues"][paused]["size"] == 1
@@ -151,7 +135,7 @@ def test_cwod_readme_service_scales_a_real_worker_up_and_down(broker_url: str,
         wait_for(lambda: worker.process.poll() is not None, "DownWorker to stop the worker")
         assert MyDownWorker.handed == [(worker.hostname, False)]
         assert "succeeded" in worker.log.read_text(errors="replace"), "the task ran first"
-        wait_for(lambda: worker.hostname not in get_status(url)["workers"],
+        wait_for(lambda: worker.hostname not in get_json(url)["workers"],
                  "the stopped worker to leave the status")
 
         assert paused not in MyUpWorker.entered, "MyAgent's rule, read from self.cwod, held"

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -359,24 +359,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fraction(text: str) -> float:
+def _number(text: str, valid: Callable[[float], bool], rule: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie between 0 and 1: {text!r}")
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}: {text!r}")
     return value
 
 
 def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
+    return _number(text, lambda v: v > 0, "> 0")
+
+
+def _fraction(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 1, "between 0 and 1")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,14 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
         aws_lambda._warm.ticker.close()
 
 
+def configure(aws: dict[str, Any], broker_url: str, queue: str, **target: Any) -> None:
+    """One ECS target on ``queue``, one tick per invocation (ticks a minute apart)."""
+    aws["ssm"].put_parameter(Name="/ondemand/config", Type="String", Value=yaml.safe_dump({
+        "broker_url": broker_url, "tick_interval_seconds": 60, "targets": [{
+            "name": "emails", "queues": [queue], "scaler": "ecs", "cluster": "prod",
+            "service": "workers", **target}]}))
+
+
 @pytest.mark.broker
 def test_a_scale_up_reaches_a_users_rule_on_the_default_bus(
         aws: dict[str, Any], redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,13 +109,7 @@ def test_a_scale_up_reaches_a_users_rule_on_the_default_bus(
         queue = queues.new("events")
         for _ in range(4):
             producer.send_task("tests.sleep", args=(0,), queue=queue)
-        aws["ssm"].put_parameter(Name="/ondemand/config", Type="String",
-                                 Value=yaml.safe_dump({"broker_url": redis_url,
-                                                       "tick_interval_seconds": 60,
-                                                       "targets": [{
-                                     "name": "emails", "queues": [queue], "scaler": "ecs",
-                                     "cluster": "prod", "service": "workers",
-                                     "worker_concurrency": 2}]}))
+        configure(aws, redis_url, queue, worker_concurrency=2)
         summary = function_handler("autoscaler")(scheduler_event(), LambdaContext())
         assert summary["ok"] and summary["decisions"][0]["applied"]
         received = aws["sqs"].receive_message(QueueUrl=inbox, MaxNumberOfMessages=10,
@@ -132,13 +134,7 @@ def test_a_bus_that_cannot_take_the_events_fails_nothing(
     try:
         queue = queues.new("events")
         producer.send_task("tests.sleep", args=(0,), queue=queue)
-        aws["ssm"].put_parameter(Name="/ondemand/config", Type="String",
-                                 Value=yaml.safe_dump({"broker_url": redis_url,
-                                                       "tick_interval_seconds": 60,
-                                                       "targets": [{
-                                     "name": "emails", "queues": [queue], "scaler": "ecs",
-                                     "cluster": "prod", "service": "workers",
-                                     "worker_concurrency": 1, "min_workers": 3}]}))
+        configure(aws, redis_url, queue, worker_concurrency=1, min_workers=3)
         summary = function_handler("autoscaler")(scheduler_event(), LambdaContext())
         assert summary["ok"] and summary["decisions"][0]["applied"], summary
         assert any("scale events" in r.getMessage() for r in caplog.records

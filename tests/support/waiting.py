@@ -29,3 +29,8 @@ def wait_until(read: Callable[[], T], done: Callable[[T], bool] = bool, *,
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {timeout:.0f}s for {what}; last seen: {value!r}")
         time.sleep(interval)
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = 90.0) -> T:
+    """The first truthy value ``condition`` returns (see :func:`wait_until`)."""
+    return wait_until(condition, bool, timeout=timeout, interval=0.2, what=what)
