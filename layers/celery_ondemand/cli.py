@@ -147,17 +147,16 @@ def simulate_command(args: argparse.Namespace) -> int:
                        tick_seconds=int(args.tick), wait_target=args.wait_target,
                        max_workers=args.max_workers)
     try:
-        rows, bound = compare(counts, config, args.service_time, args.scale,
-                              args.policy or list(POLICIES), keep_timeline=bool(args.plot))
+        comparison = compare(counts, config, args.service_time, args.scale,
+                             args.policy or list(POLICIES), keep_timeline=bool(args.plot))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if args.json:
-        print(json.dumps({"busy_bound_minutes": round(bound, 1),
-                          "policies": [row.as_dict() for row in rows]}, indent=2))
+        print(json.dumps(comparison.as_dict(), indent=2))
     else:
-        print(render(rows, bound))
+        print(render(comparison))
     if args.plot:
-        drawn = plot(rows, args.plot)
+        drawn = plot(comparison, args.plot)
         print(f"plot: {drawn}" if drawn else "plot: matplotlib is not installed",
               file=sys.stderr)
     return 0
