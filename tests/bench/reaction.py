@@ -7,7 +7,9 @@ with its own ECS service at zero; each round publishes one task to every queue a
 independent random instant of a tick interval, so every phase against the grid is sampled.
 The UpdateService call is timed at the boto3 client as it is made (``before-parameter-build``).
 After each round the queues are emptied and the services set back to zero between ticks.
-Goal: p95 <= 15 s (one tick interval).
+Goal: p95 <= 15 s (one tick interval). A tick listens to workers first and reads the queues
+last, so what it sees is at most one interval old when it acts: p95 ≈ 0.95 x 15 s plus the
+call itself.
 """
 
 from __future__ import annotations
@@ -150,10 +152,10 @@ def main() -> None:
     print(f"== reaction: {len(samples)} tasks published into empty queues with no worker "
           f"(real Redis, moto ECS, {INTERVAL:.0f}s ticks)")
     print(f"publish -> UpdateService: p50 {statistics.median(samples):.2f}s, "
-          f"p95 {p95:.2f}s, max {max(samples):.2f}s "
-          f"(waiting for the next tick: mean {statistics.mean(waits):.2f}s; "
-          f"tick start -> call: p50 {statistics.median(within):.3f}s, "
-          f"max {max(within):.3f}s)")
+          f"p95 {p95:.2f}s, max {max(samples):.2f}s; the acting tick took "
+          f"{statistics.median(within):.2f}s (p50) from its start to the call, its queue "
+          f"read last: {sum(1 for w in waits if w < 0)} of {len(waits)} tasks were "
+          f"published while that tick was already listening to workers, and still seen")
     print(f"goal: p95 <= {INTERVAL:.0f}s {'met' if p95 <= INTERVAL else 'MISSED'}")
 
 

@@ -7,6 +7,9 @@ No second implementation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..config import settings_from_mapping
 from ..decide import TargetMemory, build_agents, decide
 from ..model import Observation, QueueStatus, WorkerStatus
@@ -16,13 +19,17 @@ from .engine import SimConfig, Snapshot
 class OnDemandPolicy:
     """celery-ondemand's decision code, as the tick runs it."""
 
-    def __init__(self, config: SimConfig, policy: str = "capacity") -> None:
+    def __init__(self, config: SimConfig, policy: str = "capacity",
+                 target: Mapping[str, Any] | None = None) -> None:
+        """``target``: more of the target's settings (``tolerance``, ...), as in a config."""
         self.name = policy
-        self.settings = settings_from_mapping({"broker_url": "sim://", "targets": [{
-            "name": "sim", "queues": ["q"], "scaler": "local", "command": "-",
-            "policy": policy, "max_workers": config.max_workers,
-            "worker_concurrency": config.concurrency,
-            "target_wait_seconds": config.wait_target}]})
+        self.settings = settings_from_mapping({
+            "broker_url": "sim://", "tick_interval_seconds": config.tick_seconds,
+            "targets": [{
+                "name": "sim", "queues": ["q"], "scaler": "local", "command": "-",
+                "policy": policy, "max_workers": config.max_workers,
+                "worker_concurrency": config.concurrency,
+                "target_wait_seconds": config.wait_target, **(target or {})}]})
         self.agents = build_agents(self.settings)
         self.memory: dict[str, TargetMemory] = {}
 
