@@ -6,9 +6,10 @@
 - With measured rates — arrivals λ (tasks per second) and μ (tasks one busy worker finishes
   per second) — it asks for the fewest workers N with which every task arriving within the
   next T seconds (T = ``target_wait_seconds``) starts within the goal G = 3/4 of T, if
-  arrivals go on at λ plus one standard deviation of what arrived per tick. A task arriving
-  at h finds the ready queue Q plus what arrived since, less what N workers finished: it
-  waits (Q + λh + s - Nμh) / Nμ. That is linear in h, so checking h = 0 and h = T is enough:
+  arrivals go on at λ, plus s: one standard deviation of the arrivals over T, from the
+  per-tick counts. A task arriving at h finds the ready queue Q plus what arrived since,
+  less what N workers finished: it waits (Q + λh + s - Nμh) / Nμ. That is linear in h, so
+  checking h = 0 and h = T is enough:
 
       N >= Q / (μ G)     and     N >= (Q + λ T + s) / (μ (G + T))
 
@@ -51,8 +52,8 @@ class CapacityAgent(Agent):
             return self._idle(view)
         demand, rule, reason = self.demand(view)
         up_to = max(1, math.ceil(demand - 1e-9))
-        # Hysteresis: shrink only to a count the load fits with ``tolerance`` to spare,
-        # so a demand wobbling around a whole number does not flap.
+        # Hysteresis: shrink only to a count that would still do with ``tolerance`` to
+        # spare, so a demand wobbling around a whole number does not flap.
         down_to = max(1, math.ceil(self.shrink_to(view, demand) - 1e-9))
         age = view.oldest_age
         if age is not None and age > config.target_wait_seconds and view.ready > 0 \
