@@ -148,7 +148,8 @@ def simulate_command(args: argparse.Namespace) -> int:
                        max_workers=args.max_workers)
     try:
         comparison = compare(counts, config, args.service_time, args.scale,
-                             args.policy or list(POLICIES), keep_timeline=bool(args.plot))
+                             args.policy or list(POLICIES), keep_timeline=bool(args.plot),
+                             warmup=args.warmup)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if args.json:
@@ -279,6 +280,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", type=int, default=0, help="first second of the window")
     sim.add_argument("--length", type=int, help="seconds in the window (default: all)")
     sim.add_argument("--scale", type=_positive, default=1.0, help="multiply the rate")
+    sim.add_argument("--warmup", type=int, default=0, metavar="SECONDS",
+                     help="first seconds of the window that only warm the policies up "
+                          "(neither billed nor counted)")
     sim.add_argument("--service-time", default="exp:20",
                      help="fixed:S | exp:MEAN | lognormal:MEAN:SIGMA (default exp:20)")
     sim.add_argument("--concurrency", type=int, default=4)

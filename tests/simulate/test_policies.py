@@ -54,11 +54,12 @@ def test_the_command_line_compares_every_policy_with_the_oracle(tmp_path: Path) 
     trace.write_text(" ".join(str(n) for n in [0, 3, 1, 0, 2] * 240))
     command = [sys.executable, "-m", "celery_ondemand.cli", "simulate", "--trace", str(trace),
                "--service-time", "fixed:0.5", "--concurrency", "2", "--startup", "20",
-               "--json"]
+               "--warmup", "600", "--json"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
     report = json.loads(out.stdout)
     assert [p["policy"] for p in report["policies"]][:4] == [
         "capacity", "cwod", "keda", "aws-target-tracking"]
     assert report["policies"][-1]["policy"] == report["oracle"]
     assert report["oracle"] in {f"oracle ({name})" for name in report["plans"]}
-    assert report["busy_bound_minutes"] == 6 * 240 * 0.5 / 2 / 60, "6 tasks of 0.5 s per 5 s"
+    assert report["busy_bound_minutes"] == 6 * 120 * 0.5 / 2 / 60, \
+        "6 tasks of 0.5 s per 5 s, after the 600 s warm-up"
