@@ -87,7 +87,9 @@ bench: $(STAMP) $(BUILT) $(RUNTIME_STAMP)
 	ONDEMAND_LAMBDA_PYTHON="$(LAMBDA_PYTHON)" $(BIN)/python -m tests.bench.cold_start
 	$(BIN)/python -m tests.bench.observe
 	$(BIN)/python -m tests.bench.scale
+	$(BIN)/python -m tests.bench.unacked
 	$(BIN)/python -m tests.bench.simulate
+	$(BIN)/python -m tests.bench.cost
 
 demo: $(STAMP)
 	$(BIN)/ondemand demo $(DEMO_ARGS)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,14 +12,27 @@ from pathlib import Path
 import boto3
 import pytest
 from celery import Celery
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 from celery_ondemand.remember.dynamodb import create_table
 from tests.support.aws import InstanceRefreshes, fake_credentials
-from tests.support.brokers import BROKERS, Queues, producer_app, require_broker
+from tests.support.brokers import BROKERS, ON_CI, Queues, producer_app, require_broker
 from tests.support.workers import Fleet
+
+# Property tests: on CI the same examples every run (derandomized: a red build is the
+# code's, never the draw's), more of them, and no per-example deadline (a loaded 2-core
+# machine is no bug). On a laptop, fresh random examples each run. HYPOTHESIS_PROFILE
+# picks one by name.
+hypothesis_settings.register_profile(
+    "ci", max_examples=300, deadline=None, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile("dev", max_examples=100, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                                 or ("ci" if ON_CI else "dev"))
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +118,30 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
     yield endpoint
     server.stop()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()

@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
+from kombu import Connection, Consumer
+from kombu import Queue as KombuQueue
 
 from celery_ondemand import Observer, TargetMemory
 from celery_ondemand.act.local import LocalScaler
 from celery_ondemand.config import settings_from_mapping
 from celery_ondemand.decide import decide
 from celery_ondemand.tick import Ticker, TickResult
-from tests.support.brokers import BROKERS, Queues, require_broker
+from tests.support.brokers import BROKERS, Queues, require_broker, unique
 from tests.support.observations import settings
 from tests.support.workers import Fleet, local_worker_env, worker_command
 
@@ -28,13 +30,19 @@ pytestmark = pytest.mark.broker
 
 def test_a_worker_without_heartbeat_or_events_is_found_and_never_read_as_idle(
         broker_url: str, queues: Queues, fleet: Fleet, producer: Celery) -> None:
+    counter_url = require_broker(BROKERS["redis"])
+    release = unique("ondemand-release")
     name = queues.new("noevents")
-    worker = fleet.start([name], name="quiet", concurrency=1,
-                         options=["--without-heartbeat"])  # and no -E, no gossip
-    producer.send_task("tests.sleep", args=(20,), queue=name)
-    with Observer(broker_url) as observer:
-        first = observer.observe([name])
-        again = observer.observe([name], previous=first)
+    worker = fleet.start([name], name="quiet", concurrency=1,  # and no -E, no gossip
+                         options=["--without-heartbeat"],
+                         env={"ONDEMAND_TEST_COUNTER": counter_url})
+    producer.send_task("tests.hold", args=(release,), queue=name)  # runs until released
+    try:
+        with Observer(broker_url) as observer:
+            first = observer.observe([name])
+            again = observer.observe([name], previous=first)
+    finally:
+        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
     for status in (first, again):
         found = status.live_workers[worker.hostname]
         assert found.heard_by == "control" and "ping" in status.sources
@@ -47,6 +55,31 @@ def test_a_worker_without_heartbeat_or_events_is_found_and_never_read_as_idle(
     assert decisions[0].desired == 1, "a worker we cannot hear beat is not an idle one"
 
 
+def test_a_consumer_nobody_hears_is_a_gap_on_rabbitmq(rabbitmq_url: str) -> None:
+    """RabbitMQ counts a queue's consumers: one more than the workers heard (here a plain
+    kombu consumer, as a worker with events off and control unanswered would be) means
+    someone unseen may be working. The read has a gap: a long-idle target is held."""
+    queues = Queues(rabbitmq_url)
+    name = queues.new("unheard")
+    try:
+        with Connection(rabbitmq_url) as connection:
+            channel = connection.channel()
+            queue = KombuQueue(name, routing_key=name, durable=True)
+            consumer = Consumer(channel, [queue], callbacks=[lambda body, message: None])
+            consumer.consume()
+            with Observer(rabbitmq_url) as observer:
+                status = observer.observe([name])
+            consumer.cancel()
+        assert status.queues[name].consumers == 1 and status.queues[name].workers == []
+        assert f"queue {name}: 1 consumers on the broker, 0 workers heard" in status.problems
+        config = settings(queues=[name], worker_concurrency=1)
+        long_idle = {"t": TargetMemory(idle_since=0.0)}
+        decisions, _ = decide(status, config, long_idle, 1000.0, current={"t": 1})
+        assert (decisions[0].desired, decisions[0].rule) == (1, "blind")
+    finally:
+        queues.delete_all()
+
+
 def test_eta_tasks_hold_their_worker_and_add_no_demand(
         broker_url: str, queues: Queues, fleet: Fleet, producer: Celery) -> None:
     name = queues.new("eta")
@@ -54,7 +87,7 @@ def test_eta_tasks_hold_their_worker_and_add_no_demand(
     for _ in range(3):
         producer.send_task("tests.sleep", args=(0,), queue=name, countdown=120)
     with Observer(broker_url) as observer:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             status = observer.observe([name])
             held = status.live_workers[worker.hostname]
@@ -89,9 +122,12 @@ def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
     assert isinstance(scaler, LocalScaler)
     try:
         producer.send_task("tests.count", args=(0, key), queue=queue)
-        first = tick_until(ticker, lambda r: int(counter.get(key) or 0) == 1)
+        first = tick_until(ticker, lambda r: int(counter.get(key) or 0) == 1 and bool(
+            r.observation and r.observation.live_workers))
         zombie = next(iter(first.observation.live_workers))  # type: ignore[union-attr]
-        producer.control.broadcast("ondemand_test_stall", destination=[zombie])
+        stalled = producer.control.broadcast("ondemand_test_stall", destination=[zombie],
+                                             reply=True, timeout=10, limit=1)
+        assert stalled, "the worker confirmed it stopped taking tasks"
         for _ in range(3):
             producer.send_task("tests.count", args=(0, key), queue=queue)
         flagged = tick_until(ticker, lambda r: bool(r.decisions[0].zombies))
@@ -111,7 +147,7 @@ def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
 
 
 def tick_until(ticker: Ticker, done: Callable[[TickResult], bool],
-               timeout: float = 60) -> TickResult:
+               timeout: float = 120) -> TickResult:
     deadline = time.monotonic() + timeout
     while True:
         result = ticker.tick()
@@ -123,21 +159,22 @@ def tick_until(ticker: Ticker, done: Callable[[TickResult], bool],
 
 
 def test_a_task_past_the_visibility_timeout_is_warned_of_and_its_copy_is_no_demand(
-        redis_url: str, fleet: Fleet, producer: Celery) -> None:
+        redis_url: str) -> None:
     """On Redis a task running past ``visibility_timeout`` is handed out again: its copy
     waits in the queue while the original still runs. That copy is no new work."""
-    queues = Queues(redis_url)
+    queues, fleet = Queues(redis_url), Fleet(redis_url)
     name = queues.new("overdue")
-    fleet.broker_url = redis_url
+    release = unique("ondemand-release")
     fleet.start([name], name="slow", concurrency=1, events=True,
-                env={"ONDEMAND_TEST_VISIBILITY": "3"})  # restored within ~2 s after that
+                env={"ONDEMAND_TEST_VISIBILITY": "3",  # restored within ~2 s after that
+                     "ONDEMAND_TEST_COUNTER": redis_url})
     Celery("p", broker=redis_url, set_as_current=False).send_task(
-        "tests.sleep", args=(20,), queue=name)
+        "tests.hold", args=(release,), queue=name)  # runs until released
     config = settings(queues=[name], worker_concurrency=1, max_workers=5,
                       redelivery_timeout_seconds=3)
     try:
         with Observer(redis_url) as observer:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while True:
                 status = observer.observe([name])
                 queue = status.queues[name]
@@ -150,4 +187,6 @@ def test_a_task_past_the_visibility_timeout_is_warned_of_and_its_copy_is_no_dema
         assert decision.inputs["near_redelivery"] == 1 and decision.inputs["ready"] == 0
         assert decision.desired == 1, "the copy adds no worker"
     finally:
+        redis.Redis.from_url(redis_url).set(release, 1, ex=300)
+        fleet.stop()
         queues.delete_all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from celery_ondemand.remember.dynamodb import create_table
 from tests.support.aws import ecs_service_with_tasks
 from tests.support.brokers import Queues, producer_app
-from tests.support.cli import ondemand
+from tests.support.cli import interruptible, ondemand
 
 pytestmark = pytest.mark.broker
 
@@ -69,10 +70,18 @@ def test_run_ticks_until_interrupted(broker_url: str, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "celery_ondemand.cli", "run", "--config", str(config),
          "--state", str(tmp_path / "state.db"), "--interval", "0.5", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    time.sleep(6)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        preexec_fn=interruptible)
+    assert process.stdout is not None
+    printed: list[str] = []
+    deadline = time.monotonic() + 90
+    while "".join(printed).count('"decisions"') < 2:  # two ticks reported, however slow
+        assert time.monotonic() < deadline and process.poll() is None, "".join(printed)
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if ready:
+            printed.append(process.stdout.readline())
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
-    assert out.count('"decisions"') >= 2, out
+    assert "".join([*printed, out]).count('"decisions"') >= 2
     assert "Traceback" not in err

@@ -1,8 +1,11 @@
 """The local target end to end: real broker, real worker processes, real ticks.
 
-Long and short tasks arrive; the tick scales up from zero; as the short tasks finish the
-load drops and it scales in while the long tasks still run; at the end it scales to zero.
-Every task must complete exactly once, and no worker may be signalled while it was busy.
+Two long tasks and four short ones arrive; the tick scales up from zero; as the short
+tasks finish the load drops and it scales in while the long ones still run (they last
+until the test has seen that scale-in: no guessed duration); at the end it scales to zero.
+Every task must complete exactly once, and — from the workers' own ledger, not from the
+observation the scaler chose with — no worker was told to stop while it ran a task it had
+started before the tick looked.
 """
 
 from __future__ import annotations
@@ -20,16 +23,19 @@ from celery_ondemand.act.local import LocalScaler
 from celery_ondemand.config import settings_from_mapping
 from celery_ondemand.remember import SQLiteStateStore
 from celery_ondemand.tick import Ticker
-from tests.support.brokers import BROKERS, Queues, producer_app, require_broker
+from tests.support.brokers import BROKERS, Queues, producer_app, require_broker, unique
+from tests.support.ledger import Ledger
 from tests.support.workers import local_worker_env, worker_command
 
 pytestmark = pytest.mark.broker
 
 
+@pytest.mark.timeout(300)
 def test_scale_up_then_in_while_long_tasks_run_losing_nothing(
         broker_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     counter_url = require_broker(BROKERS["redis"])
-    local_worker_env(monkeypatch, broker_url, counter_url)
+    ledger, release = unique("ondemand-ledger"), unique("ondemand-release")
+    local_worker_env(monkeypatch, broker_url, counter_url, ONDEMAND_TEST_LEDGER=ledger)
     queues = Queues(broker_url)
     queue = queues.new("local")
     key = f"ondemand-test-count-{uuid.uuid4().hex}"
@@ -44,37 +50,42 @@ def test_scale_up_then_in_while_long_tasks_run_losing_nothing(
                     observer=Observer(broker_url, burst_seconds=2.5))
     scaler = ticker.scalers["local"]
     assert isinstance(scaler, LocalScaler)
-    published = 0
+    published, tick_starts, peak = 0, [], 0
+    stops_while_long_ran: int | None = None
     try:
-        for seconds in (10, 10, 1, 1, 1, 1):
-            producer.send_task("tests.count", args=(seconds, key), queue=queue)
-            published += 1
-        peak, shrank_while_busy, stopped_busy = 0, False, []
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            stopping_before = {w.hostname for w in scaler.workers() if w.stopping}
+        for _ in range(2):
+            producer.send_task("tests.hold", args=(release, key), queue=queue)
+        for _ in range(4):
+            producer.send_task("tests.count", args=(1, key), queue=queue)
+        published = 6
+        began = time.monotonic()
+        while time.monotonic() < began + 240:
+            tick_starts.append(time.time())
             result = ticker.tick()
             assert result.ok, (result.error, result.target_errors)
-            stopped_now = {w.hostname for w in scaler.workers() if w.stopping} - stopping_before
-            busy = {w.hostname for w in result.observation.workers.values() if w.busy} \
-                if result.observation else set()
-            stopped_busy += sorted(stopped_now & busy)
-            shrank_while_busy |= bool(stopped_now) and bool(busy)
             decision = result.decisions[0]
             peak = max(peak, decision.desired)
-            if int(counter.get(key) or 0) == published and decision.desired == 0 \
+            if stops_while_long_ran is None:
+                stops = len(Ledger.read(counter_url, ledger).stops())
+                if stops or time.monotonic() > began + 120:  # seen, or never going to be
+                    stops_while_long_ran = stops
+                    counter.set(release, 1, ex=600)  # the long tasks may end now
+            elif int(counter.get(key) or 0) == published and decision.desired == 0 \
                     and not scaler.workers():
                 break
             time.sleep(1.0)
+        seen = Ledger.read(counter_url, ledger)
         assert int(counter.get(key) or 0) == published, "a task was lost or ran twice"
-        assert stopped_busy == [], f"busy workers were signalled: {stopped_busy}"
+        assert seen.stopped_busy(tick_starts) == [], "busy workers were told to stop"
+        assert seen.unfinished_at_stop() == []
         assert peak == 4, "scaled up to max_workers for six waiting tasks"
-        assert shrank_while_busy, "scale-in should happen while long tasks still run"
+        assert stops_while_long_ran, "scale-in should happen while long tasks still run"
         assert scaler.workers() == [], "every worker stopped once the work was done"
     finally:
+        counter.set(release, 1, ex=600)
         for worker in scaler.workers():
             os.kill(worker.pid, 15)
         ticker.close()
         producer.close()
-        counter.delete(key)
+        counter.delete(key, ledger)
         queues.delete_all()

@@ -51,3 +51,42 @@ def test_sqs_queue_name_prefix_from_transport_options(sqs: object) -> None:
     with Observer(app=app) as observer:
         status = observer.observe(["celery"])
     assert status.queues["celery"].size == 1
+
+
+def test_sqs_region_from_transport_options(sqs: object) -> None:
+    """The workers' ``region`` wins over the environment's, as it does for them."""
+    client = boto3.client("sqs", region_name="eu-west-1")
+    url = client.create_queue(QueueName="reports")["QueueUrl"]
+    client.send_message(QueueUrl=url, MessageBody="{}")
+
+    with Observer("sqs://", transport_options={"region": "eu-west-1"}) as observer:
+        status = observer.observe(["reports"])
+    assert (status.queues["reports"].size, status.queues["reports"].missing) == (1, False)
+    with Observer("sqs://") as elsewhere:  # us-east-1 from the environment: not there
+        assert elsewhere.observe(["reports"]).queues["reports"].missing
+
+
+def test_sqs_predefined_queues_without_listing_any(sqs: object,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role granted only the predefined queues: ListQueues is refused (answered at the
+    client boundary, as AWS would answer that role) and the read still succeeds."""
+    from botocore.exceptions import ClientError
+    from botocore.handlers import BUILTIN_HANDLERS
+
+    client = boto3.client("sqs", region_name="us-east-1")
+    url = client.create_queue(QueueName="prod-emails-a1b2")["QueueUrl"]
+    for _ in range(2):
+        client.send_message(QueueUrl=url, MessageBody="{}")
+
+    def refuse(**_: object) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not granted"}},
+                          "ListQueues")
+
+    monkeypatch.setattr("botocore.handlers.BUILTIN_HANDLERS",
+                        [*BUILTIN_HANDLERS, ("before-call.sqs.ListQueues", refuse)])
+    options = {"predefined_queues": {"emails": {"url": url, "access_key_id": "testing",
+                                                "secret_access_key": "testing"}}}
+    with Observer("sqs://", transport_options=options) as observer:
+        status = observer.observe(["emails", "other"])
+    assert status.queues["emails"].size == 2
+    assert status.queues["other"].missing, "not predefined: the workers cannot read it either"

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+import redis
 from celery import Celery
 
 from celery_ondemand import Observation, Observer
-from tests.support.brokers import Queues
+from tests.support.brokers import BROKERS, Queues, require_broker, unique
 from tests.support.workers import Fleet, Worker
 
 pytestmark = pytest.mark.broker
@@ -31,19 +32,22 @@ class Deployment:
     a_and_b: Worker
     only_c: Worker
     only_d: Worker
+    counter_url: str
 
 
 @pytest.fixture(scope="module")
 def deployment(broker_url: str, module_queues: Queues) -> Iterator[Deployment]:
+    counter_url = require_broker(BROKERS["redis"])  # releases the held tasks of D
     a, b, c, d = (module_queues.new(x) for x in "abcd")
     fleet = Fleet(broker_url)
     try:
         workers = [fleet.start([a], name="only-a", wait=False),
                    fleet.start([a, b], name="a-and-b", wait=False),
                    fleet.start([c], name="only-c", pool="prefork", wait=False),
-                   fleet.start([d], name="only-d", concurrency=1, prefetch=2, wait=False)]
+                   fleet.start([d], name="only-d", concurrency=1, prefetch=2, wait=False,
+                               env={"ONDEMAND_TEST_COUNTER": counter_url})]
         fleet.wait_ready()
-        yield Deployment(a, b, c, d, *workers)
+        yield Deployment(a, b, c, d, *workers, counter_url)
     finally:
         fleet.stop()
 
@@ -55,7 +59,7 @@ def observer(broker_url: str) -> Iterator[Observer]:
 
 
 def observe_until(observer: Observer, queues: list[str] | None,
-                  condition: Callable[[Observation], bool], timeout: float = 15.0) -> Observation:
+                  condition: Callable[[Observation], bool], timeout: float = 30.0) -> Observation:
     """Observe until ``condition`` holds (work takes a moment to reach workers)."""
     deadline = time.monotonic() + timeout
     observation = observer.observe(queues)
@@ -65,12 +69,17 @@ def observe_until(observer: Observer, queues: list[str] | None,
     return observation
 
 
+def ours(deployment: Deployment) -> set[str]:
+    return {w.hostname for w in (deployment.only_a, deployment.a_and_b, deployment.only_c,
+                                 deployment.only_d)}
+
+
 def test_every_live_worker_is_seen_with_its_queues(deployment: Deployment,
                                                    observer: Observer) -> None:
-    status = observer.observe()
-    ours = {w.hostname for w in (deployment.only_a, deployment.a_and_b, deployment.only_c,
-                                 deployment.only_d)}
-    assert ours <= set(status.live_workers)
+    # A first observation ends 0.25 s after the last new worker answered; on a loaded
+    # machine one may answer later, and the next observation waits for those it knows.
+    status = observe_until(observer, None, lambda o: ours(deployment) <= set(o.live_workers))
+    assert ours(deployment) <= set(status.live_workers)
     assert status.sources == ["broker", "events", "control"]
     assert status.workers[deployment.a_and_b.hostname].queues == [deployment.a, deployment.b]
     assert status.workers[deployment.only_c.hostname].concurrency == 2
@@ -78,7 +87,7 @@ def test_every_live_worker_is_seen_with_its_queues(deployment: Deployment,
 
 def test_without_queue_list_the_queues_are_those_live_workers_consume(
         deployment: Deployment, observer: Observer) -> None:
-    status = observer.observe()
+    status = observe_until(observer, None, lambda o: ours(deployment) <= set(o.live_workers))
     assert {deployment.a, deployment.b, deployment.c, deployment.d} <= set(status.queues)
     assert {w.hostname for w in status.queues[deployment.a].workers} == {
         deployment.only_a.hostname, deployment.a_and_b.hostname}
@@ -90,14 +99,18 @@ def test_without_queue_list_the_queues_are_those_live_workers_consume(
 
 def test_busy_worker_and_the_work_the_broker_hides(deployment: Deployment, observer: Observer,
                                                    producer: Celery) -> None:
-    for _ in range(4):
-        producer.send_task("tests.sleep", args=(6,), queue=deployment.d)
+    release = unique("ondemand-release")
+    for _ in range(4):  # each runs until released: the picture holds however slow we are
+        producer.send_task("tests.hold", args=(release,), queue=deployment.d)
 
     def settled(o: Observation) -> bool:
         queue = o.queues[deployment.d]
-        return queue.running == 1 and queue.reserved == 1
+        return queue.running == 1 and queue.reserved == 1 and queue.size == 2
 
-    status = observe_until(observer, [deployment.d, deployment.c], settled)
+    try:
+        status = observe_until(observer, [deployment.d, deployment.c], settled, timeout=60)
+    finally:
+        redis.Redis.from_url(deployment.counter_url).set(release, 1, ex=300)
     queue = status.queues[deployment.d]
     worker = status.workers[deployment.only_d.hostname]
     assert (queue.size, queue.running, queue.reserved, queue.hidden) == (2, 1, 1, 2)
@@ -111,7 +124,8 @@ def test_busy_worker_and_the_work_the_broker_hides(deployment: Deployment, obser
 def test_a_killed_worker_disappears(deployment: Deployment, observer: Observer,
                                     fleet: Fleet) -> None:
     doomed = fleet.start([deployment.a], name="doomed")
-    before = observer.observe([deployment.a])
+    before = observe_until(observer, [deployment.a],
+                           lambda o: o.queues[deployment.a].many_workers == 3)
     assert doomed.hostname in before.live_workers
     assert before.queues[deployment.a].many_workers == 3
 

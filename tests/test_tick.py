@@ -21,6 +21,15 @@ from tests.support.aws import auto_scaling_group, ecs_service_with_tasks, fake_c
 from tests.support.observations import ScriptedObserver, observation, settings, worker
 
 
+def settle(*tickers: Ticker) -> None:
+    """Wait for the UpWorker / DownWorker threads the ticks started (cwod runs them as
+    threads; the tick does not wait for them)."""
+    for ticker in tickers:
+        for scaler in ticker.scalers.values():
+            if hasattr(scaler, "join"):
+                assert scaler.join(10), "a recording thread is still running"
+
+
 @pytest.fixture
 def counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(FileCountScaler, "path", str(tmp_path / "count.json"))
@@ -36,6 +45,7 @@ def test_a_tick_inside_anothers_lease_does_nothing(store: StateStore) -> None:
                             store=store) for _ in range(2))  # type: ignore[arg-type]
     assert not first.tick(now=1000.0).lease_lost
     overlapping = second.tick(now=1010.0)
+    settle(first, second)
     assert overlapping.lease_lost and overlapping.ok, "the loser exits cleanly"
     assert overlapping.decisions == [] and RecordingUp.started == ["q"]
     first.release_lease()
@@ -49,11 +59,12 @@ def test_two_racing_ticks_never_both_act(tmp_path: Path) -> None:
     config = settings(scaler="tests.support.agents:RecordingDemand", command=None,
                       policy="cwod")
     RecordingUp.started.clear()
-    barrier, results = threading.Barrier(2), []
+    barrier, results, tickers = threading.Barrier(2), [], []
 
     def one_tick() -> None:
         ticker = Ticker(config, observer=ScriptedObserver(observation({"q": (5, 0)})),
                         store=store)  # type: ignore[arg-type]
+        tickers.append(ticker)
         barrier.wait()
         results.append(ticker.tick(now=1000.0))
 
@@ -62,6 +73,7 @@ def test_two_racing_ticks_never_both_act(tmp_path: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    settle(*tickers)
     assert sorted(r.lease_lost for r in results) == [False, True]
     loser = next(r for r in results if r.lease_lost)
     assert loser.decisions == [] and loser.ok, "the loser exits cleanly"
@@ -95,14 +107,24 @@ def test_memory_carried_across_cold_starts_changes_the_decision(store: StateStor
 
 
 def test_a_broker_outage_holds_and_is_remembered(store: StateStore, counted: Any) -> None:
+    """The outage comes after the target has been idle far past scale_down_delay_seconds,
+    so only the blind rule stands between it and a scale-down to zero."""
+    idle = observation({"q": (0, 0)}, [worker("w0", ["q"]), worker("w1", ["q"])])
     ticker = Ticker(counted, store=store, observer=ScriptedObserver(  # type: ignore[arg-type]
-        observation({"q": (8, 0)}), None, None))
+        observation({"q": (8, 0)}), idle, None, None, idle))
     assert ticker.tick(now=1000.0).decisions[0].desired == 2
-    outage = ticker.tick(now=1015.0)
+    assert ticker.tick(now=1015.0).decisions[0].rule == "idle-wait", "the idle clock starts"
+    outage = ticker.tick(now=1015.0 + 3600)
     assert outage.error and "scripted outage" in outage.error and not outage.ok
-    assert (outage.decisions[0].desired, outage.decisions[0].action) == (2, "hold")
-    ticker.tick(now=1030.0)
+    decision = outage.decisions[0]
+    assert (decision.desired, decision.rule, decision.action) == (2, "blind", "hold")
+    assert Path(FileCountScaler.path).read_text() == "2"
+    ticker.tick(now=1030.0 + 3600)
     assert store.load_memory("default")["t"].failed_reads == 2
+    healthy = ticker.tick(now=1045.0 + 3600)
+    assert (healthy.decisions[0].desired, healthy.decisions[0].rule) == (0, "idle"), \
+        "read again, the long idle target scales in: the hold was the blind rule's"
+    assert Path(FileCountScaler.path).read_text() == "0"
 
 
 def test_one_targets_aws_error_does_not_stop_another(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,8 +167,9 @@ def test_cwod_down_worker_is_handed_an_idle_worker_only() -> None:
     RecordingDown.stopped.clear()
     observed = observation({"q": (0, 0)}, [worker("busy", ["q"], active=1), worker("idle", ["q"])])
     # cwod's flag_down fires (nothing waits); the busy floor keeps one worker: stop one.
-    result = Ticker(config, observer=ScriptedObserver(observed)).tick(  # type: ignore[arg-type]
-        now=1000.0)
+    ticker = Ticker(config, observer=ScriptedObserver(observed))  # type: ignore[arg-type]
+    result = ticker.tick(now=1000.0)
+    settle(ticker)
     assert (result.decisions[0].current, result.decisions[0].desired) == (2, 1)
     assert RecordingDown.stopped == ["idle"]
 
@@ -194,8 +217,10 @@ def test_a_users_scaler_that_raises_is_reported_for_its_target_only() -> None:
         {"name": "fine", "queues": ["b"], "scaler": "tests.support.agents:RecordingDemand",
          "policy": "cwod"}]})
     RecordingUp.started.clear()
-    result = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
-        observation({"a": (3, 0), "b": (3, 0)}))).tick(now=1000.0)
+    ticker = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"a": (3, 0), "b": (3, 0)})))
+    result = ticker.tick(now=1000.0)
+    settle(ticker)
     assert result.target_errors == {"broken": "target broken: reading failed: KeyError: 'oops'"}
     assert result.applied == ["fine"] and RecordingUp.started == ["b"]
 

@@ -5,6 +5,7 @@ The names a celery-worker-on-demand user knows are importable from here.
 """
 
 from .act import DownWorker, Scaler, UpWorker
+from .api_server import APIHandler, APIServer
 from .decide import Agent, CapacityAgent, Decision, TargetMemory
 from .errors import (
     BrokerAuthFailed,
@@ -18,11 +19,13 @@ from .errors import (
 )
 from .model import Observation, QueueStatus, WorkerStatus
 from .observe import Observer
-from .service import CeleryWorkerOnDemand
+from .service import CeleryWorkerOnDemand, QueueUpdater
 from .stamping import PUBLISHED_AT_HEADER, stamp_publish_time
 
 __all__ = [
     "PUBLISHED_AT_HEADER",
+    "APIHandler",
+    "APIServer",
     "Agent",
     "BrokerAuthFailed",
     "BrokerUnavailable",
@@ -36,6 +39,7 @@ __all__ = [
     "Observer",
     "OnDemandError",
     "QueueStatus",
+    "QueueUpdater",
     "Scaler",
     "ScalerError",
     "StateError",

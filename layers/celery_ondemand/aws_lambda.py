@@ -1,9 +1,12 @@
 """The Lambda face: configuration and secrets from AWS, ticks until the next schedule.
 
-One scheduled invocation (EventBridge Scheduler, every minute) runs a tick every
-``tick_interval_seconds`` until shortly before the next invocation is due, reusing the
-broker connection, the agents and the scalers of the warm container; then it releases the
-lease and returns a summary. Each tick prints its metrics (EMF) and logs its decisions.
+One scheduled invocation (EventBridge Scheduler, every minute) ticks, and while any target
+has work or sits above its floor it plans a tick every ``tick_interval_seconds`` until
+shortly before the next invocation is due: queued on the stack's tick queue, each delayed
+to its slot and run by an invocation of its own, so the waits are not billed. A deployment
+at rest ticks once a minute (``idle_return``). Invocations of a warm container reuse the
+broker connection, the agents and the scalers. Each tick prints its metrics (EMF) and logs
+its decisions.
 
 The schedule's payload carries the time it was scheduled for (``scheduled_time``, filled in
 by EventBridge Scheduler) and its period (``period_seconds``): the last tick ends before the
@@ -20,6 +23,12 @@ Environment:
 - ``ONDEMAND_STATE_TABLE``: the stack's DynamoDB table (overrides ``state_table``);
 - ``ONDEMAND_DEPLOYMENT``: the stack's deployment name (overrides ``deployment``), the
   dimension its alarms watch;
+- ``ONDEMAND_IDLE_RETURN``, ``ONDEMAND_METRICS_DETAIL``: the stack's choices for
+  ``idle_return`` and ``metrics_detail``, when not empty;
+- ``ONDEMAND_TICK_QUEUE_URL``: the SQS queue a scheduled invocation queues its period's
+  further ticks on (without one, it runs them itself, sleeping between);
+- ``ONDEMAND_EVENT_BUS``: the EventBridge bus that receives scale events (see
+  :mod:`celery_ondemand.scale_events`); unset, none are published;
 - ``ONDEMAND_SCHEDULE_SECONDS``: the schedule's period when the payload does not say
   (default 60);
 - ``POWERTOOLS_METRICS_NAMESPACE``: the metrics namespace (default ``CeleryOnDemand``);
@@ -36,14 +45,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import parameters
 
-from . import metrics
+from . import metrics, scale_events
 from .config import Settings, load_settings, parse_settings
 from .errors import OnDemandError
 from .model import Observation
@@ -75,40 +84,62 @@ class _Warm:
 _warm: _Warm | None = None
 
 
-@dataclass(frozen=True)
-class _Getters:
-    parameter: Any
-    secret: Any
+class _Clients:
+    """The function's own AWS clients, made on first use: Powertools' caching getters for
+    the configuration and the broker secret, and the tick queue's client. They come from
+    boto3's default session (shared with every other client of the container, so endpoint
+    rules and models are read once), with our retry and timeout settings."""
+
+    @cached_property
+    def parameter(self) -> Any:
+        return parameters.SSMProvider(boto3_client=_client("ssm"))
+
+    @cached_property
+    def secret(self) -> Any:
+        return parameters.SecretsProvider(boto3_client=_client("secretsmanager"))
+
+    @cached_property
+    def tick_queue(self) -> Any:
+        return _client("sqs")
+
+    @cached_property
+    def events(self) -> Any:
+        return _client("events")
 
 
-@cache
-def _getters(endpoint: str | None, region: str | None) -> _Getters:
-    """Powertools' caching SSM and Secrets Manager getters, on clients of boto3's default
-    session (shared with every other client of the container, so endpoint rules and models
-    are read once) with our retry and timeout settings. Built once per endpoint and region
-    (a warm Lambda has one; a test may point at another)."""
+def _client(service: str) -> Any:
     import boto3
 
     from .act.base import AWS_CLIENT_CONFIG
 
-    return _Getters(
-        parameters.SSMProvider(boto3_client=boto3.client("ssm", config=AWS_CLIENT_CONFIG)),
-        parameters.SecretsProvider(boto3_client=boto3.client("secretsmanager",
-                                                             config=AWS_CLIENT_CONFIG)))
+    return boto3.client(service, config=AWS_CLIENT_CONFIG)  # type: ignore[call-overload]
+
+
+@cache
+def _clients_for(endpoint: str | None, region: str | None) -> _Clients:
+    """One set per endpoint and region: a warm Lambda has one; a test may point at
+    another."""
+    return _Clients()
+
+
+def _clients() -> _Clients:
+    return _clients_for(os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION"))
 
 
 def _cached(kind: str, name: str) -> str:
     """A parameter's or a secret's value, cached for ``ONDEMAND_CONFIG_MAX_AGE`` seconds."""
-    getters = _getters(os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION"))
     max_age = int(os.environ.get("ONDEMAND_CONFIG_MAX_AGE", "300"))
-    return str(getattr(getters, kind).get(name, max_age=max_age))
+    return str(getattr(_clients(), kind).get(name, max_age=max_age))
 
 
 def load_lambda_settings() -> Settings:
     """The config from SSM (cached) or the bundled file, with the stack's overrides."""
-    overrides = {key: os.environ[variable] for key, variable in (
+    overrides: dict[str, Any] = {key: os.environ[variable] for key, variable in (
         ("broker_url_secret", "ONDEMAND_BROKER_SECRET"), ("state_table", "ONDEMAND_STATE_TABLE"),
-        ("deployment", "ONDEMAND_DEPLOYMENT")) if os.environ.get(variable)}
+        ("deployment", "ONDEMAND_DEPLOYMENT"), ("metrics_detail", "ONDEMAND_METRICS_DETAIL"))
+        if os.environ.get(variable)}
+    if os.environ.get("ONDEMAND_IDLE_RETURN"):
+        overrides["idle_return"] = os.environ["ONDEMAND_IDLE_RETURN"].lower() == "true"
     name = os.environ.get("ONDEMAND_CONFIG_PARAMETER")
     if name:
         try:
@@ -160,7 +191,8 @@ def _ticker(settings: Settings) -> Ticker:
     if _warm is None or _warm.settings != settings or _warm.broker_url != broker_url:
         if _warm is not None:
             _warm.ticker.close()
-        observer: Any = Observer(broker_url)
+        observer: Any = Observer(broker_url,
+                                 transport_options=settings.broker_transport_options)
         tracer = _tracer()
         if tracer is not None:
             observer = _TracedObserver(observer, tracer)
@@ -172,11 +204,16 @@ def _ticker(settings: Settings) -> Ticker:
 def run_schedule(context: Any, event: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Tick until shortly before the next schedule; returns the invocation's summary.
+    """A scheduled invocation: a tick now, then the period's further ticks, on the
+    schedule's grid (scheduled time + k * ``tick_interval_seconds``).
 
-    Ticks start on the schedule's grid (scheduled time + k * ``tick_interval_seconds``); a
-    tick starts only if, taking as long as the slowest so far, it ends before the next
-    invocation is due and before the Lambda's timeout reserve. The first tick always runs.
+    With a tick queue (``ONDEMAND_TICK_QUEUE_URL``, as the stack sets), the further ticks
+    are queued as messages delayed to their slots, each a short invocation of its own
+    (:func:`run_queued`): nothing is billed while waiting. Without one, they run here,
+    sleeping between, and none starts inside the Lambda's timeout reserve. Either way a
+    tick is planned only if, as slow as the slowest so far, it ends before the next
+    invocation is due; and with ``idle_return`` a deployment at rest plans none: the next
+    schedule wakes it.
     """
     started = clock()
     event = event or {}
@@ -185,38 +222,116 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
         settings = load_lambda_settings()
         ticker = _ticker(settings)
     except OnDemandError as exc:  # a missing or invalid config: nothing to tick, say why
-        logger.error(str(exc))
-        metrics.publish_failure(os.environ.get("ONDEMAND_DEPLOYMENT", "default"), namespace)
-        return {"ticks": 0, "ok": False, "lease_lost": False, "errors": [str(exc)],
-                "decisions": []}
-    period = _period(event)
+        return _failed(exc, namespace)
     scheduled = scheduled_time(event)
     origin = scheduled if scheduled is not None and scheduled <= started else started
-    end = min(origin + period - NEXT_SCHEDULE_MARGIN_SECONDS,
-              started + context.get_remaining_time_in_millis() / 1000 - TIMEOUT_RESERVE_SECONDS)
+    next_schedule = origin + _period(event) - NEXT_SCHEDULE_MARGIN_SECONDS
+    timeout = started + context.get_remaining_time_in_millis() / 1000 - TIMEOUT_RESERVE_SECONDS
     interval = settings.tick_interval_seconds
+    queue_url = os.environ.get("ONDEMAND_TICK_QUEUE_URL")
     results: list[TickResult] = []
+    queued: list[float] = []
     slowest = 0.0
     try:
         while True:
-            tick_started = clock()
-            result = ticker.tick(now=tick_started)
-            duration = clock() - tick_started
-            slowest = max(slowest, duration)
+            result, duration = _tick(ticker, settings, namespace, clock)
             results.append(result)
-            report_tick(result, settings, duration, namespace)
-            now = clock()
-            next_start = origin + interval * math.ceil((now - origin) / interval)
-            if next_start + slowest > end:
+            slowest = max(slowest, duration)
+            if settings.idle_return and result.at_rest(settings):
                 break
-            sleep(max(0.0, next_start - now))
+            now = clock()
+            if queue_url:  # each queued tick has an invocation, and a timeout, of its own
+                slots = _slots(origin, interval, now, next_schedule - slowest)
+                queued = _queue_ticks(queue_url, settings.deployment, slots, now) \
+                    if slots else []
+                break
+            slots = _slots(origin, interval, now, min(next_schedule, timeout) - slowest)
+            if not slots:
+                break
+            sleep(max(0.0, slots[0] - now))
     finally:
         ticker.release_lease()
-    last = results[-1]
+    return {**_summary(results), "queued": queued}
+
+
+def run_queued(context: Any, event: dict[str, Any],
+               clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """A tick queued by a scheduled invocation for its slot: one tick, unless the slot is
+    stale (the next one is due already: a late or repeated delivery)."""
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", metrics.DEFAULT_NAMESPACE)
+    try:
+        settings = load_lambda_settings()
+        ticker = _ticker(settings)
+    except OnDemandError as exc:
+        return _failed(exc, namespace)
+    slots = [_slot(record) for record in event.get("Records", [])]
+    due = [slot for slot in slots if slot is not None
+           and clock() < slot + settings.tick_interval_seconds]
+    if not due:
+        logger.info("queued tick skipped: its slot has passed", extra={"slots": slots})
+        return {**_summary([]), "skipped": "stale"}
+    try:
+        result, _ = _tick(ticker, settings, namespace, clock)
+    finally:
+        ticker.release_lease()
+    return _summary([result])
+
+
+def _tick(ticker: Ticker, settings: Settings, namespace: str,
+          clock: Callable[[], float]) -> tuple[TickResult, float]:
+    began = clock()
+    result = ticker.tick(now=began)
+    duration = clock() - began
+    report_tick(result, settings, duration, namespace)
+    return result, duration
+
+
+def _slots(origin: float, interval: float, now: float, latest: float) -> list[float]:
+    """The grid's slots after ``now`` up to ``latest``."""
+    first = origin + interval * math.ceil((now - origin) / interval)
+    return [first + k * interval for k in range(int((latest - first) // interval) + 1)
+            if first <= latest]
+
+
+def _queue_ticks(queue_url: str, deployment: str, slots: list[float],
+                 now: float) -> list[float]:
+    """One message per slot, delayed until it (SQS takes whole seconds, at most 900)."""
+    entries = [{"Id": str(i), "DelaySeconds": max(0, min(900, round(slot - now))),
+                "MessageBody": json.dumps({"source": "celery-ondemand.tick",
+                                           "deployment": deployment, "slot": slot})}
+               for i, slot in enumerate(slots)]
+    try:
+        for start in range(0, len(entries), 10):  # a batch holds ten messages
+            answer = _clients().tick_queue.send_message_batch(QueueUrl=queue_url,
+                                                      Entries=entries[start:start + 10])
+            for failure in answer.get("Failed", []):
+                logger.warning("a queued tick was not accepted", extra={"failure": failure})
+    except Exception as exc:  # the next schedule ticks anyway: say so, do not fail
+        logger.error(f"queueing the period's ticks failed: {type(exc).__name__}: {exc}")
+        return []
+    return slots
+
+
+def _slot(record: dict[str, Any]) -> float | None:
+    try:
+        slot = json.loads(record.get("body") or "{}").get("slot")
+    except (ValueError, AttributeError):
+        return None
+    return float(slot) if isinstance(slot, int | float) else None
+
+
+def _failed(exc: OnDemandError, namespace: str) -> dict[str, Any]:
+    logger.error(str(exc))
+    metrics.publish_failure(os.environ.get("ONDEMAND_DEPLOYMENT", "default"), namespace)
+    return {"ticks": 0, "ok": False, "lease_lost": False, "errors": [str(exc)],
+            "decisions": []}
+
+
+def _summary(results: list[TickResult]) -> dict[str, Any]:
     return {"ticks": len(results), "ok": all(r.ok for r in results),
             "lease_lost": any(r.lease_lost for r in results),
             "errors": sorted({e for r in results for e in _errors(r)}),
-            "decisions": last.serializer()["decisions"]}
+            "decisions": results[-1].serializer()["decisions"] if results else []}
 
 
 def scheduled_time(event: dict[str, Any]) -> float | None:
@@ -246,8 +361,12 @@ def _errors(result: TickResult) -> list[str]:
 
 def report_tick(result: TickResult, settings: Settings, duration: float,
                 namespace: str = metrics.DEFAULT_NAMESPACE) -> None:
-    """Every tick's account: its metrics (EMF), its decisions, each error and each gap."""
+    """Every tick's account: its metrics (EMF), its decisions, each error and each gap,
+    and its scale events on ``ONDEMAND_EVENT_BUS`` when set."""
     metrics.publish(result, settings, duration, namespace)
+    bus = os.environ.get("ONDEMAND_EVENT_BUS")
+    if bus:
+        scale_events.publish(result, settings.deployment, bus, lambda: _clients().events)
     if result.lease_lost and not result.error:
         logger.info("another tick holds the lease: this one did nothing")
         return
@@ -265,27 +384,26 @@ def report_tick(result: TickResult, settings: Settings, duration: float,
 
 @logger.inject_lambda_context
 def autoscaler_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The scheduled autoscaler: ticks until the next schedule."""
+    """The autoscaler: a scheduled invocation, or a tick it queued (an SQS record)."""
+    def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if event.get("Records"):
+            return run_queued(context, event)
+        return run_schedule(context, event)
+
     tracer = _tracer()
-    if tracer is None:
-        return run_schedule(context, event)
-
-    @tracer.capture_lambda_handler(capture_response=False)
-    def traced(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return run_schedule(context, event)
-
-    summary: dict[str, Any] = traced(event, context)
+    if tracer is not None:
+        run = tracer.capture_lambda_handler(run, capture_response=False)
+    summary: dict[str, Any] = run(event, context)
     return summary
 
 
 @logger.inject_lambda_context
 def status_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The status URL: the last tick's status in cwod's JSON shape, plus its decisions."""
-    settings = load_lambda_settings()
-    store = store_for(settings)
     try:
-        status = store.load_status(settings.deployment)
-    except OnDemandError as exc:
+        settings = load_lambda_settings()
+        status = store_for(settings).load_status(settings.deployment)
+    except OnDemandError as exc:  # no config, or the table unreadable: said, not a crash
         logger.error(str(exc))
         return _response(503, {"error": "state unavailable"})
     if status is None:
@@ -298,5 +416,5 @@ def _response(code: int, body: dict[str, Any]) -> dict[str, Any]:
             "body": json.dumps(body)}
 
 
-__all__ = ["DynamoDBStateStore", "autoscaler_handler", "run_schedule", "scheduled_time",
-           "status_handler"]
+__all__ = ["DynamoDBStateStore", "autoscaler_handler", "run_queued", "run_schedule",
+           "scheduled_time", "status_handler"]

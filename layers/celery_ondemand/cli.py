@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .config import load_settings
+from .config import load_settings, parse_transport_options
 from .decide import Decision
 from .errors import ConfigError, OnDemandError
 from .model import Observation
@@ -43,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     """``ondemand status``: one observation, as a table or as cwod's JSON."""
-    with Observer(args.broker, burst_seconds=args.burst,
+    options = parse_transport_options(args.transport_options) if args.transport_options \
+        else None
+    with Observer(args.broker, transport_options=options, burst_seconds=args.burst,
                   connect_timeout=args.connect_timeout) as observer:
         observation = observer.observe(args.queue or None)
     if args.json:
@@ -111,7 +113,7 @@ def doctor_command(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     broker = args.broker or resolve_broker_url(settings)
-    with Observer(broker) as observer:
+    with Observer(broker, transport_options=settings.broker_transport_options) as observer:
         findings = examine(settings, observer, aws=not args.no_aws)
     for finding in findings:
         print(finding.render())
@@ -119,6 +121,49 @@ def doctor_command(args: argparse.Namespace) -> int:
     print(f"{errors} errors, {len(findings) - errors} warnings" if findings
           else "no findings: nothing here would lose work")
     return 1 if errors else 0
+
+
+def cost_command(args: argparse.Namespace) -> int:
+    """``ondemand cost``: the deployment's own AWS bill, from a measured tick."""
+    from . import cost, metrics
+    from .metering import Meter
+
+    settings = load_settings(args.config)
+    broker = args.broker or resolve_broker_url(settings)
+    with Meter(settings, broker) as meter:
+        meter.tick()  # the first tick has no previous read to lean on: not typical
+        measured = meter.tick()
+    usage, result = measured.usage, measured.result
+    at_rest_now = result.at_rest(settings)
+    ages = any(q.oldest_age is not None for q in (
+        result.observation.queues.values() if result.observation else []))
+    busy = usage if not at_rest_now else replace(
+        usage, metric_streams=metrics.streams_while_busy(settings, ages))
+    at_rest = replace(usage, metric_streams=len(metrics.ALWAYS_PRINTED))
+    shape = cost.Deployment(memory_mb=args.memory_mb,
+                            tick_interval_seconds=settings.tick_interval_seconds,
+                            busy_fraction=args.busy_fraction, idle_return=settings.idle_return,
+                            tracing=args.tracing, dashboard=not args.no_dashboard)
+    bills = {f"{args.busy_fraction:.0%} busy": cost.monthly_bill(busy, at_rest, shape),
+             "at rest all month": cost.monthly_bill(busy, at_rest,
+                                                    replace(shape, busy_fraction=0.0)),
+             "busy all month": cost.monthly_bill(busy, at_rest,
+                                                 replace(shape, busy_fraction=1.0))}
+    if args.json:
+        print(json.dumps({"measured": usage.__dict__, "at_rest_now": at_rest_now,
+                          "bills": {k: {**b.lines, "total": b.total}
+                                    for k, b in bills.items()}}, indent=2))
+        return 0
+    state = "at rest" if at_rest_now else "with work"
+    print(f"a tick of {settings.deployment!r} measured now ({state}): "
+          f"{usage.seconds:.2f} s, {usage.write_units:g} DynamoDB write and "
+          f"{usage.read_units:g} read units, {usage.log_bytes} bytes logged, "
+          f"{usage.metric_streams} metric streams (busy: {busy.metric_streams}, at rest: "
+          f"{at_rest.metric_streams})")
+    for name, bill in bills.items():
+        print(f"\n{name}, a month (us-east-1 list prices, no free tier; {args.memory_mb} MB):")
+        print(bill.table())
+    return 0
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -228,6 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--connect-timeout", type=_positive, default=DEFAULT_CONNECT_TIMEOUT,
                         metavar="SECONDS", help="give up on an unreachable broker after this "
                         f"long (default {DEFAULT_CONNECT_TIMEOUT})")
+    status.add_argument("--transport-options", metavar="JSON",
+                        help="the workers' broker_transport_options, as a JSON mapping "
+                             "(key prefix, priority steps, SQS queue prefix, region, ...)")
     status.add_argument("--json", action="store_true",
                         help='print {"queues": ..., "workers": ...} as JSON')
     status.set_defaults(run=status_command)
@@ -259,6 +307,23 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-aws", action="store_true",
                         help="skip the checks that call AWS (the ECS stop timeout)")
     doctor.set_defaults(run=doctor_command)
+
+    costs = commands.add_parser(
+        "cost", help="what this deployment costs a month on AWS, from a measured tick",
+        description="Measure one tick of the deployment (nothing is scaled; its state goes "
+                    "to an in-process moto) and price a month of them.")
+    costs.add_argument("--config", required=True, metavar="FILE",
+                       help="the YAML (or JSON) configuration")
+    costs.add_argument("--broker", help="broker URL, overriding the config's")
+    costs.add_argument("--busy-fraction", type=_fraction, default=0.5, metavar="F",
+                       help="share of the month some target has work (default 0.5)")
+    costs.add_argument("--memory-mb", type=int, default=256, metavar="MB",
+                       help="the function's memory (the stack's MemorySize, default 256)")
+    costs.add_argument("--tracing", action="store_true", help="X-Ray tracing on")
+    costs.add_argument("--no-dashboard", action="store_true",
+                       help="leave the dashboard out (an account's first three are free)")
+    costs.add_argument("--json", action="store_true")
+    costs.set_defaults(run=cost_command)
 
     demo = commands.add_parser(
         "demo", help="the whole loop on this machine: embedded broker, real workers",
@@ -295,6 +360,16 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--plot", type=Path, metavar="FILE.png")
     sim.set_defaults(run=simulate_command)
     return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1: {text!r}")
+    return value
 
 
 def _positive(text: str) -> float:

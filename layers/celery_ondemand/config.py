@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,11 @@ class Settings:
     state_file: str | None = None
     history_days: float = 7.0
     tick_interval_seconds: float = 15.0
+    metrics_detail: str = "target"
+    idle_return: bool = True
+    broker_transport_options: dict[str, Any] = field(default_factory=dict)
+    """Celery's ``broker_transport_options``, as the workers set them: the observer opens
+    its connection with them, so it reads the keys and queues the workers use."""
 
     @property
     def queues(self) -> list[str]:
@@ -91,13 +96,14 @@ class Settings:
 class Field:
     """How to read one key: its kind, default, limits and a line saying what it is for."""
 
-    kind: str  # "str", "int", "float", "bool", "queues"
+    kind: str  # "str", "int", "float", "bool", "queues", "list", "mapping"
     help: str
     default: Any = None
     required: bool = False
     minimum: float | None = None
     maximum: float | None = None
     optional: bool = False  # None is allowed
+    choices: tuple[str, ...] = ()
 
 
 TARGET_FIELDS: dict[str, Field] = {
@@ -114,7 +120,8 @@ TARGET_FIELDS: dict[str, Field] = {
     "max_workers": Field("int", "never more workers", 10, minimum=1),
     "policy": Field("str", "capacity | cwod | package.module:AgentSubclass", "capacity"),
     "worker_concurrency": Field("int", "tasks one worker runs at once (default: as the "
-                                "workers report, else 1)", None, minimum=1, optional=True),
+                                "workers report, else as they last reported, else 1)", None,
+                                minimum=1, optional=True),
     "target_wait_seconds": Field("float", "how long a task may wait before it starts", 60.0,
                                  minimum=1),
     "scale_down_delay_seconds": Field("float", "idle time before scaling to min_workers",
@@ -135,8 +142,9 @@ TARGET_FIELDS: dict[str, Field] = {
                                   180.0, minimum=0),
     "redelivery_timeout_seconds": Field(
         "float", "after this long a running task is delivered again (Redis/SQS "
-        "visibility_timeout, RabbitMQ consumer_timeout); default: the broker's, 3600 s "
-        "(Redis) or 1800 s (SQS, RabbitMQ)", None, minimum=1, optional=True),
+        "visibility_timeout, RabbitMQ consumer_timeout); default: the visibility_timeout "
+        "in broker_transport_options, else the broker's, 3600 s (Redis) or 1800 s (SQS, "
+        "RabbitMQ)", None, minimum=1, optional=True),
     "startup_grace_seconds": Field(
         "float", "a task or instance the platform runs this long without its worker heard "
         "makes the read incomplete (never read as idle)", 180.0, minimum=0),
@@ -155,7 +163,16 @@ TOP_FIELDS: dict[str, Field] = {
                         optional=True),
     "history_days": Field("float", "days a decision stays in the history", 7.0,
                           minimum=0.01),
-    "tick_interval_seconds": Field("float", "seconds between ticks", 15.0, minimum=1),
+    "tick_interval_seconds": Field("float", "seconds between ticks while any target has "
+                                   "work or is above its floor (an idle deployment ticks "
+                                   "once a schedule period)", 15.0, minimum=1),
+    "broker_transport_options": Field("mapping", "Celery's broker_transport_options, as the "
+                                      "workers set them", optional=True),
+    "idle_return": Field("bool", "when every target is at rest at its floor, tick once a "
+                         "schedule period instead of every tick_interval_seconds", True),
+    "metrics_detail": Field("str", "target: the metrics the dashboard and alarms read; "
+                            "queue: per-queue metrics too (each is billed by CloudWatch)",
+                            "target", choices=("target", "queue")),
     "targets": Field("list", "the scaling targets", required=True),
 }
 
@@ -204,6 +221,8 @@ def settings_from_mapping(document: Any, source: str = "config",
         raise ConfigError("targets: must be a non-empty list of targets")
     targets = tuple(_target(raw, f"targets[{i}]") for i, raw in enumerate(raw_targets))
     _check_across(targets)
+    values["broker_transport_options"] = _transport_options(
+        values["broker_transport_options"] or {}, "broker_transport_options")
     return Settings(targets=targets, **values)
 
 
@@ -271,9 +290,11 @@ def _read(raw: Mapping[Any, Any], schema: dict[str, Field], prefix: str) -> dict
 def _convert(value: Any, spec: Field, path: str) -> Any:
     converters: dict[str, Callable[[Any, str], Any]] = {
         "str": _as_str, "int": _as_int, "float": _as_float, "bool": _as_bool,
-        "queues": _as_queues, "list": lambda v, p: v,
+        "queues": _as_queues, "list": lambda v, p: v, "mapping": _as_mapping,
     }
     converted = converters[spec.kind](value, path)
+    if spec.choices and converted not in spec.choices:
+        raise ConfigError(f"{path}: must be one of {', '.join(spec.choices)}, got {value!r}")
     if isinstance(converted, int | float) and not isinstance(converted, bool):
         if spec.minimum is not None and converted < spec.minimum:
             raise ConfigError(f"{path}: must be ≥ {spec.minimum:g}, got {converted}")
@@ -306,6 +327,70 @@ def _as_bool(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{path}: must be true or false, got {value!r}")
     return value
+
+
+def _as_mapping(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{path}: must be a mapping with string keys, got "
+                          f"{type(value).__name__}")
+    return dict(value)
+
+
+TRANSPORT_OPTION_KINDS: dict[str, Callable[[Any, str], Any]] = {
+    "sep": _as_str,
+    "global_keyprefix": lambda v, p: v if isinstance(v, str) else _as_str(v, p),
+    "unacked_key": _as_str,
+    "unacked_index_key": _as_str,
+    "queue_name_prefix": lambda v, p: v if isinstance(v, str) else _as_str(v, p),
+    "region": _as_str,
+    "priority_steps": lambda v, p: _as_priority_steps(v, p),
+    "visibility_timeout": lambda v, p: _positive(_as_float(v, p), p),
+    "predefined_queues": lambda v, p: _as_predefined_queues(v, p),
+}
+"""The transport options whose form the observer relies on, checked here so a wrong one
+is refused with its path instead of surfacing as an odd read; any other option passes
+through to kombu unchanged, as it would from a worker's configuration."""
+
+
+def parse_transport_options(text: str, source: str = "--transport-options") -> dict[str, Any]:
+    """Transport options given as a JSON (or YAML) mapping, checked as in a config file."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid JSON or YAML: {exc}") from exc
+    return _transport_options(_as_mapping(value, source), source)
+
+
+def _transport_options(options: dict[str, Any], path: str) -> dict[str, Any]:
+    checked = dict(options)
+    for key, check in TRANSPORT_OPTION_KINDS.items():
+        if key in checked:
+            checked[key] = check(checked[key], f"{path}.{key}")
+    return checked
+
+
+def _positive(value: float, path: str) -> float:
+    if value <= 0:
+        raise ConfigError(f"{path}: must be > 0, got {value:g}")
+    return value
+
+
+def _as_priority_steps(value: Any, path: str) -> list[int]:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(step, int) and not isinstance(step, bool) for step in value):
+        raise ConfigError(f"{path}: must be a non-empty list of whole numbers, got {value!r}")
+    if value != sorted(set(value)):
+        raise ConfigError(f"{path}: must be in ascending order without repeats, got {value!r}")
+    return list(value)
+
+
+def _as_predefined_queues(value: Any, path: str) -> dict[str, Any]:
+    queues = _as_mapping(value, path)
+    for name, queue in queues.items():
+        if not isinstance(queue, Mapping) or not isinstance(queue.get("url"), str):
+            # The entry may hold credentials: name the queue, never echo the entry.
+            raise ConfigError(f"{path}.{name}: must be a mapping with a url")
+    return queues
 
 
 def _as_queues(value: Any, path: str) -> tuple[str, ...]:

@@ -1,8 +1,11 @@
 """``ondemand doctor``: a pre-flight check of a deployment, before it loses work.
 
 It reads the config, observes the broker once, asks the live workers for their settings
-(``conf``), pool (``stats``) and running tasks (``active``), and looks at the targets'
-ECS task definitions. Each finding says what is wrong and how to fix it. An ``error`` is
+(``conf``), pool and prefetch count (``stats``), running tasks (``active``) and ETA tasks
+(``scheduled``), and looks at the targets' ECS task definitions. What a worker runs with
+is read from the worker itself where it can be: ``--prefetch-multiplier`` on the command
+line does not show in its configuration, and only the celery-ondemand bootstep can say
+whether it embeds beat (``-B``). Each finding says what is wrong and how to fix it. An ``error`` is
 something that would lose work (or run it twice); a ``warning`` makes scaling less exact.
 """
 
@@ -10,7 +13,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .act import scaler_for
@@ -19,8 +23,8 @@ from .config import Settings
 from .model import Observation
 from .observe import Observer
 
-REDIS_DEFAULT_VISIBILITY = 3600.0
-"""kombu's Redis ``visibility_timeout`` when the app sets none."""
+DEFAULT_VISIBILITY = {"redis": 3600.0, "rediss": 3600.0, "valkey": 3600.0, "sqs": 1800.0}
+"""kombu's ``visibility_timeout`` when the app sets none (Redis; Celery's SQS)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,21 @@ class WorkerFacts:
     conf: Mapping[str, Any]
     stats: Mapping[str, Any]
     running_seconds: list[float]
+    due_in: list[float] = field(default_factory=list)
+    """Seconds until each ETA/countdown task it holds is due."""
+
+    @property
+    def prefetch_multiplier(self) -> float | None:
+        """The multiplier the worker runs with, from its consumer's prefetch count (what
+        ``--prefetch-multiplier`` set, whatever the configuration says): each ETA task
+        it holds raised the count by one, and is taken out."""
+        count, pool = self.stats.get("prefetch_count"), self.stats.get("pool") or {}
+        processes = pool.get("processes") if isinstance(pool, dict) else None
+        slots = len(processes) if isinstance(processes, list) and processes else (
+            pool.get("max-concurrency") if isinstance(pool, dict) else None)
+        if not isinstance(count, int) or not isinstance(slots, int) or slots <= 0:
+            return None
+        return max(0, count - len(self.due_in)) / slots
 
 
 def examine(settings: Settings, observer: Observer, *, aws: bool = True) -> list[Finding]:
@@ -67,11 +86,23 @@ def ask_workers(observer: Observer, observation: Observation) -> list[WorkerFact
     confs = inspect.conf(with_defaults=True) or {}
     stats = inspect.stats() or {}
     active = inspect.active() or {}
+    scheduled = inspect.scheduled() or {}
     now = time.time()
     return [WorkerFacts(host, confs.get(host) or {}, stats.get(host) or {},
                         [now - float(t["time_start"]) for t in active.get(host) or []
-                         if isinstance(t, dict) and t.get("time_start")])
+                         if isinstance(t, dict) and t.get("time_start")],
+                        [due - now for due in map(_when, scheduled.get(host) or [])
+                         if due is not None])
             for host in hosts]
+
+
+def _when(entry: Any) -> float | None:
+    """When a ``scheduled()`` entry is due, in seconds since the epoch."""
+    eta = entry.get("eta") if isinstance(entry, dict) else None
+    try:
+        return datetime.fromisoformat(str(eta)).timestamp() if eta else None
+    except ValueError:
+        return None
 
 
 def worker_findings(facts: Iterable[WorkerFacts], observation: Observation,
@@ -91,12 +122,14 @@ def worker_findings(facts: Iterable[WorkerFacts], observation: Observation,
             note("warning", "task_reject_on_worker_lost is off: a task whose worker process "
                  "dies is acknowledged as failed instead of redelivered",
                  "set task_reject_on_worker_lost=True", host)
-        prefetch = int(conf.get("worker_prefetch_multiplier") or 4)
+        prefetch = worker.prefetch_multiplier
+        if prefetch is None:  # a worker too old to report it: its configuration
+            prefetch = float(conf.get("worker_prefetch_multiplier") or 4)
         if prefetch > 1:
-            note("warning", f"worker_prefetch_multiplier is {prefetch}: each worker takes "
-                 f"up to {prefetch} times its slots off the queue, so waiting work hides on busy "
-                 "workers and scale-in waits for it",
-                 "set worker_prefetch_multiplier=1", host)
+            note("warning", f"the effective prefetch multiplier is {prefetch:g}: each worker "
+                 f"takes up to {prefetch:g} times its slots off the queue, so waiting work "
+                 "hides on busy workers and scale-in waits for it",
+                 "set worker_prefetch_multiplier=1 and drop --prefetch-multiplier", host)
         if worker.stats.get("autoscaler"):
             note("warning", "the pool autoscales (--autoscale): a worker's capacity is not "
                  "fixed, so the number of workers needed cannot be computed",
@@ -107,17 +140,46 @@ def worker_findings(facts: Iterable[WorkerFacts], observation: Observation,
                  "the worker is found by a ping that costs every tick a second, and task "
                  "times are unknown", "drop --without-heartbeat", host)
         longest = max(worker.running_seconds, default=0.0)
-        if _is_redis(observation.broker):
+        scheme = observation.broker.split(":", 1)[0]
+        if scheme in DEFAULT_VISIBILITY:
             options = conf.get("broker_transport_options") or {}
-            visibility = float(options.get("visibility_timeout") or REDIS_DEFAULT_VISIBILITY)
+            visibility = float(options.get("visibility_timeout") or DEFAULT_VISIBILITY[scheme])
             if longest > 0.8 * visibility:
                 note("error", f"a task has run {longest:.0f}s against a Redis "
                      f"visibility_timeout of {visibility:.0f}s: past it, Redis delivers it "
                      "again and it runs twice",
                      "raise broker_transport_options['visibility_timeout'] above the "
                      "longest task (with margin)", host)
+            furthest = max(worker.due_in, default=0.0)
+            if furthest > visibility:
+                note("error", f"an ETA/countdown task is due in {furthest:.0f}s, beyond the "
+                     f"visibility_timeout of {visibility:.0f}s: the broker delivers it "
+                     "again before it is due, and it runs twice",
+                     "raise broker_transport_options['visibility_timeout'] above the "
+                     "furthest ETA or countdown, or schedule far tasks with beat", host)
+        for target in _targets_of(observation, settings, host):
+            if _runs_beat(worker) and target.min_workers == 0:
+                note("error", f"an embedded beat (-B) runs on target {target.name}, which can "
+                     "scale to zero: at zero no periodic task is sent",
+                     "run celery beat as its own service, outside scaled targets", host)
+            elif _runs_beat(worker) and target.max_workers > 1:
+                note("error", f"an embedded beat (-B) runs on target {target.name}, which can "
+                     "run several workers: each sends every periodic task, which runs "
+                     "once per worker", "run celery beat as its own single service", host)
     return [Finding(sev, f"workers {', '.join(sorted(hosts))}", problem, fix)
             for (sev, problem, fix), hosts in found.items()]
+
+
+def _runs_beat(worker: WorkerFacts) -> bool:
+    """Whether the worker embeds beat (``-B``), as the celery-ondemand bootstep reports."""
+    ondemand = worker.stats.get("ondemand")
+    return isinstance(ondemand, Mapping) and bool(ondemand.get("beat"))
+
+
+def _targets_of(observation: Observation, settings: Settings, host: str) -> list[Any]:
+    worker = observation.workers.get(host)
+    consumed = set(worker.queues) if worker else set()
+    return [t for t in settings.targets if consumed.intersection(t.queues)]
 
 
 def coverage_findings(observation: Observation, settings: Settings) -> list[Finding]:
@@ -156,7 +218,3 @@ def ecs_findings(settings: Settings, facts: Iterable[WorkerFacts]) -> list[Findi
                 "raise the container's stopTimeout (at most 120 s) and keep tasks shorter, "
                 "or rely on task_acks_late to run them again"))
     return findings
-
-
-def _is_redis(broker: str) -> bool:
-    return broker.startswith(("redis", "rediss", "valkey"))

@@ -37,3 +37,8 @@ class LeaseLost(OnDemandError):
 
 class ScalerError(OnDemandError):
     """A scaling target could not be read or changed (the message names the target)."""
+
+
+class ScaleInHeld(ScalerError):
+    """A scale-in was not carried out because a busy worker could not be shielded first
+    (not matched to its task or instance, or the protection call failed)."""

@@ -13,8 +13,13 @@ skew between machines cannot make a live worker look dead.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+WORKERS: dict[str, WorkerStatus] = {}
+"""cwod's cache of workers by hostname, filled by :meth:`WorkerStatus.get`. A running
+``CeleryWorkerOnDemand`` keeps the entries of the workers it hears up to date in place and
+drops those it no longer hears."""
 
 
 @dataclass
@@ -45,6 +50,8 @@ class WorkerStatus:
       only after the visibility timeout): a worker holding them counts as busy.
     - ``heard_by``: ``events`` (it beat in the burst) or ``control`` (it sends no events —
       ``--without-heartbeat`` and no ``-E`` — and answered a ping).
+    - ``rate_limited``: tasks it has taken and holds back under a task rate limit (reported
+      by the celery-ondemand bootstep; 0 without it): it takes work, so it is no zombie.
     """
 
     hostname: str
@@ -62,6 +69,23 @@ class WorkerStatus:
     machine: str | None = None
     scheduled: int = 0
     heard_by: str = "events"
+    rate_limited: int = 0
+
+    @classmethod
+    def get(cls, hostname: str, *args: Any, **kwargs: Any) -> WorkerStatus:
+        """cwod: the cached instance for ``hostname``, created from the arguments (as by the
+        constructor) on first use. Every caller gets the same object, which a running
+        ``CeleryWorkerOnDemand`` refreshes with each read."""
+        cached = WORKERS.get(hostname)
+        if cached is None:
+            cached = WORKERS.setdefault(hostname, cls(hostname, *args, **kwargs))
+        return cached
+
+    def refresh(self, seen: WorkerStatus) -> None:
+        """Take every attribute of ``seen``, a newer read of this worker, in place: whoever
+        holds this object (a user's thread, cwod style) sees the news."""
+        for name in _WORKER_FIELDS:
+            setattr(self, name, getattr(seen, name))
 
     @property
     def busy(self) -> bool:
@@ -88,6 +112,7 @@ class WorkerStatus:
             "machine": self.machine,
             "scheduled": self.scheduled,
             "heard_by": self.heard_by,
+            "rate_limited": self.rate_limited,
         }
 
 
@@ -132,6 +157,14 @@ class QueueStatus:
     running_ages: list[float] = field(default_factory=list)
     """Seconds each task running from this queue has run, on the observer's clock."""
 
+    def refresh(self, seen: QueueStatus, workers: list[WorkerStatus]) -> None:
+        """Take every attribute of ``seen``, a newer read of this queue, in place, with
+        ``workers`` as its workers: whoever holds this object (an ``UpWorker`` waiting on
+        ``has_worker``) sees the news."""
+        for name in _QUEUE_FIELDS:
+            setattr(self, name, getattr(seen, name))
+        self.workers = workers
+
     @property
     def ready(self) -> int:
         """Messages ready in the broker; the same number as cwod's ``size``."""
@@ -167,6 +200,10 @@ class QueueStatus:
         }
 
 
+_WORKER_FIELDS = [f.name for f in fields(WorkerStatus) if f.name != "hostname"]
+_QUEUE_FIELDS = [f.name for f in fields(QueueStatus) if f.name not in ("name", "workers")]
+
+
 @dataclass
 class Observation:
     """Every queue and every worker at one moment, and how that was learned.
@@ -176,8 +213,12 @@ class Observation:
     - ``duration``: seconds it took.
     - ``sources``: what was heard: ``broker`` (queue depths), ``events`` (heartbeats),
       ``control`` (worker replies). A source missing here was not available.
-    - ``problems``: gaps in this observation (a worker heard but silent to control, ...).
+    - ``problems``: gaps in this observation that touch every target (the broker blocks
+      publishing, a worker heard but silent to control whose queues are unknown, ...).
       A decision over an observation with problems never scales down.
+    - ``queue_problems``: gaps that touch only some queues, by queue name (a worker silent
+      to control that consumes them, more consumers than workers heard): they hold only
+      the targets serving those queues.
     - ``warnings``: odd things seen that leave the read complete (a foreign message in a
       queue, ...): reported, not held on.
     """
@@ -190,6 +231,22 @@ class Observation:
     sources: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    queue_problems: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_problem(self, problem: str, queues: Iterable[str] | None = None) -> None:
+        """Note a gap in the read: for ``queues`` only, or for every target (None)."""
+        if queues is None:
+            self.problems.append(problem)
+            return
+        for queue in queues:
+            self.queue_problems.setdefault(queue, []).append(problem)
+
+    def problems_for(self, queues: Iterable[str]) -> list[str]:
+        """The gaps that touch a target serving ``queues``: every target's, then theirs."""
+        found = list(self.problems)
+        for queue in queues:
+            found += [p for p in self.queue_problems.get(queue, []) if p not in found]
+        return found
 
     @property
     def live_workers(self) -> dict[str, WorkerStatus]:
@@ -211,5 +268,6 @@ class Observation:
             "duration": self.duration,
             "sources": list(self.sources),
             "problems": list(self.problems),
+            "queue_problems": {name: list(found) for name, found in self.queue_problems.items()},
             "warnings": list(self.warnings),
         }

@@ -26,7 +26,14 @@ from typing import Any
 from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
 from .decide import Agent, Decision, TargetMemory, build_agents, decide
-from .errors import BrokerUnavailable, ConfigError, LeaseLost, OnDemandError, StateError
+from .errors import (
+    BrokerUnavailable,
+    ConfigError,
+    LeaseLost,
+    OnDemandError,
+    ScaleInHeld,
+    StateError,
+)
 from .model import Observation, WorkerStatus
 from .observe import Observer
 from .remember import DynamoDBStateStore, SQLiteStateStore, StateStore
@@ -50,6 +57,14 @@ class TickResult:
         """No error. Losing the lease to a concurrent tick before acting is no error."""
         return self.error is None and not self.target_errors
 
+    def at_rest(self, settings: Settings) -> bool:
+        """Every target at rest at its floor after a clean read (see
+        :meth:`Decision.at_rest`): nothing will change before new work arrives."""
+        if self.observation is None or not self.ok or self.lease_lost:
+            return False
+        floors = {t.name: t.min_workers for t in settings.targets}
+        return all(d.at_rest(floors.get(d.target, 0)) for d in self.decisions)
+
     def warnings(self) -> list[str]:
         """What this tick read only in part, or found odd, without it being an error.
 
@@ -62,7 +77,7 @@ class TickResult:
         found += [f"queue {q.name} does not exist on the broker: read as empty"
                  for q in self.observation.queues.values() if q.missing]
         found += [f"target {d.target}: {d.reason}" for d in self.decisions
-                  if d.rule == "rollout"]
+                  if d.rule in ("rollout", "protection")]
         found += [f"target {d.target}: {d.inputs['near_redelivery']} running tasks near or "
                   f"past the broker's {d.inputs['redelivery_timeout']:.0f}s redelivery "
                   "timeout: a copy is handed out again (Redis, SQS) or the channel closed "
@@ -111,11 +126,14 @@ class Ticker:
             t.name: scaler_for(t, self.agents[t.name], f"targets[{i}].scaler")
             for i, t in enumerate(settings.targets)}
         self.store = store
-        self.observer = observer or Observer(broker_url or resolve_broker_url(settings))
+        self.observer = observer or Observer(broker_url or resolve_broker_url(settings),
+                                             transport_options=settings.broker_transport_options)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = max(60.0, 3 * settings.tick_interval_seconds)
         self.memory: dict[str, TargetMemory] = {}
         self.previous: Observation | None = None
+        self.recorded: dict[str, tuple[Any, ...]] = {}
+        """Per target, what its last decision written to the history said."""
 
     def tick(self, now: float | None = None, dry_run: bool = False) -> TickResult:
         """One tick. Never raises for a broker, scaler or lease problem: it reports them."""
@@ -137,12 +155,15 @@ class Ticker:
         result = TickResult(observation, decisions, error, target_errors, started_at=now)
         if not dry_run:
             self._act(result)
+            _remember_what_was_done(memory, result)
             self.memory = memory
             if self.store is not None:
                 try:
                     self.store.save_memory(deployment, self.owner,
                                            now + time.monotonic() - began, memory)
-                    self.store.record(deployment, decisions, now)
+                    fresh = self._unrecorded(decisions)
+                    self.store.record(deployment, list(fresh.values()), now)
+                    self.recorded.update({name: _said(d) for name, d in fresh.items()})
                     self.store.save_status(deployment, result.status(), now)
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)
@@ -151,6 +172,12 @@ class Ticker:
         if observation is not None:
             self.previous = observation
         return result
+
+    def _unrecorded(self, decisions: list[Decision]) -> dict[str, Decision]:
+        """The decisions the history lacks: those whose counts, rule or work changed since
+        the last one written for their target (a steady target writes nothing: each write
+        is billed)."""
+        return {d.target: d for d in decisions if self.recorded.get(d.target) != _said(d)}
 
     def _observe(self) -> tuple[Observation | None, str | None]:
         try:
@@ -175,6 +202,7 @@ class Ticker:
             if scaler is None:
                 continue  # no scaler (a dry look): the target counts its live workers
             try:
+                scaler.observed(observation)
                 capacity = scaler.current(workers_of(target, observation))
             except Exception as exc:
                 errors[target.name] = _target_error(target.name, "reading", exc)
@@ -201,6 +229,9 @@ class Ticker:
                 self.scalers[name].apply(decision.desired, decision.current,
                                          workers_of(target, result.observation))
                 result.applied.append(name)
+            except ScaleInHeld as exc:  # a busy worker could not be shielded: no scale-in
+                result.decisions[i] = replace(decision, desired=decision.current,
+                                              rule="protection", reason=str(exc))
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "scaling", exc)
         self._replace_zombies(result)
@@ -214,7 +245,7 @@ class Ticker:
             workers = workers_of(self.settings.target(name), result.observation)
             zombies = [w for w in workers if w.hostname in decision.zombies]
             try:
-                result.replaced[name] = self.scalers[name].replace(zombies)
+                result.replaced[name] = self.scalers[name].replace(zombies, workers)
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "replacing", exc)
 
@@ -228,6 +259,24 @@ class Ticker:
         """Release the lease and the broker connection."""
         self.release_lease()
         self.observer.close()
+
+
+def _said(decision: Decision) -> tuple[Any, ...]:
+    """What a decision says that the history keeps: its counts, its rule, the work seen."""
+    inputs = decision.inputs
+    return (decision.current, decision.desired, decision.rule, inputs.get("ready"),
+            inputs.get("hidden"), inputs.get("live"), inputs.get("busy"), decision.zombies)
+
+
+def _remember_what_was_done(memory: dict[str, TargetMemory], result: TickResult) -> None:
+    """A decision held or failed after ``decide`` (a rollout, a shield that failed, a
+    scaler error) left the count where it was: the memory must say so, or the next tick
+    would take the workers that did not leave for workers expected to leave."""
+    for decision in result.decisions:
+        unchanged = decision.action == "hold" or decision.dry_run \
+            or decision.target in result.target_errors
+        if unchanged and decision.target in memory:
+            memory[decision.target].last_desired = decision.current
 
 
 def _hold_during_rollout(decision: Decision, rollout: str | None) -> Decision:

@@ -38,6 +38,16 @@ from tests.support.lambda_runtime import (
 
 pytestmark = pytest.mark.broker
 TABLE = "ondemand"
+TICK_QUEUE = "ondemand-ticks"
+
+
+def queued_bodies(queue: str) -> list[dict[str, Any]]:
+    """The messages on a queue of the in-process moto server, delayed ones included (they
+    cannot be received yet)."""
+    from moto.sqs.models import sqs_backends
+
+    messages = sqs_backends["123456789012"]["us-east-1"].queues[queue]._messages
+    return sorted((json.loads(m.body) for m in messages), key=lambda b: float(b["slot"]))
 
 
 @pytest.fixture
@@ -84,15 +94,18 @@ def test_the_built_autoscaler_ticks_under_lambdas_runtime_client(
         tmp_path: Path) -> None:
     queues, producer = Queues(redis_url), producer_app(redis_url)
     clients = {n: boto3.client(n, region_name="us-east-1")
-               for n in ("ssm", "secretsmanager", "dynamodb", "ecs", "ec2")}
+               for n in ("ssm", "secretsmanager", "dynamodb", "ecs", "ec2", "sqs")}
     create_table(clients["dynamodb"], TABLE)
     ecs_service_with_tasks(clients["ecs"], clients["ec2"], tasks=1)
+    clients["sqs"].create_queue(QueueName=TICK_QUEUE)
     secret = clients["secretsmanager"].create_secret(Name="ondemand/broker",
                                                      SecretString=redis_url)["ARN"]
     parameters = {"BrokerSecretArn": secret, "EcsClusterName": "prod",
                   "EcsServiceNames": "workers"}
-    stack = Stack(transformed(parameters), parameters, physical={"StateTable": TABLE})
+    stack = Stack(transformed(parameters), parameters,
+                  physical={"StateTable": TABLE, "TickQueue": TICK_QUEUE})
     environment = environment_of("AutoscalerFunction", stack, moto_server)
+    api.timeout_seconds = float(stack.resource("AutoscalerFunction")["Timeout"])
     log = tmp_path / "autoscaler.log"
     process = None
     try:
@@ -101,21 +114,26 @@ def test_the_built_autoscaler_ticks_under_lambdas_runtime_client(
             producer.send_task("tests.sleep", args=(0,), queue=queue)
         clients["ssm"].put_parameter(
             Name=environment["ONDEMAND_CONFIG_PARAMETER"], Type="String",
-            Value=yaml.safe_dump({"tick_interval_seconds": 60, "targets": [{
+            Value=yaml.safe_dump({"targets": [{
                 "name": "built", "queues": [queue], "scaler": "ecs", "cluster": "prod",
                 "service": "workers", "worker_concurrency": 2}]}))
         process = start_function("AutoscalerFunction", api, environment, log)
 
-        cold = api.invoke(scheduler_event(period_seconds=2))
+        cold = api.invoke(scheduler_event())
         assert cold.kind == "response", log.read_text()
         summary: dict[str, Any] = cold.body
         assert summary["ok"] and summary["ticks"] == 1, summary
         assert summary["decisions"][0]["desired"] == 2 and summary["decisions"][0]["applied"]
         service = clients["ecs"].describe_services(cluster="prod", services=["workers"])
         assert service["services"][0]["desiredCount"] == 2
+        bodies = queued_bodies(TICK_QUEUE)
+        assert [b["slot"] for b in bodies] == summary["queued"] and len(bodies) >= 3, \
+            "tasks wait: the minute's further ticks are queued on the stack's tick queue"
 
-        warm = api.invoke(scheduler_event(period_seconds=2))
+        warm = api.invoke({"Records": [{"messageId": "m-1", "eventSource": "aws:sqs",
+                                        "body": json.dumps(bodies[0])}]})
         assert warm.kind == "response" and warm.body["ok"], log.read_text()
+        assert warm.body["ticks"] == 1, "a queued tick, taken from the queue, ticks once"
         assert process.poll() is None, "the container stays warm between invocations"
 
         output = log.read_text()
@@ -135,7 +153,8 @@ def test_the_built_status_function_answers_under_lambdas_runtime_client(
     clients = {n: boto3.client(n, region_name="us-east-1") for n in ("ssm", "dynamodb")}
     create_table(clients["dynamodb"], TABLE)
     stack = Stack(transformed({}), {}, physical={"StateTable": TABLE})
-    environment = environment_of("StatusFunction", stack, moto_server)
+    environment = {**environment_of("StatusFunction", stack, moto_server),
+                   "ONDEMAND_CONFIG_MAX_AGE": "0"}
     clients["ssm"].put_parameter(
         Name=environment["ONDEMAND_CONFIG_PARAMETER"], Type="String",
         Value=yaml.safe_dump({"broker_url": "redis://127.0.0.1:6379/0", "targets": [{
@@ -146,6 +165,10 @@ def test_the_built_status_function_answers_under_lambdas_runtime_client(
         assert answer.kind == "response", (tmp_path / "status.log").read_text()
         assert answer.body["statusCode"] == 404, "no tick has run yet: said, not crashed"
         assert json.loads(answer.body["body"]) == {"error": "no tick has run yet"}
+        clients["ssm"].delete_parameter(Name=environment["ONDEMAND_CONFIG_PARAMETER"])
+        answer = api.invoke({"requestContext": {"http": {"method": "GET"}}})
+        assert answer.kind == "response" and answer.body["statusCode"] == 503, \
+            "a missing configuration is an answer, not a crash"
     finally:
         process.kill()
         process.wait(timeout=10)

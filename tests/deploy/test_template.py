@@ -132,7 +132,37 @@ def test_a_failed_or_late_invocation_is_never_retried(stack: Stack) -> None:
     assert schedule["Target"]["RetryPolicy"] == {"MaximumRetryAttempts": 0,
                                                  "MaximumEventAgeInSeconds": 60}
     assert "<aws.scheduler.scheduled-time>" in schedule["Target"]["Input"]
-    assert stack.resource("AutoscalerFunction")["Timeout"] > 60
+
+
+def test_the_minutes_further_ticks_go_through_the_tick_queue(stack: Stack) -> None:
+    """One tick per invocation: the waits between ticks are not billed."""
+    function = stack.resource("AutoscalerFunction")
+    assert 15 + 10 <= function["Timeout"] <= 60, "a tick's budget and the timeout reserve"
+    queue = stack.resource("TickQueue")
+    assert queue["VisibilityTimeout"] >= function["Timeout"]
+    assert queue["MessageRetentionPeriod"] == 60, "a tick older than a minute is stale"
+    assert function["Environment"]["Variables"]["ONDEMAND_TICK_QUEUE_URL"] == \
+        stack.ref("TickQueue")
+    mappings = [stack.resource(name) for name, r in stack.template["Resources"].items()
+                if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert [(m["EventSourceArn"], m["BatchSize"], m["ScalingConfig"]) for m in mappings] == [
+        (stack.get_att("TickQueue", "Arn"), 1, {"MaximumConcurrency": 2})]
+    assert "RecursiveLoop" not in function, "schedule → queue → tick: no loop to allow"
+    assert not any("SQSQueueExecutionRole" in arn
+                   for arn in stack.managed_policies("AutoscalerFunctionRole")), \
+        "the poller's grants name the tick queue only"
+
+
+def test_memory_idle_return_and_metric_detail_are_parameters(defaults: Stack) -> None:
+    function = defaults.resource("AutoscalerFunction")
+    assert function["MemorySize"] == 256
+    variables = function["Environment"]["Variables"]
+    assert variables["ONDEMAND_IDLE_RETURN"] == "" and variables["ONDEMAND_METRICS_DETAIL"] == ""
+    chosen = {"MemorySize": "512", "IdleReturn": "false", "MetricsDetail": "queue"}
+    variables = Stack(transformed(chosen), chosen).resource("AutoscalerFunction")[
+        "Environment"]["Variables"]
+    assert (variables["ONDEMAND_IDLE_RETURN"], variables["ONDEMAND_METRICS_DETAIL"]) == (
+        "false", "queue")
 
 
 def test_reserved_concurrency_is_opt_in(defaults: Stack, everything: Stack) -> None:

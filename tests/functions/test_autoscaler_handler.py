@@ -26,7 +26,7 @@ from tests.support.aws import (
 )
 from tests.support.brokers import Queues, producer_app
 from tests.support.cli import SECRET, closed_port
-from tests.support.faults import emf, lambda_logs
+from tests.support.faults import TICK_BUDGET_SECONDS, emf, lambda_logs
 from tests.support.workers import Fleet
 
 pytestmark = pytest.mark.broker
@@ -94,20 +94,21 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
 
         assert summary["ok"] and summary["errors"] == []
         # The loop's arithmetic is exact in test_schedule_loop.py; in real time, only that
-        # the invocation ticked and ended before the next schedule (with a loose bound).
+        # the invocation ticked and ended within the period plus one tick's budget (the
+        # first tick always runs, however long a loaded machine makes it).
         assert summary["ticks"] >= 1
-        assert elapsed < 4 + 2
+        assert elapsed < 4 + TICK_BUDGET_SECONDS
         assert desired_count(aws) == 3  # 5 waiting tasks, 2 per worker
         assert summary["decisions"][0]["desired"] == 3
         blobs = emf(output)
         names = {m["Name"] for b in blobs for d in b["_aws"]["CloudWatchMetrics"]
                  for m in d["Metrics"]}
-        assert {"Ready", "Hidden", "CurrentWorkers", "DesiredWorkers", "LiveWorkers",
-                "BusyWorkers", "ScaleUp", "TickDuration", "SuccessfulTicks"} <= names
+        assert {"Ready", "DesiredWorkers", "LiveWorkers", "BusyWorkers",
+                "TickDuration", "SuccessfulTicks"} <= names
         assert all(d["Namespace"] == "TestOnDemand" for b in blobs
                    for d in b["_aws"]["CloudWatchMetrics"])
         ready = [b for b in blobs if "Ready" in b]
-        assert ready[0]["Ready"] == [5.0] and ready[0]["queue"] == name
+        assert ready[0]["Ready"] == [5.0] and "queue" not in ready[0], "per target by default"
         assert ready[0]["target"] == "emails" and ready[0]["deployment"] == "prod"
         assert sum(b.get("SuccessfulTicks", [0])[0] for b in blobs) == summary["ticks"]
         logs = lambda_logs(caplog)
@@ -130,7 +131,7 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         producer.close()
 
 
-def test_a_broker_outage_returns_in_time_with_an_error_metric_and_no_scale_down(
+def test_a_broker_outage_returns_in_time_with_an_error_metric(
         aws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     configure(aws, f"redis://:{SECRET}@127.0.0.1:{closed_port()}/0", "emails")
     aws["ecs"].update_service(cluster="prod", service="workers", desiredCount=2)
@@ -143,7 +144,8 @@ def test_a_broker_outage_returns_in_time_with_an_error_metric_and_no_scale_down(
 
     assert elapsed < 4 and not summary["ok"]
     assert any("refused" in error for error in summary["errors"])
-    assert desired_count(aws) == 2, "a failed read must never scale down"
+    # That a failed read never scales down is proven in test_blind_lambda.py, from a memory
+    # where only the blind rule stands between the target and a scale-down.
     blobs = emf(output)
     assert [b["BrokerUnavailable"] for b in blobs if "BrokerUnavailable" in b] == [[1.0]] * \
         summary["ticks"]

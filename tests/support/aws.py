@@ -25,10 +25,13 @@ def fake_credentials(monkeypatch: Any) -> None:
 class ECSWithProtection:
     """A moto ECS client plus a recorded UpdateTaskProtection (moto lacks it)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, refusing: set[str] | None = None) -> None:
         self._client = client
         self.protected: dict[str, bool] = {}
         self.protection_calls: list[dict[str, Any]] = []
+        self.refusing = set(refusing or ())
+        """Task ARNs ECS answers in ``failures`` (HTTP 200), as it does for a task that
+        is stopping or gone: ``TASK_NOT_VALID``."""
 
     def update_task_protection(self, *, cluster: str, tasks: list[str],
                                protectionEnabled: bool,
@@ -36,10 +39,13 @@ class ECSWithProtection:
         self.protection_calls.append({"cluster": cluster, "tasks": list(tasks),
                                       "enabled": protectionEnabled,
                                       "minutes": expiresInMinutes})
-        for arn in tasks:
+        done = [arn for arn in tasks if arn not in self.refusing]
+        for arn in done:
             self.protected[arn] = protectionEnabled
         return {"protectedTasks": [{"taskArn": a, "protectionEnabled": protectionEnabled}
-                                   for a in tasks], "failures": []}
+                                   for a in done],
+                "failures": [{"arn": a, "reason": "TASK_NOT_VALID"}
+                             for a in tasks if a in self.refusing]}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

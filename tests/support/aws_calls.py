@@ -142,9 +142,15 @@ def resource_of(call: AwsCall, world: World) -> list[tuple[str, str]]:
             (action, world.group_arns[world.instance_groups[p["InstanceId"]]])],
         "ec2:DescribeInstances": lambda: [(action, "*")],
         "sqs:ListQueues": lambda: [(action, "*")],
+        "events:PutEvents": lambda: [(action, e.get("EventBusName") if str(
+            e.get("EventBusName", "")).startswith("arn:") else _arn(
+            "events", f"event-bus/{e.get('EventBusName') or 'default'}")) for e in p["Entries"]],
         "sqs:GetQueueUrl": lambda: [(action, _arn("sqs", p["QueueName"]))],
         "sqs:GetQueueAttributes": lambda: [
             (action, _arn("sqs", urlparse(p["QueueUrl"]).path.rsplit("/", 1)[-1]))],
+        # A batch is authorized as its single-message action.
+        "sqs:SendMessageBatch": lambda: [
+            ("sqs:SendMessage", _arn("sqs", urlparse(p["QueueUrl"]).path.rsplit("/", 1)[-1]))],
     }
     for name in ("GetItem", "PutItem", "DeleteItem", "Query"):
         handlers[f"dynamodb:{name}"] = lambda: [(action, _arn("dynamodb",

@@ -59,8 +59,10 @@ def unique(prefix: str) -> str:
 class Queues:
     """Hands out unique queue names and deletes those queues from the broker at the end."""
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str,
+                 transport_options: dict[str, Any] | None = None) -> None:
         self.broker_url = broker_url
+        self.transport_options = transport_options or {}
         self.names: list[str] = []
 
     def new(self, prefix: str = "q") -> str:
@@ -69,12 +71,13 @@ class Queues:
         return name
 
     def delete_all(self) -> None:
-        with Connection(self.broker_url, connect_timeout=3) as connection:
+        with Connection(self.broker_url, connect_timeout=3,
+                        transport_options=self.transport_options) as connection:
             channel = connection.default_channel
             for name in self.names:
                 try:
                     if self.broker_url.startswith("redis"):
-                        client = channel.client
+                        client = channel.client  # kombu's: it prefixes DEL itself
                         client.delete(*[channel._q_for_pri(name, p)
                                         for p in channel.priority_steps])
                         _forget_unacked(channel, name)
@@ -88,18 +91,25 @@ def _forget_unacked(channel: Any, queue: str) -> None:
     """Drop what a killed worker left unacknowledged for ``queue`` (Redis keeps it)."""
     import json
 
-    for tag, entry in channel.client.hgetall(channel.unacked_key).items():
+    import redis
+
+    client = redis.Redis(connection_pool=channel.pool)  # keys named in full, prefix included
+    prefix = channel.global_keyprefix or ""
+    unacked, index = prefix + channel.unacked_key, prefix + channel.unacked_index_key
+    for tag, entry in client.hgetall(unacked).items():
         _, exchange, routing_key = json.loads(entry)
         if queue in (exchange, routing_key):
-            channel.client.hdel(channel.unacked_key, tag)
-            channel.client.zrem(channel.unacked_index_key, tag)
+            client.hdel(unacked, tag)
+            client.zrem(index, tag)
 
 
-def producer_app(broker_url: str) -> Celery:
+def producer_app(broker_url: str, transport_options: dict[str, Any] | None = None) -> Celery:
     """A producer-side app that stamps publish times, as a user's would with our helper."""
     stamp_publish_time()
     app = Celery("ondemand-test-producer", broker=broker_url, set_as_current=False)
     app.conf.broker_connection_retry_on_startup = True
+    if transport_options:
+        app.conf.broker_transport_options = dict(transport_options)
     return app
 
 

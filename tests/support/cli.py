@@ -29,3 +29,12 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child the test will stop with SIGINT (Ctrl-C): a test run
+    started in the background of a non-interactive shell ignores SIGINT, and a child
+    inherits an ignored signal; this gives the child the default back."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -152,19 +152,23 @@ class Stack:
         if name in self.values:
             return self.values[name]
         if name in self.template["Resources"]:
-            return self.physical.get(name, f"{self.name}-{name}")
+            physical = self.physical.get(name, f"{self.name}-{name}")
+            if self.template["Resources"][name]["Type"] == "AWS::SQS::Queue":
+                return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{physical}"  # its URL
+            return physical
         raise KeyError(f"Ref to unknown name {name}")
 
     def get_att(self, logical_id: str, attribute: str) -> str:
         kind = self.template["Resources"][logical_id]["Type"]
-        name = self.ref(logical_id)
+        name = self.physical.get(logical_id, f"{self.name}-{logical_id}")
         arns = {("AWS::DynamoDB::Table", "Arn"):
                 f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{name}",
                 ("AWS::IAM::Role", "Arn"): f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}",
                 ("AWS::Lambda::Function", "Arn"):
                 f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}",
                 ("AWS::SNS::Topic", "TopicArn"):
-                f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}"}
+                f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}",
+                ("AWS::SQS::Queue", "Arn"): f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{name}"}
         if (kind, attribute) in arns:
             return arns[(kind, attribute)]
         return f"{name}.{attribute}"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from celery_ondemand import aws_lambda
+from celery_ondemand import aws_lambda, metrics
 from celery_ondemand.tick import Ticker, TickResult
 
 TICK_BUDGET_SECONDS = 15.0
@@ -26,13 +26,16 @@ class Reported:
     logs: list[dict[str, Any]]
 
     def metric(self, name: str, **dimensions: str) -> float:
-        """The value of metric ``name`` in the blob with exactly these dimensions."""
+        """The value of metric ``name`` in the blob with exactly these dimensions; zero for
+        one printed only when not zero (:data:`metrics.WHEN_NOT_ZERO`) and absent."""
         for blob in self.blobs:
             declared = blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]
             if name in blob and set(declared) == {"deployment", *dimensions} and all(
                     blob[k] == v for k, v in dimensions.items()):
                 value = blob[name]
                 return float(value[0] if isinstance(value, list) else value)
+        if name in metrics.WHEN_NOT_ZERO:
+            return 0.0
         raise AssertionError(f"no metric {name} {dimensions} in {self.blobs}")
 
     def logged(self, level: str, *words: str) -> bool:

@@ -44,6 +44,8 @@ class RuntimeApi:
     """A local stand-in for the Lambda Runtime API."""
 
     function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:celery-ondemand"
+    timeout_seconds: float = 30.0
+    """The function's timeout: each invocation's deadline is this far off."""
     pending: queue.Queue[tuple[str, dict[str, Any]]] = field(default_factory=queue.Queue)
     answers: queue.Queue[Answer] = field(default_factory=queue.Queue)
     init_errors: list[Any] = field(default_factory=list)
@@ -62,7 +64,7 @@ class RuntimeApi:
                 if api.first_poll_at is None:
                     api.first_poll_at = time.perf_counter()
                 request_id, event = api.pending.get()  # long-polls, as the real API does
-                deadline = int((time.time() + 90) * 1000)
+                deadline = int((time.time() + api.timeout_seconds) * 1000)
                 self._reply(200, event, {
                     "Lambda-Runtime-Aws-Request-Id": request_id,
                     "Lambda-Runtime-Deadline-Ms": str(deadline),

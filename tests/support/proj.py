@@ -6,6 +6,7 @@ Workers are started with ``celery -A tests.support.proj worker``; the broker com
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -30,6 +31,14 @@ if os.environ.get("ONDEMAND_TEST_VISIBILITY"):
     app.conf.broker_transport_options = {
         "visibility_timeout": float(os.environ["ONDEMAND_TEST_VISIBILITY"]),
         "unacked_restore_interval": 2, "unacked_restore_throttle": 1}
+if os.environ.get("ONDEMAND_TEST_TRANSPORT_OPTIONS"):
+    # A deployment's own broker settings (priority steps, key prefix, SQS queue prefix).
+    app.conf.broker_transport_options = {
+        **(app.conf.broker_transport_options or {}),
+        **json.loads(os.environ["ONDEMAND_TEST_TRANSPORT_OPTIONS"])}
+if os.environ.get("ONDEMAND_TEST_CONTROL_EXCHANGE"):
+    # Another app on the same broker: its events reach us, our control commands not it.
+    app.conf.control_exchange = os.environ["ONDEMAND_TEST_CONTROL_EXCHANGE"]
 stamp_publish_time()
 if os.environ.get("ONDEMAND_TEST_BOOTSTEP"):
     from celery_ondemand.worker import OnDemandStep
@@ -37,11 +46,23 @@ if os.environ.get("ONDEMAND_TEST_BOOTSTEP"):
     app.steps["worker"].add(OnDemandStep)
 
 
+if os.environ.get("ONDEMAND_TEST_LEDGER"):
+    from tests.support.ledger import keep_ledger
+
+    keep_ledger(os.environ["ONDEMAND_TEST_COUNTER"], os.environ["ONDEMAND_TEST_LEDGER"])
+
+
 @app.task(name="tests.sleep")
 def sleep(seconds: float) -> float:
     """Hold a worker slot for ``seconds``: the stand-in for real work."""
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="tests.limited", rate_limit="2/m")
+def limited() -> None:
+    """A task Celery starts at most twice a minute per worker: the rest wait in the
+    worker's rate-limit bucket, taken from the broker but neither running nor reserved."""
 
 
 @app.task(name="tests.count")
@@ -56,6 +77,20 @@ def count(seconds: float, key: str) -> None:
     redis.Redis.from_url(os.environ["ONDEMAND_TEST_COUNTER"]).incr(key)
 
 
+@app.task(name="tests.hold")
+def hold(release: str, key: str | None = None, limit: float = 120.0) -> None:
+    """Run until the test sets the Redis key ``release`` (or ``limit`` seconds pass), then
+    count one completion under ``key``: a task exactly as long as the test needs."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["ONDEMAND_TEST_COUNTER"])
+    deadline = time.monotonic() + limit
+    while not client.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if key is not None:
+        client.incr(key)
+
+
 @control_command()
 def ondemand_test_stall(state: Any) -> dict[str, str]:
     """Make this worker a zombie for a test: its task consumer is cancelled at the broker,
@@ -63,3 +98,14 @@ def ondemand_test_stall(state: Any) -> dict[str, str]:
     to resume consuming after a broker reconnect."""
     state.consumer.task_consumer.cancel()
     return {"ok": "stalled"}
+
+
+@control_command()
+def ondemand_test_deaf(state: Any) -> dict[str, str]:
+    """Stop answering control commands (after answering this one) while still beating:
+    a worker whose control consumer died."""
+    consumer = state.consumer
+    control = next(step for step in consumer.blueprint.steps.values()
+                   if type(step).__name__ == "Control")
+    consumer.call_soon(control.box.consumer.cancel)
+    return {"ok": "deaf"}

@@ -127,13 +127,3 @@ def local_worker_env(monkeypatch: Any, broker_url: str, counter_url: str,
                         **extra}.items():
         monkeypatch.setenv(name, value)
 
-
-def tick_watching_stops(ticker: Any, scaler: Any) -> tuple[Any, list[str]]:
-    """One tick, and the workers it stopped that the same tick's observation saw busy
-    (the answer must always be none)."""
-    stopping_before = {w.hostname for w in scaler.workers() if w.stopping}
-    result = ticker.tick()
-    stopped_now = {w.hostname for w in scaler.workers() if w.stopping} - stopping_before
-    busy = {w.hostname for w in result.observation.workers.values() if w.busy} \
-        if result.observation else set()
-    return result, sorted(stopped_now & busy)

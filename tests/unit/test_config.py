@@ -140,3 +140,38 @@ def test_the_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in [*TOP_FIELDS, *TARGET_FIELDS]:
         assert f"`{name}`" in readme, f"README.md does not document {name}"
+
+
+def test_broker_transport_options_are_kept_as_the_workers_set_them() -> None:
+    options = {"queue_order_strategy": "priority", "sep": ":",
+               "priority_steps": list(range(10)), "global_keyprefix": "prod:",
+               "visibility_timeout": 7200, "anything_kombu_knows": {"nested": True}}
+    settings = parse_settings(json.dumps({**document(), "broker_transport_options": options}))
+    assert settings.broker_transport_options == {**options, "visibility_timeout": 7200.0}
+    assert parse_settings(json.dumps(document())).broker_transport_options == {}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ([1, 2], "broker_transport_options: must be a mapping with string keys, got list"),
+    ({"priority_steps": [9, 0]}, "broker_transport_options.priority_steps: must be in "
+                                 "ascending order"),
+    ({"priority_steps": "0,3"}, "broker_transport_options.priority_steps: must be a "
+                                "non-empty list"),
+    ({"sep": ""}, "broker_transport_options.sep: must be a non-empty string"),
+    ({"visibility_timeout": 0}, "broker_transport_options.visibility_timeout: must be > 0"),
+    ({"predefined_queues": {"emails": {"access_key_id": "AKIA", "secret_access_key": "s3"}}},
+     r"broker_transport_options.predefined_queues.emails: must be a mapping with a url$"),
+])
+def test_broker_transport_options_errors_name_their_path(options: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_settings(json.dumps({**document(), "broker_transport_options": options}))
+    assert "s3" not in str(caught.value), "a predefined queue's secret must not be echoed"
+
+
+def test_transport_options_on_the_command_line() -> None:
+    from celery_ondemand.config import parse_transport_options
+
+    assert parse_transport_options('{"sep": ":", "priority_steps": [0, 5]}') == {
+        "sep": ":", "priority_steps": [0, 5]}
+    with pytest.raises(ConfigError, match="--transport-options: must be a mapping"):
+        parse_transport_options("[1]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import assume, given
@@ -20,8 +21,43 @@ QUEUES = ["q1", "q2"]
 NOW = 50_000.0
 
 
+@dataclass
+class Scenario:
+    """One tick's raw inputs, drawn consistent with each other, and the gaps put in them.
+
+    The gaps are what the tick could not read — the broker, a queue, a worker that was
+    there last tick, a worker that did not answer control — recorded as drawn, so a
+    property about blind reads is judged on them and not on the code's own
+    ``view.complete``.
+    """
+
+    config: Settings
+    observed: Observation | None
+    memory: TargetMemory
+    current: int
+    broker_unread: bool
+    queue_unread: str | None
+    unheard: list[str]
+    problems: list[str]
+    busy: int
+    work: int
+
+    @property
+    def blind(self) -> bool:
+        return self.broker_unread or self.queue_unread is not None or bool(self.unheard) \
+            or bool(self.problems)
+
+    def run(self) -> tuple[Any, Any]:
+        decisions, _ = decide(self.observed, self.config, {"t": self.memory}, NOW,
+                              current={"t": self.current})
+        view = target_view(self.config.targets[0], self.observed, self.memory, NOW,
+                           {"t": self.current})
+        return decisions[0], view
+
+
 @st.composite
-def scenarios(draw: st.DrawFn, policy: str | None = None) -> dict[str, Any]:
+def scenarios(draw: st.DrawFn, policy: str | None = None, gaps: bool = True,
+              running: bool = True) -> Scenario:
     min_workers = draw(st.integers(0, 4))
     config = settings(
         queues=QUEUES,
@@ -34,93 +70,100 @@ def scenarios(draw: st.DrawFn, policy: str | None = None) -> dict[str, Any]:
         scale_down_delay_seconds=draw(st.floats(0, 600)),
         scale_up_max_step=draw(st.integers(1, 10)),
     )
-    hostnames = [f"w{i}" for i in range(draw(st.integers(0, 8)))]
-    workers = [worker(name, draw(st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2,
-                                          unique=True)),
-                      active=draw(st.integers(0, 4)), processed=draw(st.integers(0, 500)),
-                      concurrency=draw(st.integers(1, 8)))
-               for name in hostnames]
-    queues = {name: (draw(st.integers(0, 200)), draw(st.integers(0, 40))) for name in QUEUES}
-    problems = draw(st.lists(st.sampled_from(["w9 did not answer control"]), max_size=1))
-    observed: Observation | None = observation(
-        queues, workers, problems=problems,
-        ages={q: draw(st.floats(0, 600)) for q in QUEUES})
-    if draw(st.booleans()) and draw(st.booleans()):
-        observed = None
-    ghosts = draw(st.lists(st.sampled_from(["ghost"]), max_size=1))
+    # Workers: each runs at most its slots; a running task belongs to one of its queues,
+    # and those tasks are the queues' hidden work (nothing is prefetched here).
+    workers, hidden = [], dict.fromkeys(QUEUES, 0)
+    for i in range(draw(st.integers(0, 8))):
+        slots = draw(st.integers(1, 8))
+        queues = draw(st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2, unique=True))
+        active = draw(st.integers(0, slots)) if running else 0
+        for _ in range(active):
+            hidden[draw(st.sampled_from(queues))] += 1
+        workers.append(worker(f"w{i}", queues, active=active, concurrency=slots,
+                              processed=draw(st.integers(0, 500))))
+    ready = {q: draw(st.integers(0, 200)) for q in QUEUES}
+    ages = {q: draw(st.floats(0, 600)) for q in QUEUES if ready[q] > 0}  # only with work
+
+    broker_unread = gaps and draw(st.booleans()) and draw(st.booleans())
+    queue_unread = draw(st.none() | st.sampled_from(QUEUES)) if gaps else None
+    problems = draw(st.lists(st.sampled_from(["w9 did not answer control"]), max_size=1)) \
+        if gaps else []
+    unheard = draw(st.lists(st.sampled_from(["gone"]), max_size=1)) if gaps else []
+    observed: Observation | None = None
+    if not broker_unread:
+        observed = observation({q: (ready[q], hidden[q]) for q in QUEUES}, workers,
+                               problems=list(problems), ages=ages)
+        if queue_unread is not None:
+            del observed.queues[queue_unread]
+    hostnames = [w.hostname for w in workers]
     memory = TargetMemory(
         recommendations=[[NOW - draw(st.floats(0, 900)), draw(st.integers(0, 40))]
                          for _ in range(draw(st.integers(0, 4)))],
         idle_since=draw(st.none() | st.floats(NOW - 1000, NOW)),
         workers_seen=sorted(draw(st.lists(st.sampled_from(hostnames), unique=True))
-                            + ghosts) if hostnames else ghosts,
+                            + unheard) if hostnames else list(unheard),
         service_rate=draw(st.none() | st.floats(0.01, 10)),
         arrival_rate=draw(st.none() | st.floats(0, 50)),
         failed_reads=draw(st.integers(0, 5)),
     )
-    return {"config": config, "observed": observed, "memory": memory,
-            "current": draw(st.integers(0, 40))}
-
-
-def run(s: dict[str, Any]) -> tuple[Any, Any]:
-    config: Settings = s["config"]
-    decisions, _ = decide(s["observed"], config, {"t": s["memory"]}, NOW,
-                          current={"t": s["current"]})
-    view = target_view(config.targets[0], s["observed"], s["memory"], NOW,
-                       {"t": s["current"]})
-    return decisions[0], view
+    # The scaler's count: the live workers plus those it started that are not up yet (a
+    # broker not read shows no workers: any count may stand).
+    current = draw(st.integers(0, 12)) if broker_unread \
+        else len(workers) + draw(st.integers(0, 3))
+    read = [q for q in QUEUES if q != queue_unread] if not broker_unread else []
+    busy = 0 if broker_unread else sum(1 for w in workers if w.active)
+    work = sum(ready[q] + hidden[q] for q in read)
+    return Scenario(config, observed, memory, current, broker_unread, queue_unread,
+                    unheard, problems, busy, work)
 
 
 @given(scenarios())
-def test_bounds_always_hold(s: dict[str, Any]) -> None:
-    decision, _ = run(s)
-    target = s["config"].targets[0]
+def test_bounds_always_hold(s: Scenario) -> None:
+    decision, _ = s.run()
+    target = s.config.targets[0]
     assert target.min_workers <= decision.desired <= target.max_workers
 
 
 @given(scenarios())
-def test_never_below_the_busy_workers(s: dict[str, Any]) -> None:
-    decision, view = run(s)
-    assert decision.desired >= min(view.busy, s["config"].targets[0].max_workers)
+def test_never_below_the_busy_workers(s: Scenario) -> None:
+    decision, _ = s.run()
+    assert decision.desired >= min(s.busy, s.config.targets[0].max_workers)
 
 
 @given(scenarios())
-def test_no_scale_down_on_a_failed_or_partial_read(s: dict[str, Any]) -> None:
-    decision, view = run(s)
-    if not view.complete:
-        assert decision.desired >= min(s["current"], s["config"].targets[0].max_workers)
+def test_no_scale_down_on_a_failed_or_partial_read(s: Scenario) -> None:
+    decision, view = s.run()
+    assert view.complete is not s.blind, "every gap drawn is a gap in the read, and only they"
+    if s.blind:
+        assert decision.desired >= min(s.current, s.config.targets[0].max_workers)
 
 
 @given(scenarios(policy="capacity"))
-def test_capacity_never_drops_to_zero_with_work_waiting(s: dict[str, Any]) -> None:
-    decision, view = run(s)
-    if view.work > 0 or view.busy > 0:
+def test_capacity_never_drops_to_zero_with_work_waiting(s: Scenario) -> None:
+    decision, _ = s.run()
+    if s.work > 0 or s.busy > 0:
         assert decision.desired >= 1
 
 
 @given(scenarios(policy="capacity"))
-def test_from_zero_the_first_task_scales_up_in_one_tick(s: dict[str, Any]) -> None:
-    s["current"] = 0
-    decision, view = run(s)
-    if view.work > 0:
+def test_from_zero_the_first_task_scales_up_in_one_tick(s: Scenario) -> None:
+    s.current = 0
+    decision, _ = s.run()
+    if s.work > 0:
         assert decision.desired >= 1 and decision.action == "up"
 
 
-@given(scenarios(policy="cwod"))
-def test_cwod_policy_follows_cwods_rules(s: dict[str, Any]) -> None:
-    if s["observed"] is None:
-        return
-    s["observed"].problems.clear()
-    for w in s["observed"].workers.values():
-        w.active = 0  # cwod's rules know nothing of busy workers; no rail interferes here
-    s["memory"].workers_seen = list(s["observed"].workers)
-    decision, view = run(s)
-    s["current"] = view.live
-    decision, view = run(s)
-    agent, queues = Agent(s["config"].targets[0]), view.queues
-    target = s["config"].targets[0]
-    up = any(agent.flag_up(q) for q in queues)
-    served = [q for q in queues if q.has_worker]
+@given(scenarios(policy="cwod", gaps=False, running=False))
+def test_cwod_policy_follows_cwods_rules(s: Scenario) -> None:
+    """A complete read of idle workers (cwod's rules know nothing of busy workers, and no
+    rail interferes), every worker up: one more or one fewer, as cwod's flags say."""
+    assert s.observed is not None
+    s.memory.workers_seen = list(s.observed.workers)
+    s.current = len(s.observed.workers)
+    decision, view = s.run()
+    agent, target = Agent(s.config.targets[0]), s.config.targets[0]
+    up = any(agent.flag_up(q) for q in view.queues)
+    served = [q for q in view.queues if q.has_worker]
     down = not up and bool(served) and all(agent.flag_down(q) for q in served)
     expected = view.live + 1 if up else view.live - 1 if down else view.live
     assert decision.desired == min(max(expected, target.min_workers), target.max_workers)

@@ -29,12 +29,24 @@ def test_worker_status_speaks_cwod_and_busy_means_running() -> None:
     assert worker.busy and worker.serializer()["busy"] is True
 
 
-def test_a_cwod_agent_rule_reads_our_queue_status() -> None:
-    def flag_up(queue: QueueStatus) -> bool:  # cwod's rule, verbatim in spirit
-        return queue.size > 0 and not queue.has_worker
+def test_cwods_rules_read_our_queue_status() -> None:
+    """The library's Agent keeps cwod's two rules over a QueueStatus, and a user's subclass
+    written as in cwod's README overrides them."""
+    from celery_ondemand import Agent
+    from tests.support.agents import BigQueueAgent
+    from tests.support.observations import settings
 
-    assert flag_up(QueueStatus("q", size=1))
-    assert not flag_up(QueueStatus("q", size=1, workers=[WorkerStatus("w")]))
+    agent = Agent(settings().targets[0])
+    served = [WorkerStatus("celery@a", alive=True)]
+    assert agent.flag_up(QueueStatus("q", size=1))
+    assert not agent.flag_up(QueueStatus("q", size=1, workers=served))
+    assert not agent.flag_up(QueueStatus("q", size=0))
+    assert agent.flag_down(QueueStatus("q", size=0, workers=served))
+    assert not agent.flag_down(QueueStatus("q", size=1, workers=served))
+    assert not agent.flag_down(QueueStatus("q", size=0))
+    mine = BigQueueAgent(settings().targets[0])
+    assert mine.flag_up(QueueStatus("q", size=11, workers=served))
+    assert not mine.flag_up(QueueStatus("q", size=10, workers=served))
 
 
 def test_observation_serializes_to_cwod_status_json() -> None:

@@ -101,3 +101,41 @@ def test_unknown_scheme_is_named_with_a_hint_and_no_password() -> None:
 def test_safe_url_masks_only_a_password() -> None:
     assert safe_url("amqp://guest:guest@h:5672//") == "amqp://guest:**@h:5672//"
     assert safe_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_an_odd_control_reply_blinds_only_its_own_worker() -> None:
+    """Another program on the broker answering our control round oddly (an error reply,
+    a string, entries that are not records) must not fail the read of every worker: that
+    worker alone is unanswered. The replies stand in for Celery's ``inspect`` at its
+    boundary (they are what a broadcast collects)."""
+    from celery_ondemand.observe.workers import ask
+
+    good = [{"name": "q", "exchange": {"name": "q"}, "routing_key": "q"}]
+    replies = {
+        "active_queues": {"good@h": good, "odd@h": {"error": "No such command"},
+                          "worse@h": "nonsense"},
+        "active": {"good@h": [{"id": "t1"}], "odd@h": {"error": "x"}, "worse@h": [7, None]},
+        "reserved": {"good@h": [], "odd@h": "x"},
+        "scheduled": {"good@h": [{"request": {"id": "t2"}}, "x"], "odd@h": [{"request": 3}]},
+        "stats": {"good@h": {"pool": {"max-concurrency": 4}}, "odd@h": ["not", "a", "dict"]},
+    }
+
+    class Inspect:
+        def __getattr__(self, name: str) -> object:
+            return lambda: replies.get(name)
+
+    class Control:
+        def inspect(self, **_: object) -> Inspect:
+            return Inspect()
+
+    class App:
+        control = Control()
+
+    workers = {name: HeardWorker(name, 0.0) for name in ("good@h", "odd@h", "worse@h")}
+    ask(App(), None, workers)  # type: ignore[arg-type]
+    assert workers["good@h"].replied and workers["good@h"].queues == good
+    assert (workers["good@h"].active, workers["good@h"].concurrency) == (1, 4)
+    assert workers["good@h"].scheduled == [{"id": "t2"}]
+    for name in ("odd@h", "worse@h"):
+        assert not workers[name].replied and workers[name].queues == []
+        assert workers[name].running == [] and workers[name].scheduled == []

@@ -4,6 +4,7 @@ ECS agent endpoints (task protection, task metadata)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -11,10 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
 from celery_ondemand import Observer
-from tests.support.brokers import Queues, producer_app
+from tests.support.brokers import BROKERS, Queues, producer_app, require_broker, unique
+from tests.support.waiting import wait_until
 from tests.support.workers import Fleet
 
 pytestmark = pytest.mark.broker
@@ -66,77 +69,80 @@ def agent() -> Iterator[FakeEcsAgent]:
     server.server_close()
 
 
-def protected_at(agent: FakeEcsAgent, moment: float) -> bool:
-    state = False
-    for at, body in agent.calls:
-        if at <= moment:
-            state = body["ProtectionEnabled"]
-    return state
-
-
 def test_protection_is_on_exactly_while_tasks_run(broker_url: str, fleet: Fleet,
                                                   agent: FakeEcsAgent) -> None:
+    counter_url = require_broker(BROKERS["redis"])
+    release = unique("ondemand-release")
     queues = Queues(broker_url)
     name = queues.new("protect")
     producer = producer_app(broker_url)
+    app = Celery("inspect", broker=broker_url, set_as_current=False)
     try:
         worker = fleet.start([name], name="ecs", env={
             "ONDEMAND_TEST_BOOTSTEP": "1", "ECS_AGENT_URI": agent.url,
             "ECS_CONTAINER_METADATA_URI_V4": f"{agent.url}/meta",
+            "ONDEMAND_TEST_COUNTER": counter_url,
             "ONDEMAND_PROTECTION_POLL": "0.1", "ONDEMAND_PROTECTION_MINUTES": "5"})
-        app = Celery("inspect", broker=broker_url, set_as_current=False)
         stats = app.control.inspect(destination=[worker.hostname], limit=1).stats() or {}
         assert stats[worker.hostname]["ondemand"] == {"platform": "ecs", "task_arn": TASK_ARN,
-                                                      "protected": False}
+                                                      "protected": False, "rate_limited": 0,
+                                                      "beat": False}
         assert agent.calls == [], "idle: nothing to protect"
         with Observer(broker_url) as observer:
             seen = observer.observe([name]).workers[worker.hostname]
         assert seen.machine == TASK_ARN, "the tick maps this worker to its task exactly"
 
-        producer.send_task("tests.sleep", args=(2,), queue=name)
-        deadline = time.monotonic() + 10
-        while not agent.calls and time.monotonic() < deadline:
-            time.sleep(0.05)
-        running_seen = time.monotonic()
-        assert agent.calls and agent.calls[0][1] == {"ProtectionEnabled": True,
-                                                     "ExpiresInMinutes": 5}
-        while len(agent.calls) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        producer.send_task("tests.hold", args=(release,), queue=name)  # runs until released
+        wait_until(lambda: list(agent.calls), what="protection set when the task started")
+        assert agent.calls[0][1] == {"ProtectionEnabled": True, "ExpiresInMinutes": 5}
+        # The task still runs: at least a second of 0.1 s polls (a slow machine only makes
+        # it longer), and the worker itself says it is protected.
+        time.sleep(1.0)
+        stats = app.control.inspect(destination=[worker.hostname], limit=1).stats() or {}
+        assert stats[worker.hostname]["ondemand"]["protected"] is True
+        assert len(agent.calls) == 1, "protection held, not lifted, while the task ran"
+
+        released = time.monotonic()
+        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
+        wait_until(lambda: len(agent.calls), lambda n: n >= 2,
+                   what="protection lifted when the task ended")
         assert agent.calls[-1][1] == {"ProtectionEnabled": False}
-        lifted = agent.calls[-1][0]
-        assert lifted - running_seen >= 1.0, "protection held while the 2 s task ran"
-        assert protected_at(agent, running_seen) and not protected_at(agent, lifted)
-        app.close()
+        assert agent.calls[-1][0] >= released, "lifted only once the task had ended"
     finally:
+        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
+        app.close()
         producer.close()
         queues.delete_all()
 
 
 def test_drain_finishes_running_work_then_exits(broker_url: str, fleet: Fleet) -> None:
+    counter_url = require_broker(BROKERS["redis"])
+    release = unique("ondemand-release")
     queues = Queues(broker_url)
     name = queues.new("drain")
     producer = producer_app(broker_url)
     app = Celery("control", broker=broker_url, set_as_current=False)
     try:
-        worker = fleet.start([name], name="drain", concurrency=1,
-                             env={"ONDEMAND_TEST_BOOTSTEP": "1"})
-        producer.send_task("tests.sleep", args=(2,), queue=name)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            active = app.control.inspect(destination=[worker.hostname], limit=1).active() or {}
-            if active.get(worker.hostname):
-                break
-            time.sleep(0.1)
+        worker = fleet.start([name], name="drain", concurrency=1, env={
+            "ONDEMAND_TEST_BOOTSTEP": "1", "ONDEMAND_TEST_COUNTER": counter_url})
+        producer.send_task("tests.hold", args=(release,), queue=name)  # runs until released
+        wait_until(lambda: (app.control.inspect(destination=[worker.hostname], limit=1)
+                            .active() or {}).get(worker.hostname), what="the task running")
         replies = app.control.broadcast("ondemand_drain", destination=[worker.hostname],
                                         reply=True, timeout=2, limit=1)
         assert replies and "draining" in json.dumps(replies)
         producer.send_task("tests.sleep", args=(0,), queue=name)  # must stay queued
-        assert worker.process.wait(timeout=30) == 0, "warm shutdown exits cleanly"
+        time.sleep(1.0)  # however long the running task takes, the worker waits for it
+        assert worker.process.poll() is None, "a draining worker finishes its task first"
+        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
+        assert worker.process.wait(timeout=60) == 0, "warm shutdown exits cleanly"
         log = worker.log.read_text()
-        assert "succeeded" in log or "Task tests.sleep" in log
+        assert len(re.findall(r"Task tests\.hold\[[^\]]+\] succeeded", log)) == 1, log
+        assert "Task tests.sleep" not in log, "nothing new was taken while draining"
         with Observer(broker_url) as observer:
             assert observer.observe([name]).queues[name].size == 1
     finally:
+        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
         app.close()
         producer.close()
         queues.delete_all()

@@ -3,8 +3,10 @@
 Read: ``DescribeAutoScalingGroups`` (desired, InService, Pending). Set:
 ``SetDesiredCapacity``. Before a scale-in, instances whose workers are busy get
 ``SetInstanceProtection(ProtectedFromScaleIn=True)`` and idle ones lose it, so the group
-terminates idle instances. A worker is mapped to its instance by the instance id, private
-IP or private DNS name in its node name (the default ``celery@ip-10-…`` matches).
+terminates idle instances; a busy worker not matched to its instance, or a protection call
+that fails, holds the scale-in. A worker is matched to its instance by the instance id its
+bootstep reports, else by a host name equal to the instance id, private IP or private DNS
+name (the default ``celery@ip-10-…`` matches).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from ..config import TargetConfig
 from ..errors import ScalerError
 from ..model import WorkerStatus
-from .base import AWS_CLIENT_CONFIG, Capacity, Scaler, identities, owners
+from .base import AWS_CLIENT_CONFIG, Capacity, Scaler, identities, replaceable, shield_plan
 
 REFRESHING = {"Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"}
 """Instance refresh states in which the group is still replacing instances."""
@@ -64,14 +67,20 @@ class ASGScaler(Scaler):
                         sum(1 for s in states if s.startswith("Pending")), self._refresh())
 
     def _refresh(self) -> str | None:
-        """An instance refresh under way replaces instances by itself: scale-in waits."""
+        """An instance refresh under way replaces instances by itself: scale-in waits.
+
+        An optional signal: when it cannot be read, scale-in waits too, but the group is
+        still read and scale-out goes ahead (a backlog must not wait on it).
+        """
         try:
             found = self.client.describe_instance_refreshes(
                 AutoScalingGroupName=self.target.auto_scaling_group, MaxRecords=5)
-        except ClientError as exc:  # a role from before this check: scale as before
+        except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "").startswith("AccessDenied"):
-                return None
-            raise
+                return None  # a role from before this check: scale as before
+            return f"instance refreshes could not be read ({_short(exc)})"
+        except (BotoCoreError, ResponseParserError) as exc:  # e.g. an HTTP 500 page
+            return f"instance refreshes could not be read ({_short(exc)})"
         for refresh in found.get("InstanceRefreshes", []):
             if refresh.get("Status") in REFRESHING:
                 return f"instance refresh {refresh.get('InstanceRefreshId', '?')} in progress"
@@ -81,18 +90,18 @@ class ASGScaler(Scaler):
         self.client.set_desired_capacity(AutoScalingGroupName=self.target.auto_scaling_group,
                                          DesiredCapacity=desired, HonorCooldown=False)
 
-    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+    def _replace(self, zombies: Sequence[WorkerStatus],
+                 workers: Sequence[WorkerStatus]) -> list[str]:
         """Terminate each zombie's instance; the group launches another to keep its count."""
-        instances = owners(zombies, self._instances())
+        instances = replaceable(zombies, workers, self._instances())
         for _, instance_id in sorted(instances.items()):
             self.client.terminate_instance_in_auto_scaling_group(
                 InstanceId=instance_id, ShouldDecrementDesiredCapacity=False)
         return sorted(instances)
 
     def _before_scale_in(self, busy: list[WorkerStatus], idle: list[WorkerStatus]) -> None:
-        instances = self._instances()
-        busy_ids = sorted(set(owners(busy, instances).values()))
-        idle_ids = sorted(set(owners(idle, instances).values()) - set(busy_ids))
+        busy_ids, idle_ids = shield_plan(self.target.name, busy, idle, self._instances(),
+                                         "instances")
         for ids, protect in ((busy_ids, True), (idle_ids, False)):
             for start in range(0, len(ids), 50):  # the API takes fifty instances a call
                 self.client.set_instance_protection(
@@ -111,3 +120,7 @@ class ASGScaler(Scaler):
                     instance["InstanceId"], instance.get("PrivateIpAddress"),
                     instance.get("PrivateDnsName"))
         return found
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] or type(exc).__name__

@@ -3,8 +3,13 @@
 Setting is absolute and idempotent (a repeated tick sets the same number, never adds
 twice). Before any scale-in, :meth:`Scaler.apply` hands the busy and idle workers to
 :meth:`Scaler._before_scale_in`, so a target that cannot choose which worker stops (ECS, an
-Auto Scaling group) can shield the busy ones first. Every failure becomes a
-:class:`~celery_ondemand.errors.ScalerError` naming the target.
+Auto Scaling group) can shield the busy ones first; when it cannot shield one, it raises
+:class:`~celery_ondemand.errors.ScaleInHeld` and the count is left as it is. Every failure
+becomes a :class:`~celery_ondemand.errors.ScalerError` naming the target.
+
+Workers are matched to their tasks or instances exactly (:func:`owners`): by the machine
+the worker's bootstep reports, else by the host part of its node name, equal to one of the
+machine's names. Never by substring: ``ip-10-0-1-2`` is not ``ip-10-0-1-23``.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import TargetConfig
-from ..errors import OnDemandError, ScalerError
-from ..model import WorkerStatus
+from ..errors import OnDemandError, ScaleInHeld, ScalerError
+from ..model import Observation, WorkerStatus
 
 AWS_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
                            connect_timeout=3, read_timeout=10)
@@ -40,8 +45,9 @@ class Capacity:
     running: int
     pending: int = 0
     rollout: str | None = None
-    """Why a rollout is under way (an ECS deployment), None when there is none: scale-in
-    waits for it to end, scale-out does not."""
+    """Why a rollout is under way (an ECS deployment, an instance refresh), or why one
+    cannot be ruled out (the refreshes could not be read); None when there is none:
+    scale-in waits for it to end, scale-out does not."""
 
 
 class Scaler(ABC):
@@ -49,6 +55,12 @@ class Scaler(ABC):
 
     def __init__(self, target: TargetConfig) -> None:
         self.target = target
+
+    def observed(self, observation: Observation | None) -> None:
+        """Sees each tick's observation (None: the broker was not read) before
+        :meth:`current`. Most targets need nothing from it; cwod's keeps the queues it
+        hands to user code live."""
+        return None
 
     def current(self, workers: Sequence[WorkerStatus] = ()) -> Capacity:
         """The target's capacity now; ``workers`` are its live workers, for targets that
@@ -62,19 +74,25 @@ class Scaler(ABC):
         ``workers`` are its live workers as just observed: the busy ones are shielded
         before a scale-in and never stopped.
         """
-        with self.errors("scaling"):
+        with self.errors("scaling"):  # a scale-in held here changes nothing
             if desired < current:
                 self._before_scale_in([w for w in workers if w.busy],
                                       [w for w in workers if not w.busy])
             self._set_desired(desired, current, workers)
 
-    def replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+    def replace(self, zombies: Sequence[WorkerStatus],
+                workers: Sequence[WorkerStatus] = ()) -> list[str]:
         """Stop ``zombies`` and put a fresh worker in the place of each, keeping the count.
-        Returns the hostnames replaced; a target that cannot replace returns none."""
-        with self.errors("replacing zombie workers"):
-            return self._replace(zombies) if zombies else []
 
-    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+        ``workers`` are the target's live workers: a machine a zombie shares with another
+        of them is left alone. Returns the hostnames replaced; a target that cannot
+        replace returns none.
+        """
+        with self.errors("replacing zombie workers"):
+            return self._replace(zombies, workers) if zombies else []
+
+    def _replace(self, zombies: Sequence[WorkerStatus],
+                 workers: Sequence[WorkerStatus]) -> list[str]:
         return []
 
     @contextmanager
@@ -103,9 +121,11 @@ class Scaler(ABC):
 
 
 def identities(*names: str | None) -> set[str]:
-    """Lower-cased forms under which a machine may appear in a Celery hostname.
+    """Lower-cased host names a machine's worker may carry after the ``@`` of its node name.
 
-    A private IP ``10.0.1.23`` also appears as ``ip-10-0-1-23`` (the EC2 host name).
+    A DNS name also counts by its first label (``ip-10-0-1-23.ec2.internal`` →
+    ``ip-10-0-1-23``); a private IP ``10.0.1.23`` appears as ``ip-10-0-1-23`` (the EC2 host
+    name). Each is compared whole, never as a part of a longer name.
     """
     found = set()
     for name in names:
@@ -113,28 +133,66 @@ def identities(*names: str | None) -> set[str]:
             continue
         name = name.lower()
         found.add(name)
-        found.add(name.split(".")[0])
         if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
             found.add("ip-" + name.replace(".", "-"))
-    return {n for n in found if len(n) >= 6}
+        else:
+            found.add(name.split(".")[0])
+    return found
+
+
+def host_names(hostname: str) -> set[str]:
+    """The names a worker's node name gives its host: the part after ``@``, in the same
+    forms as :func:`identities` (``celery@ip-10-0-1-23.ec2.internal`` → ``ip-10-0-1-23``)."""
+    host = hostname.lower().rsplit("@", 1)[-1]
+    return identities(host)
 
 
 def owners(workers: Iterable[WorkerStatus],
            machines: Mapping[str, set[str]]) -> dict[str, str]:
-    """Worker hostname → machine id (ECS task ARN, EC2 instance id), where one matches.
+    """Worker hostname → machine id (ECS task ARN, EC2 instance id), where exactly one
+    machine matches.
 
-    A worker matches a machine it reported itself (the bootstep's task ARN or instance id),
-    or one whose identities appear in its node name (``celery@ip-10-0-1-23``,
-    ``celery@<task id>``, ...).
+    A worker that reported its machine (the bootstep's task ARN or instance id) matches
+    that machine only. Otherwise its host name must equal one of a machine's names; a
+    worker matching none, or more than one, is left out (the caller decides what an
+    unmatched worker means).
     """
     found = {}
     for worker in workers:
-        if worker.machine in machines:  # reported by the worker's bootstep: exact
-            found[worker.hostname] = str(worker.machine)
+        if worker.machine:
+            if worker.machine in machines:
+                found[worker.hostname] = str(worker.machine)
             continue
-        host = worker.hostname.lower().split("@")[-1]
-        for machine, names in machines.items():
-            if any(name in host for name in names):
-                found[worker.hostname] = machine
-                break
+        names = host_names(worker.hostname)
+        matches = [machine for machine, known in machines.items() if names & known]
+        if len(matches) == 1:
+            found[worker.hostname] = matches[0]
     return found
+
+
+def shield_plan(target: str, busy: Sequence[WorkerStatus], idle: Sequence[WorkerStatus],
+                machines: Mapping[str, set[str]], kind: str) -> tuple[list[str], list[str]]:
+    """The machines to protect (a busy worker's) and to unprotect (only idle workers'),
+    before a scale-in. A busy worker not matched to a machine holds the scale-in: the
+    platform could stop it."""
+    busy_owned = owners(busy, machines)
+    unmatched = sorted(w.hostname for w in busy if w.hostname not in busy_owned)
+    if unmatched:
+        raise ScaleInHeld(
+            f"target {target}: holding scale-in: busy workers not matched to their {kind}: "
+            f"{', '.join(unmatched)} (name workers celery@$HOSTNAME, or add the "
+            "celery_ondemand bootstep so they report it)")
+    protect = sorted(set(busy_owned.values()))
+    unprotect = sorted(set(owners(idle, machines).values()) - set(protect))
+    return protect, unprotect
+
+
+def replaceable(zombies: Sequence[WorkerStatus], workers: Sequence[WorkerStatus],
+           machines: Mapping[str, set[str]]) -> dict[str, str]:
+    """Zombie hostname → machine, leaving out machines another live worker runs on:
+    stopping such a machine would stop that worker too."""
+    zombie_names = {z.hostname for z in zombies}
+    others = owners([w for w in workers if w.hostname not in zombie_names], machines)
+    shared = set(others.values())
+    return {name: machine for name, machine in owners(zombies, machines).items()
+            if machine not in shared}

@@ -3,9 +3,11 @@
 Read: ``DescribeServices`` (desired, running, pending). Set: ``UpdateService(desiredCount)``.
 ECS stops tasks of its own choosing, so before a scale-in the tick protects the tasks whose
 workers are busy and lifts protection from idle ones (``UpdateTaskProtection``), so ECS
-stops idle tasks. A worker is mapped to its task by the task id, or the task's private IP
-or DNS name, in the worker's node name (run workers with ``-n celery@$HOSTNAME``, which is
-``ip-10-…`` on awsvpc networking).
+stops idle tasks. A busy worker not matched to its task, or a task whose protection ECS
+did not confirm, holds the scale-in (:class:`~celery_ondemand.errors.ScaleInHeld`). A
+worker is matched to its task by the task ARN its bootstep reports, else by a host name
+equal to the task id, or the task's private IP or DNS name (run workers with
+``-n celery@$HOSTNAME``, which is ``ip-10-…`` on awsvpc networking).
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import TargetConfig
-from ..errors import ScalerError
+from ..errors import ScaleInHeld, ScalerError
 from ..model import WorkerStatus
-from .base import AWS_CLIENT_CONFIG, PROTECTION_MINUTES, Capacity, Scaler, identities, owners
+from .base import (
+    AWS_CLIENT_CONFIG,
+    PROTECTION_MINUTES,
+    Capacity,
+    Scaler,
+    identities,
+    replaceable,
+    shield_plan,
+)
 
 
 class ECSScaler(Scaler):
@@ -51,18 +61,18 @@ class ECSScaler(Scaler):
         self.client.update_service(cluster=self.target.cluster, service=self.target.service,
                                    desiredCount=desired)
 
-    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+    def _replace(self, zombies: Sequence[WorkerStatus],
+                 workers: Sequence[WorkerStatus]) -> list[str]:
         """Stop each zombie's task: the service starts a new one to keep its count."""
-        tasks = owners(zombies, self._tasks())
+        tasks = replaceable(zombies, workers, self._tasks())
         for hostname, arn in sorted(tasks.items()):
             self.client.stop_task(cluster=self.target.cluster, task=arn,
                                   reason=f"celery-ondemand: zombie worker {hostname}")
         return sorted(tasks)
 
     def _before_scale_in(self, busy: list[WorkerStatus], idle: list[WorkerStatus]) -> None:
-        tasks = self._tasks()
-        busy_tasks = sorted(set(owners(busy, tasks).values()))
-        idle_tasks = sorted(set(owners(idle, tasks).values()) - set(busy_tasks))
+        busy_tasks, idle_tasks = shield_plan(self.target.name, busy, idle, self._tasks(),
+                                             "ECS tasks")
         for arns, enabled in ((busy_tasks, True), (idle_tasks, False)):
             for start in range(0, len(arns), 10):  # the API takes ten tasks a call
                 kwargs: dict[str, Any] = {"cluster": self.target.cluster,
@@ -70,7 +80,23 @@ class ECSScaler(Scaler):
                                           "protectionEnabled": enabled}
                 if enabled:
                     kwargs["expiresInMinutes"] = PROTECTION_MINUTES
-                self.client.update_task_protection(**kwargs)
+                answer = self.client.update_task_protection(**kwargs)
+                if enabled:
+                    self._check_protected(kwargs["tasks"], answer)
+
+    def _check_protected(self, arns: list[str], answer: dict[str, Any]) -> None:
+        """ECS answers a task it could not protect in ``failures`` (HTTP 200): that task
+        could be the one it stops, so the scale-in waits. An idle task left protected
+        only keeps a worker a while longer."""
+        confirmed = {t.get("taskArn") for t in answer.get("protectedTasks", [])
+                     if t.get("protectionEnabled")}
+        failed = {f.get("arn"): f.get("reason", "?") for f in answer.get("failures", [])}
+        missing = [arn for arn in arns if arn not in confirmed]
+        if missing:
+            reasons = ", ".join(f"{arn.rsplit('/', 1)[-1]} ({failed.get(arn, 'not confirmed')})"
+                                for arn in missing)
+            raise ScaleInHeld(f"target {self.target.name}: holding scale-in: ECS did not "
+                              f"protect busy tasks: {reasons}")
 
     def stop_timeout(self) -> float:
         """Seconds ECS waits after SIGTERM before SIGKILL, for the service's containers

@@ -77,7 +77,8 @@ class LocalScaler(Scaler):
         for worker in stoppable[:max(0, len(serving) - desired)]:
             self.stop(worker)
 
-    def _replace(self, zombies: Sequence[WorkerStatus]) -> list[str]:
+    def _replace(self, zombies: Sequence[WorkerStatus],
+                 workers: Sequence[WorkerStatus]) -> list[str]:
         mine = {w.hostname: w for w in self.workers() if not w.stopping}
         replaced = []
         for zombie in zombies:

@@ -19,7 +19,8 @@
   The quarter of T held back absorbs what the rates cannot see coming while new workers
   start; the standard deviation s, measured per target, holds more back where arrivals come
   in bursts. Only visible work adds workers; running tasks always keep their slots.
-- An oldest task older than T adds a worker even when the numbers say enough.
+- An oldest task older than T adds a worker even when the numbers say enough, unless
+  workers asked for are still starting (they will take it).
 - Up fast (at once, capped per tick); down with hysteresis: only to a count that keeps the
   projected wait within (1 - ``tolerance``) of the goal, not below the highest need of the
   ``stabilization_seconds`` window, and to the minimum only after
@@ -58,8 +59,11 @@ class CapacityAgent(Agent):
         age = view.oldest_age
         if age is not None and age > config.target_wait_seconds and view.ready > 0 \
                 and up_to <= view.current:
-            up_to, rule = view.current + 1, "age"
             reason = f"oldest task waited {age:.0f}s > {config.target_wait_seconds:.0f}s"
+            if view.starting:
+                return Recommendation(view.current, "starting",
+                                      f"{reason}; {view.starting} workers still starting")
+            up_to, rule = view.current + 1, "age"
         if view.current == 0:
             return Recommendation(up_to, "from-zero", f"{reason}; starting from zero")
         if up_to > view.current:

@@ -51,6 +51,14 @@ class Decision:
             return "down"
         return "hold"
 
+    def at_rest(self, floor: int) -> bool:
+        """Nothing to do: no task waiting or held, no worker busy, the count at ``floor``
+        (the target's ``min_workers``) and staying there, and a complete read."""
+        inputs = self.inputs
+        return (self.current == self.desired == floor and not inputs.get("ready")
+                and not inputs.get("hidden") and not inputs.get("busy")
+                and not inputs.get("problems") and not self.zombies)
+
     def serializer(self) -> dict[str, Any]:
         return {
             "target": self.target,

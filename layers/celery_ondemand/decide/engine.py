@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from ..config import Settings, TargetConfig
 from ..imports import load_class
@@ -64,7 +65,8 @@ def decide(observation: Observation | None, settings: Settings,
     for target in settings.targets:
         before = memory.get(target.name) or TargetMemory()
         view = target_view(target, observation, before, now, current,
-                           (running or {}).get(target.name))
+                           (running or {}).get(target.name),
+                           transport_options=settings.broker_transport_options)
         view = replace(view, memory=remember(view, before))
         if target.paused:
             decision = Decision(target.name, view.current, view.current, "paused",
@@ -82,12 +84,13 @@ def decide(observation: Observation | None, settings: Settings,
 
 def target_view(target: TargetConfig, observation: Observation | None, memory: TargetMemory,
                 now: float, current: Mapping[str, int] | None = None,
-                running: int | None = None) -> TargetView:
+                running: int | None = None, *,
+                transport_options: Mapping[str, Any] | None = None) -> TargetView:
     """What ``target`` looks like in ``observation``, with every gap listed as a problem."""
     if observation is None:
         count = (current or {}).get(target.name, 0)
         return TargetView(target, [], [], count, now, memory, ["broker not read"])
-    problems = list(observation.problems)
+    problems = observation.problems_for(target.queues)
     queues = []
     for name in target.queues:
         if name in observation.queues:
@@ -95,16 +98,27 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
         else:
             problems.append(f"queue {name} not read")
     workers = observation.workers_for(target.queues)
+    audible = workers_audible(observation)
     unheard = sorted(set(memory.workers_seen) - {w.hostname for w in workers})
     if len(unheard) > _expected_to_leave(memory):
         problems.append(f"not heard this tick: {', '.join(unheard)}")
-    if running is not None and running > len(workers) and memory.unheard_since is not None \
+    if audible and running is not None and running > len(workers) \
+            and memory.unheard_since is not None \
             and now - memory.unheard_since >= target.startup_grace_seconds:
         problems.append(f"{running} running on the target but {len(workers)} workers heard "
                         f"for {now - memory.unheard_since:.0f}s")
     count = (current or {}).get(target.name, len(workers))
     return TargetView(target, queues, workers, count, now, memory, problems,
-                      redelivery_timeout(target, observation.broker), running)
+                      redelivery_timeout(target, observation.broker, transport_options),
+                      running,
+                      workers_audible=audible)
+
+
+def workers_audible(observation: Observation) -> bool:
+    """Whether this broker lets workers be heard at all: SQS carries no events and no
+    control replies, so there liveness comes from the platform and busyness from the
+    queue's in-flight count (see :attr:`TargetView.busy`)."""
+    return "events" in observation.sources or "control" in observation.sources
 
 
 REDELIVERY_DEFAULTS = {"redis": 3600.0, "rediss": 3600.0, "sqs": 1800.0, "amqp": 1800.0,
@@ -113,12 +127,17 @@ REDELIVERY_DEFAULTS = {"redis": 3600.0, "rediss": 3600.0, "sqs": 1800.0, "amqp":
 RabbitMQ's ``consumer_timeout`` (30 minutes)."""
 
 
-def redelivery_timeout(target: TargetConfig, broker: str) -> float:
-    """When a running task of ``target`` is handed out again: configured, else the
-    broker's default."""
+def redelivery_timeout(target: TargetConfig, broker: str,
+                       transport_options: Mapping[str, Any] | None = None) -> float:
+    """When a running task of ``target`` is handed out again: the target's setting, else
+    the workers' ``visibility_timeout`` (Redis, SQS), else the broker's default."""
     if target.redelivery_timeout_seconds:
         return target.redelivery_timeout_seconds
-    return REDELIVERY_DEFAULTS.get(broker.split(":", 1)[0].split("+")[0], 3600.0)
+    scheme = broker.split(":", 1)[0].split("+")[0]
+    visibility = (transport_options or {}).get("visibility_timeout")
+    if visibility and scheme in ("redis", "rediss", "sqs"):
+        return float(visibility)
+    return REDELIVERY_DEFAULTS.get(scheme, 3600.0)
 
 
 def _expected_to_leave(memory: TargetMemory) -> int:
@@ -135,6 +154,11 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
         after.failed_reads += 1
         return after
     after.workers_seen = sorted(w.hostname for w in view.workers)
+    after.concurrency = view.reported_concurrency or before.concurrency
+    # Before the early return below: the gap this measures is itself a problem, and must
+    # end the moment the platform and the workers agree again.
+    unheard = view.platform_running is not None and view.platform_running > view.live
+    after.unheard_since = (before.unheard_since or view.now) if unheard else None
     if not view.complete:
         after.failed_reads += 1
         return after
@@ -145,8 +169,6 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
     if before.observed_at is not None and view.now > before.observed_at:
         _measure_rates(after, before, view, finished)
     after.stalled_since = _stalled(view, before)
-    unheard = view.platform_running is not None and view.platform_running > view.live
-    after.unheard_since = (before.unheard_since or view.now) if unheard else None
     # Idle means nothing waited, ran or finished since the last tick: sparse tasks that
     # come and go between two ticks are still load.
     idle = view.work == 0 and view.busy == 0 and finished == 0
@@ -158,13 +180,14 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
 
 def _stalled(view: TargetView, before: TargetMemory) -> dict[str, float]:
     """Workers that ran and finished nothing since the last tick although a queue they
-    consume held ready tasks, with when that began."""
+    consume held ready tasks, with when that began. A worker holding tasks back under a
+    rate limit is taking work at the pace it was told to: not stalled."""
     ready = {q.name: q.size for q in view.queues}
     stalled = {}
     for worker in view.workers:
         waiting = any(ready.get(name, 0) > 0 for name in worker.queues)
         finished_nothing = before.processed.get(worker.hostname) == worker.processed
-        if waiting and finished_nothing and worker.active == 0:
+        if waiting and finished_nothing and worker.active == 0 and not worker.rate_limited:
             stalled[worker.hostname] = before.stalled_since.get(worker.hostname, view.now)
     return stalled
 

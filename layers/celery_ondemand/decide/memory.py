@@ -34,6 +34,8 @@ class TargetMemory:
     - ``stalled_since``: per live worker, since when it has run nothing and finished
       nothing while a queue it consumes held ready tasks (a zombie in the making).
     - ``unheard_since``: since when the platform has run more workers than were heard.
+    - ``concurrency``: slots per worker the workers last reported, for when none is live
+      to say (from zero).
     - ``last_up_at`` / ``last_down_at`` / ``last_desired``: the last decisions taken.
     """
 
@@ -56,6 +58,7 @@ class TargetMemory:
     failed_reads: int = 0
     stalled_since: dict[str, float] = field(default_factory=dict)
     unheard_since: float | None = None
+    concurrency: int | None = None
     last_up_at: float | None = None
     last_down_at: float | None = None
     last_desired: int | None = None

@@ -30,6 +30,8 @@ class TargetView:
     """Seconds after which the broker hands a running task out again (see config)."""
     platform_running: int | None = None
     """What the platform says runs (ECS tasks, InService instances), where known."""
+    workers_audible: bool = True
+    """Whether the broker lets workers be heard (False on SQS: no events, no control)."""
 
     @property
     def complete(self) -> bool:
@@ -74,16 +76,30 @@ class TargetView:
 
     @property
     def busy(self) -> int:
-        """Live workers running at least one task: the floor for any scale-in."""
-        return sum(1 for w in self.workers if w.busy)
+        """Live workers running at least one task: the floor for any scale-in.
+
+        Where workers cannot be heard (SQS), each message in flight (received, not yet
+        deleted: reserved or running under ``task_acks_late``) may keep one worker busy,
+        up to the workers that run: the floor errs towards keeping workers.
+        """
+        heard = sum(1 for w in self.workers if w.busy)
+        if self.workers_audible:
+            return heard
+        return max(heard, min(self.hidden, self.live))
+
+    @property
+    def live(self) -> int:
+        """Live workers: those heard, or where none can be heard (SQS) what the platform
+        runs (else the current count)."""
+        if self.workers_audible:
+            return len(self.workers)
+        running = self.platform_running if self.platform_running is not None \
+            else self.current
+        return max(len(self.workers), running)
 
     @property
     def running(self) -> int:
         return sum(w.active for w in self.workers)
-
-    @property
-    def live(self) -> int:
-        return len(self.workers)
 
     @property
     def oldest_age(self) -> float | None:
@@ -91,12 +107,28 @@ class TargetView:
         return max(ages, default=None)
 
     @property
+    def reported_concurrency(self) -> int | None:
+        """Slots per worker as the live workers report them (the median), if any does."""
+        reported = [w.concurrency for w in self.workers if w.concurrency]
+        return int(statistics.median(reported)) if reported else None
+
+    @property
     def concurrency(self) -> int:
-        """Slots per worker: configured, else what the workers report, else 1."""
+        """Slots per worker: configured, else what the workers report, else what they
+        last reported (remembered: from zero none is live to say), else 1."""
         if self.config.worker_concurrency:
             return self.config.worker_concurrency
-        reported = [w.concurrency for w in self.workers if w.concurrency]
-        return int(statistics.median(reported)) if reported else 1
+        return self.reported_concurrency or self.memory.concurrency or 1
+
+    @property
+    def starting(self) -> int:
+        """Workers asked for within ``startup_grace_seconds`` and not live yet: the count
+        set, less those heard (or, where none can be heard, less what the platform
+        runs). Past the grace a missing worker is not "starting" any more."""
+        asked = self.memory.last_up_at
+        if asked is None or self.now - asked >= self.config.startup_grace_seconds:
+            return 0
+        return max(0, self.current - self.live)
 
     def inputs(self) -> dict[str, object]:
         """The numbers a decision used, for its record."""

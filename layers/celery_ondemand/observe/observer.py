@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +30,12 @@ from .workers import HeardWorker, ask, discover, listen
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_BURST_SECONDS = 2.5
 DEFAULT_QUIET_SECONDS = 0.25
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+FOREIGN_AFTER_SECONDS = 60.0
+"""A worker that beats but answers no control command this long is taken for another
+app's (see :meth:`Observer._scope_silent`)."""
+FORGET = 3600.0
+"""The queues a worker listed are forgotten this long after it last answered."""
 
 
 class Observer:
@@ -43,12 +49,20 @@ class Observer:
     """
 
     def __init__(self, broker_url: str | None = None, *, app: Celery | None = None,
+                 transport_options: Mapping[str, Any] | None = None,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  burst_seconds: float = DEFAULT_BURST_SECONDS,
                  quiet_seconds: float = DEFAULT_QUIET_SECONDS,
                  control_timeout: float = 1.0) -> None:
+        own_app = app is None
         if app is None:
             app = Celery("celery-ondemand", broker=broker_url, set_as_current=False)
+        if transport_options:
+            # Where the workers' app puts them, so Celery hands them to kombu exactly as
+            # it does for the workers (key separator, priority steps, key prefix, SQS
+            # queue prefix, predefined queues, region, ...).
+            app.conf.broker_transport_options = {
+                **(app.conf.broker_transport_options or {}), **transport_options}
         self.app = app
         self.broker_url: str = broker_url or str(app.conf.broker_url or "")
         self.probe_class = probe_class(self.broker_url)  # an unknown scheme fails here
@@ -56,7 +70,19 @@ class Observer:
         self.burst_seconds = burst_seconds
         self.quiet_seconds = quiet_seconds
         self.control_timeout = control_timeout
+        self.blocked: str | None = None
+        """Why RabbitMQ blocks our publishing connection (``connection.blocked``), if it
+        does: a memory or disk alarm."""
         self._probe: BrokerProbe | None = None
+        self._worker_queues: dict[str, tuple[list[str], float]] = {}
+        """Hostname → the queues it last listed, and when."""
+        self._silent_since: dict[str, float] = {}
+        if own_app and scheme_of(self.broker_url) in AMQP_SCHEMES:
+            # Control commands go out on the app's producer pool, not on the connection
+            # we read from: bound it too, and hear when the broker blocks it. (An app of
+            # the caller's own keeps its settings: only our reads are bounded then.)
+            app.conf.broker_transport_options = {
+                **self._timeouts(), **(app.conf.broker_transport_options or {})}
 
     @property
     def url(self) -> str:
@@ -94,7 +120,20 @@ class Observer:
                              "retries": {"max_attempts": 2, "mode": "standard"},
                              **(own.get("client-config") or {})}
             return {"client-config": client_config}
+        if scheme in AMQP_SCHEMES:
+            # py-amqp's socket timeouts: a broker that stops answering (stalled, or a
+            # peer gone without a FIN) fails the call instead of hanging the tick.
+            return {"read_timeout": own.get("read_timeout", self.connect_timeout),
+                    "write_timeout": own.get("write_timeout", self.connect_timeout),
+                    "on_blocked": own.get("on_blocked", self._on_blocked),
+                    "on_unblocked": own.get("on_unblocked", self._on_unblocked)}
         return {}
+
+    def _on_blocked(self, reason: str) -> None:
+        self.blocked = reason or "connection blocked"
+
+    def _on_unblocked(self) -> None:
+        self.blocked = None
 
     def observe(self, queues: Sequence[str] | None = None,
                 previous: Observation | None = None, *, ping: bool = False) -> Observation:
@@ -127,26 +166,81 @@ class Observer:
                     ask(self.app, probe.connection, heard, timeout=self.control_timeout)
                     if any(worker.replied for worker in heard.values()):
                         observation.sources.append("control")
-                    observation.problems += [f"{name} did not answer control"
-                                             for name, worker in heard.items()
-                                             if not worker.replied]
+                    self._scope_silent(observation, heard)
+                    if self.blocked:
+                        observation.add_problem(
+                            f"RabbitMQ blocks publishing ({self.blocked}: a memory or disk "
+                            "alarm): workers can neither beat nor answer, so none is heard")
             names = list(queues) if queues else _consumed_queues(heard.values())
-            depths = probe.depths(names)
+            held = sum(len(w.running) + len(w.waiting) + len(w.scheduled) + w.rate_limited
+                       for w in heard.values())
+            depths = probe.depths(names, held_by_workers=held if probe.supports_workers
+                                  and all(w.replied for w in heard.values()) else None)
+            if probe.unattributed:
+                observation.add_problem(
+                    f"{probe.unattributed} unacknowledged messages beyond the "
+                    "bounded read, not attributed to a queue: they could be any queue's "
+                    "stranded tasks")
             observation.sources.insert(0, "broker")
         except BrokerUnavailable:
-            self.close()  # the next observation starts on a fresh connection
+            self.close(failed=True)  # the next observation starts on a fresh connection
             raise
         _fill(observation, names, depths, heard, previous)
-        observation.problems += _unheard_consumers(observation)
+        for queue, problem in _unheard_consumers(observation):
+            observation.add_problem(problem, [queue])
         observation.duration = time.monotonic() - started
         return observation
 
-    def close(self) -> None:
-        """Release the broker connection; the next observation opens a new one."""
+    def _scope_silent(self, observation: Observation, heard: dict[str, HeardWorker]) -> None:
+        """A worker heard beating but silent to control hides what it runs: a gap for the
+        targets of the queues it consumes.
+
+        Its queues are those it last listed (to this observer). Unknown, on RabbitMQ the
+        queues' consumer counts already show an unheard consumer on any queue we read;
+        on Redis it holds every target, until it has stayed silent for
+        :data:`FOREIGN_AFTER_SECONDS`: a worker that beats on our events exchange but
+        never answers our control commands belongs to another app (a control exchange
+        of its own), and must not blind ours for good.
+        """
+        now = observation.observed_at
+        for name in [n for n, (_, at) in self._worker_queues.items() if now - at > FORGET]:
+            del self._worker_queues[name]  # gone long ago: a bounded memory
+        self._silent_since = {name: at for name, at in self._silent_since.items()
+                              if name in heard}
+        for name, worker in heard.items():
+            if worker.replied:
+                self._worker_queues[name] = ([q["name"] for q in worker.queues
+                                              if isinstance(q, dict) and "name" in q], now)
+                self._silent_since.pop(name, None)
+                continue
+            problem = f"{name} did not answer control"
+            known = self._worker_queues.get(name, ([], now))[0]
+            since = self._silent_since.setdefault(name, now)
+            if known:
+                observation.add_problem(f"{problem} (it consumes {', '.join(known)})", known)
+            elif scheme_of(self.broker_url) in AMQP_SCHEMES:
+                observation.warnings.append(f"{problem}; its queues unknown (a queue of "
+                                            "ours it consumes shows in the consumer counts)")
+            elif now - since < FOREIGN_AFTER_SECONDS:
+                observation.add_problem(f"{problem}; its queues unknown: every target held")
+            else:
+                observation.warnings.append(
+                    f"{problem} for {now - since:.0f}s though it beats: taken for another "
+                    "app's worker (a control exchange of its own), not held on")
+
+    def close(self, failed: bool = False) -> None:
+        """Release the broker connection; the next observation opens a new one.
+
+        After a failure the connection is dropped without the closing handshake: a broker
+        that stopped answering would make the handshake wait too.
+        """
         if self._probe is not None:
             probe, self._probe = self._probe, None
             with contextlib.suppress(Exception):
-                probe.connection.release()
+                if failed:
+                    probe.connection.collect()
+                else:
+                    probe.connection.release()
 
     def __enter__(self) -> Observer:
         return self
@@ -175,11 +269,11 @@ def _worth_a_ping(heard: dict[str, HeardWorker], previous: Observation | None) -
     return any(w.heard_by == "control" and w.hostname not in heard for w in before)
 
 
-def _unheard_consumers(observation: Observation) -> list[str]:
+def _unheard_consumers(observation: Observation) -> list[tuple[str, str]]:
     """A queue the broker says more consumers read than the workers heard: someone we
     cannot see is working, so the read has a gap (RabbitMQ keeps consumer counts)."""
-    return [f"queue {queue.name}: {queue.consumers} consumers on the broker, "
-            f"{queue.many_workers} workers heard"
+    return [(queue.name, f"queue {queue.name}: {queue.consumers} consumers on the broker, "
+                         f"{queue.many_workers} workers heard")
             for queue in observation.queues.values()
             if queue.consumers is not None and queue.consumers > queue.many_workers]
 
@@ -234,6 +328,7 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             machine=worker.machine,
             scheduled=len(worker.scheduled),
             heard_by="events" if worker.by_events else "control",
+            rate_limited=worker.rate_limited,
         )
         old = before.get(hostname)
         for name in ("last_task_received_at", "last_task_started_at", "last_task_succeeded_at"):

@@ -53,6 +53,8 @@ class HeardWorker:
     concurrency: int | None = None
     machine: str | None = None
     scheduled: list[dict[str, Any]] = field(default_factory=list)
+    rate_limited: int = 0
+    """Tasks it holds back under a rate limit (reported by the bootstep)."""
     by_events: bool = True
     clock_offset: float = 0.0
     """Our clock minus the worker's, from its last heartbeat: task start times it reports
@@ -137,6 +139,14 @@ def listen(app: Celery, connection: Connection, *, expected: Collection[str] = (
     return burst.workers
 
 
+def _records(reply: Any) -> list[dict[str, Any]]:
+    """The dicts of a worker's list reply; nothing of one that is not a list (an error
+    reply, another program's answer): a worker must not blind the read of every other."""
+    if not isinstance(reply, list):
+        return []
+    return [dict(item) for item in reply if isinstance(item, dict)]
+
+
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
         timeout: float = 1.0) -> None:
     """Fill in queues, running and waiting tasks, and pool size from one round of replies."""
@@ -145,21 +155,21 @@ def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
     inspect = app.control.inspect(destination=list(workers), limit=len(workers),
                                   timeout=timeout, connection=connection)
     for hostname, queues in (inspect.active_queues() or {}).items():
-        if hostname in workers:
-            workers[hostname].queues = [dict(queue) for queue in queues or []]
-            workers[hostname].replied = True
+        if hostname in workers and isinstance(queues, list):
+            workers[hostname].queues = _records(queues)
+            workers[hostname].replied = True  # an odd reply (an error) is no answer
     for hostname, tasks in (inspect.active() or {}).items():
         if hostname in workers:
-            workers[hostname].running = [dict(task) for task in tasks or []]
+            workers[hostname].running = _records(tasks)
             workers[hostname].active = len(workers[hostname].running)
     for hostname, tasks in (inspect.reserved() or {}).items():
         if hostname in workers:
-            workers[hostname].waiting = [dict(task) for task in tasks or []]
+            workers[hostname].waiting = _records(tasks)
     for hostname, entries in (inspect.scheduled() or {}).items():  # ETA / countdown
         if hostname in workers:
             workers[hostname].scheduled = [dict(entry.get("request") or {})
-                                           for entry in entries or []
-                                           if isinstance(entry, dict)]
+                                           for entry in _records(entries)
+                                           if isinstance(entry.get("request") or {}, dict)]
     for hostname, stats in (inspect.stats() or {}).items():
         if hostname in workers and isinstance(stats, dict):
             pool = stats.get("pool") or {}
@@ -173,6 +183,8 @@ def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
             if isinstance(ondemand, dict):
                 machine = ondemand.get("task_arn") or ondemand.get("instance_id")
                 workers[hostname].machine = str(machine) if machine else None
+                held = ondemand.get("rate_limited")
+                workers[hostname].rate_limited = held if isinstance(held, int) else 0
 
 
 def discover(app: Celery, connection: Connection, known: Collection[str],

@@ -64,7 +64,9 @@ class OnDemandStep(bootsteps.StartStopStep):
             self._thread.join(timeout=5)
 
     def info(self, parent: Any) -> dict[str, Any]:  # type: ignore[override]  # stubs say None
-        return {"ondemand": {**self.protection.info(), "protected": self.protected}}
+        return {"ondemand": {**self.protection.info(), "protected": self.protected,
+                             "rate_limited": _rate_limited(parent),
+                             "beat": getattr(parent, "beat", None) is not None}}
 
     def _follow_tasks(self) -> None:
         set_at = 0.0
@@ -85,6 +87,14 @@ class OnDemandStep(bootsteps.StartStopStep):
             return None
         self.protected = enabled
         return time.monotonic()
+
+
+def _rate_limited(worker: Any) -> int:
+    """Tasks this worker has taken from the broker and holds back under a rate limit:
+    neither running nor reserved, so without this it would look like a zombie."""
+    buckets = getattr(getattr(worker, "consumer", None), "task_buckets", None) or {}
+    return sum(len(bucket.contents) for bucket in list(buckets.values())
+               if bucket is not None and hasattr(bucket, "contents"))
 
 
 @control_command(name="ondemand_drain")

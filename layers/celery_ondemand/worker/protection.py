@@ -2,7 +2,8 @@
 
 - ECS: the agent's task-protection endpoint (``$ECS_AGENT_URI/task-protection/v1/state``),
   with an expiry, so a crashed worker does not stay protected;
-- EC2 Auto Scaling: ``SetInstanceProtection`` on this instance (its id from IMDSv2);
+- EC2 Auto Scaling: ``SetInstanceProtection`` on this instance (its id from IMDSv2); it
+  has no expiry, so the minutes asked for are not applied there;
 - elsewhere: nothing, said once at start.
 """
 

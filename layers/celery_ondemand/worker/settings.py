@@ -26,7 +26,12 @@ class Config:
 
     queues: tuple[str, ...] = ()
     prefetch_multiplier: int = 1
-    visibility_timeout: int = 900
+    visibility_timeout: int | None = None
+    """Left to the broker's default (Redis 3600 s, SQS 1800 s) unless given: on Redis and
+    SQS a task still running, or an ETA/countdown task still waiting, when it passes is
+    delivered again and runs twice. A shorter one returns a lost worker's tasks sooner,
+    but no value is safe for every deployment; ``ondemand doctor`` checks yours against
+    the longest task and the furthest ETA it sees."""
     stamp_publish_time: bool = True
 
     def settings(self) -> dict[str, tuple[Any, str]]:
@@ -40,11 +45,12 @@ class Config:
             "worker_prefetch_multiplier": (self.prefetch_multiplier,
                                            "long tasks stay visible in the queue (ready) "
                                            "instead of hiding on one busy worker"),
-            "broker_transport_options": ({"visibility_timeout": self.visibility_timeout},
-                                         "Redis/SQS: a task of a lost worker returns in "
-                                         "minutes, not the default hour (keep it above your "
-                                         "longest task)"),
         }
+        if self.visibility_timeout is not None:
+            wanted["broker_transport_options"] = (
+                {"visibility_timeout": self.visibility_timeout},
+                "Redis/SQS: a task of a lost worker returns after this long; a task running "
+                "or an ETA waiting longer runs twice (keep it above both)")
         if self.queues:
             wanted["task_queues"] = ([Queue(name) for name in self.queues],
                                      "the queues are declared, so a missing one is visible")
@@ -60,7 +66,7 @@ def configure(app: Celery, queues: Iterable[str] = (), config: Config | None = N
         if name == "broker_transport_options":
             options = dict(app.conf.broker_transport_options or {})
             if "visibility_timeout" in options:
-                if options["visibility_timeout"] != config.visibility_timeout:
+                if options["visibility_timeout"] != value["visibility_timeout"]:
                     kept.append(f"kept your broker_transport_options.visibility_timeout="
                                 f"{options['visibility_timeout']!r} ({why})")
                 continue

@@ -49,6 +49,9 @@ class BrokerProbe(ABC):
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.unattributed = 0
+        """Messages the last read found unacknowledged but could not attribute to a
+        queue within its bounds (Redis): a gap in the read."""
 
     @property
     def url(self) -> str:
@@ -60,13 +63,21 @@ class BrokerProbe(ABC):
         with self.errors("connecting to"):
             self._check()
 
-    def depths(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
-        """The depth of each queue, by name, read in as few round trips as the broker allows."""
+    def depths(self, queues: Sequence[str], *,
+               held_by_workers: int | None = None) -> dict[str, QueueDepth]:
+        """The depth of each queue, by name, read in as few round trips as the broker allows.
+
+        ``held_by_workers`` is how many tasks the live workers said they hold (running,
+        reserved, scheduled, rate-limited), where known: a broker that keeps one count
+        of unacknowledged messages for all queues (Redis) reads them no further when the
+        workers account for all of them.
+        """
         names = list(dict.fromkeys(queues))
+        self.unattributed = 0
         if not names:
             return {}
         with self.errors("reading queue depths from"):
-            return self._depths(names)
+            return self._depths(names, held_by_workers)
 
     @contextmanager
     def errors(self, doing: str) -> Iterator[None]:
@@ -99,5 +110,5 @@ class BrokerProbe(ABC):
         self.connection.ensure_connection(max_retries=0)
 
     @abstractmethod
-    def _depths(self, queues: list[str]) -> dict[str, QueueDepth]:
+    def _depths(self, queues: list[str], held_by_workers: int | None) -> dict[str, QueueDepth]:
         """Read every queue's depth; ``queues`` holds each name once."""

@@ -26,7 +26,7 @@ class RabbitMQProbe(BrokerProbe):
 
     auth_error_words = ("access_refused", "access refused", "login was refused")
 
-    def _depths(self, queues: list[str]) -> dict[str, QueueDepth]:
+    def _depths(self, queues: list[str], held_by_workers: int | None) -> dict[str, QueueDepth]:
         depths = {}
         channel: Any = None
         try:

@@ -12,8 +12,14 @@ neither), consumer counts, and the oldest task's age (SQS publishes that only as
 CloudWatch metric).
 
 Connection string: ``sqs://`` (credentials from the AWS chain, or an access key and secret
-key before an ``@``). Queue names, ``queue_name_prefix``, ``region`` and
-``predefined_queues`` are resolved by kombu's own SQS channel, exactly as the workers do.
+key before an ``@``).
+
+Transport options (the workers' ``broker_transport_options``, which the observer must be
+given): queue names go through kombu's own SQS channel (``canonical_queue_name``,
+``_resolve_queue_url``, ``sqs(queue=...)``), the calls kombu's ``_size`` makes, so
+``queue_name_prefix``, ``region``, ``predefined_queues`` (with each queue's own URL and
+credentials) and ``client-config`` mean what they mean to the workers. With
+``predefined_queues`` nothing is listed: a role allowed only the predefined queues works.
 """
 
 from __future__ import annotations
@@ -44,9 +50,10 @@ class SQSProbe(BrokerProbe):
 
     def _check(self) -> None:
         channel: Any = self.connection.default_channel  # kombu's SQS channel
-        channel.sqs().list_queues(MaxResults=1)
+        if not channel.predefined_queues:  # kombu itself lists none then: neither do we
+            channel.sqs().list_queues(MaxResults=1)
 
-    def _depths(self, queues: list[str]) -> dict[str, QueueDepth]:
+    def _depths(self, queues: list[str], held_by_workers: int | None) -> dict[str, QueueDepth]:
         channel: Any = self.connection.default_channel
         depths = {}
         for queue in queues:
