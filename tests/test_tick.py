@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ def test_two_racing_ticks_never_both_act(tmp_path: Path) -> None:
 
 def test_memory_carried_across_cold_starts_changes_the_decision(store: StateStore,
                                                                 counted: Any) -> None:
+    # A 45 s stabilization window: the need a cold start must remember to hold its count.
+    counted = replace(counted, targets=[replace(counted.targets[0],
+                                                stabilization_seconds=45.0)])
     busy = observation({"q": (36, 4)}, [worker("w0", ["q"], active=4)])
     calm = observation({"q": (0, 8)}, [worker(f"w{i}", ["q"], active=4) for i in range(2)])
 

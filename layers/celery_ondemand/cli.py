@@ -192,17 +192,17 @@ def simulate_command(args: argparse.Namespace) -> int:
                        tick_seconds=int(args.tick), wait_target=args.wait_target,
                        max_workers=args.max_workers)
     try:
-        rows, bound = compare(counts, config, args.service_time, args.scale,
-                              args.policy or list(POLICIES), keep_timeline=bool(args.plot))
+        comparison = compare(counts, config, args.service_time, args.scale,
+                             args.policy or list(POLICIES), keep_timeline=bool(args.plot),
+                             warmup=args.warmup)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if args.json:
-        print(json.dumps({"busy_bound_minutes": round(bound, 1),
-                          "policies": [row.as_dict() for row in rows]}, indent=2))
+        print(json.dumps(comparison.as_dict(), indent=2))
     else:
-        print(render(rows, bound))
+        print(render(comparison))
     if args.plot:
-        drawn = plot(rows, args.plot)
+        drawn = plot(comparison, args.plot)
         print(f"plot: {drawn}" if drawn else "plot: matplotlib is not installed",
               file=sys.stderr)
     return 0
@@ -345,6 +345,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", type=int, default=0, help="first second of the window")
     sim.add_argument("--length", type=int, help="seconds in the window (default: all)")
     sim.add_argument("--scale", type=_positive, default=1.0, help="multiply the rate")
+    sim.add_argument("--warmup", type=int, default=0, metavar="SECONDS",
+                     help="first seconds of the window that only warm the policies up "
+                          "(neither billed nor counted)")
     sim.add_argument("--service-time", default="exp:20",
                      help="fixed:S | exp:MEAN | lognormal:MEAN:SIGMA (default exp:20)")
     sim.add_argument("--concurrency", type=int, default=4)

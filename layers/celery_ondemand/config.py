@@ -51,7 +51,7 @@ class TargetConfig:
     # 45 s = three 15 s ticks: the measured rates are already smoothed over ~5 ticks, and
     # a longer window holds every minute-scale peak longer (`make bench`: 60 s cost 1.10x
     # the oracle on Twitter, 45 s 1.09x, with +10 % scale actions).
-    stabilization_seconds: float = 45.0
+    stabilization_seconds: float = 0.0
     tolerance: float = 0.1
     scale_up_max_step: int = 4
     scale_up_max_percent: float = 100.0
@@ -130,9 +130,9 @@ TARGET_FIELDS: dict[str, Field] = {
     "scale_down_delay_seconds": Field("float", "idle time before scaling to min_workers",
                                       300.0, minimum=0),
     "stabilization_seconds": Field("float", "scale down to the highest recommendation of "
-                                   "this window", 45.0, minimum=0),
-    "tolerance": Field("float", "spare capacity kept when scaling down (hysteresis)", 0.1,
-                       minimum=0, maximum=0.99),
+                                   "this window", 0.0, minimum=0),
+    "tolerance": Field("float", "share of the wait goal held back when scaling down "
+                       "(hysteresis)", 0.1, minimum=0, maximum=0.99),
     "scale_up_max_step": Field("int", "most workers added in one tick", 4, minimum=1),
     "scale_up_max_percent": Field("float", "most workers added in one tick, as a percentage "
                                   "of the current count", 100.0, minimum=1),

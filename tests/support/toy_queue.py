@@ -26,8 +26,10 @@ class ToyWorker:
 
 
 def run_toy_queue(config: Settings, arrivals_per_second: float, service_seconds: int,
-                  ticks: int, tick_seconds: int = 15) -> list[int]:
-    """Run ``ticks`` ticks; returns the worker count decided at each."""
+                  ticks: int, tick_seconds: int = 15,
+                  waits: list[tuple[int, int]] | None = None) -> list[int]:
+    """Run ``ticks`` ticks; returns the worker count decided at each. ``waits``, if given,
+    receives (arrival second, seconds waited) for every task started."""
     slots = config.targets[0].worker_concurrency or 1
     waiting: deque[int] = deque()
     workers: list[ToyWorker] = []
@@ -44,7 +46,9 @@ def run_toy_queue(config: Settings, arrivals_per_second: float, service_seconds:
                 w.processed += sum(1 for left in w.running if left <= 0)
                 w.running = [left for left in w.running if left > 0]
                 while waiting and len(w.running) < slots:
-                    waiting.popleft()
+                    arrived_at = waiting.popleft()
+                    if waits is not None:
+                        waits.append((arrived_at, second - arrived_at))
                     w.running.append(service_seconds)
         observed = observation(
             {"q": (len(waiting), sum(len(w.running) for w in workers))},

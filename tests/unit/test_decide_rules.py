@@ -45,7 +45,7 @@ CASES = [
          {"worker_concurrency": 4, "tolerance": 0.1}),
     Case("down slow: hold the highest recommendation of the window",
          observation({"q": (0, 16)}, busy_workers(4)), 8, 8, "stabilizing",
-         {"worker_concurrency": 4},
+         {"worker_concurrency": 4, "stabilization_seconds": 45},
          TargetMemory(recommendations=[[NOW - 30, 8]], workers_seen=["w0", "w1", "w2", "w3"])),
     Case("down once the window has passed, keeping the tolerance spare",
          observation({"q": (0, 16)}, busy_workers(4)), 8, 5, "backlog",
@@ -62,11 +62,34 @@ CASES = [
                                                            ages={"q": 120.0}),
          2, 3, "age", {"worker_concurrency": 4, "target_wait_seconds": 60},
          TargetMemory(workers_seen=["w0", "w1"])),
-    Case("measured throughput sizes the target",
-         observation({"q": (30, 8)}, busy_workers(4, 2)), 4, 5, "throughput",
+    # 30 ready, 4/s arriving, 0.5/s per worker, T = 60 s, goal 45 s: a task arriving within
+    # the next 60 s starts within 45 s with N >= (30 + 4 * 60) / (0.5 * (45 + 60)) = 5.14.
+    Case("measured rates size the target to start tasks within the goal",
+         observation({"q": (30, 8)}, busy_workers(4, 2)), 4, 6, "throughput",
          {"worker_concurrency": 4, "target_wait_seconds": 60},
-         TargetMemory(service_rate=0.5, arrival_rate=2.0, workers_seen=["w0", "w1", "w2", "w3"],
+         TargetMemory(service_rate=0.5, arrival_rate=4.0, workers_seen=["w0", "w1", "w2", "w3"],
                       work=38, ready=30)),
+    # At 2/s: (30 + 120) / 52.5 = 2.86 workers, so 3 hold. The same mean with a spread of
+    # 10 tasks per 15 s tick is 20 tasks over 60 s more to plan for: (150 + 20) / 52.5 = 3.24.
+    Case("the spread of arrivals is planned for",
+         observation({"q": (30, 6)}, busy_workers(3, 2)), 3, 4, "throughput",
+         {"worker_concurrency": 4, "target_wait_seconds": 60},
+         TargetMemory(service_rate=0.5, arrival_rate=2.0, workers_seen=["w0", "w1", "w2"],
+                      work=36, ready=30, arrivals_sum=300, elapsed_sum=150, arrival_ticks=10,
+                      arrivals_sq_sum=10 * (30**2 + 10**2))),
+    Case("without the spread the same load holds",
+         observation({"q": (30, 6)}, busy_workers(3, 2)), 3, 3, "tolerance",
+         {"worker_concurrency": 4, "target_wait_seconds": 60},
+         TargetMemory(service_rate=0.5, arrival_rate=2.0, workers_seen=["w0", "w1", "w2"],
+                      work=36, ready=30)),
+    # Nothing ready, 1.2/s arriving, 0.8/s per worker: a queue may build within the goal
+    # for the next 60 s on (1.2 * 60) / (0.8 * (40.5 + 60)) = 0.9 workers, with the
+    # tolerance's 10 % of the goal held back: one worker, not two (1.5 would keep up).
+    Case("a load between two counts runs on the lower while a queue builds within the goal",
+         observation({"q": (0, 1)}, [worker("w0", ["q"], active=1), worker("w1", ["q"])]),
+         2, 1, "throughput", {"worker_concurrency": 4, "target_wait_seconds": 60},
+         TargetMemory(service_rate=0.8, arrival_rate=1.2, workers_seen=["w0", "w1"],
+                      work=1, ready=0)),
     Case("never below the busy workers", observation({"q": (0, 3)}, busy_workers(3, 1)), 5, 3,
          "busy-floor", {"worker_concurrency": 4},
          TargetMemory(workers_seen=["w0", "w1", "w2"])),
@@ -142,6 +165,18 @@ def test_rates_are_measured_between_ticks() -> None:
     _, memory = decide(second, config, memory, 10.0)
     assert memory["t"].service_rate == pytest.approx(1.0)  # 20 tasks / 10 s / 2 workers
     assert memory["t"].arrival_rate == pytest.approx(1.5)  # (20 finished - 5 fewer) / 10 s
+    assert (memory["t"].arrival_ticks, memory["t"].arrivals_sq_sum) == (1, 15**2)
+
+
+def test_the_spread_of_arrivals_is_measured_from_the_ticks() -> None:
+    steady = TargetMemory(arrivals_sum=300, elapsed_sum=150, arrival_ticks=10,
+                          arrivals_sq_sum=10 * 30**2)
+    assert steady.arrival_deviation(60) == 0, "30 every 15 s: no spread"
+    bursty = TargetMemory(arrivals_sum=300, elapsed_sum=150, arrival_ticks=10,
+                          arrivals_sq_sum=5 * 60**2)  # 60, 0, 60, 0...: same mean
+    assert bursty.arrival_deviation(60) == pytest.approx(60.0)  # sqrt(900 * 60 / 15)
+    assert TargetMemory(arrivals_sum=60, elapsed_sum=30, arrival_ticks=2,
+                        arrivals_sq_sum=7200).arrival_deviation(60) == 0, "too few ticks"
 
 
 def test_memory_round_trips_through_plain_data() -> None:

@@ -1,18 +1,30 @@
-"""The default policy: size the target to its work and its measured throughput.
+"""The default policy: size the target to its work, its measured rates and the wait target.
 
 - Work is every unfinished task of the target's queues: ready in the broker plus hidden
   on workers (reserved and running).
 - With no history, one worker per ``concurrency`` tasks of work (every task gets a slot).
-- With a measured service rate μ (tasks one worker finishes per second) and arrival rate λ,
-  the target needs λ/μ workers to keep up plus ready/(μ·T) to drain what waits within the
-  wait target T. The work seen at one instant understates a steady load (a slot freed
-  between ticks takes the next arrival), so λ/μ may hold the current count above it; but
-  only visible work adds workers.
+- With measured rates — arrivals λ (tasks per second) and μ (tasks one busy worker finishes
+  per second) — it asks for the fewest workers N with which every task arriving within the
+  next T seconds (T = ``target_wait_seconds``) starts within the goal G = 3/4 of T, if
+  arrivals go on at λ, plus s: one standard deviation of the arrivals over T, from the
+  per-tick counts. A task arriving at h finds the ready queue Q plus what arrived since,
+  less what N workers finished: it waits (Q + λh + s - Nμh) / Nμ. That is linear in h, so
+  checking h = 0 and h = T is enough:
+
+      N >= Q / (μ G)     and     N >= (Q + λ T + s) / (μ (G + T))
+
+  The policy therefore spends the wait budget: under a steady load the queue settles where
+  a task waits about G, the fleet runs full, and a load between two counts alternates
+  between them (n while a queue builds, n + 1 while it drains) as a clairvoyant plan does.
+  The quarter of T held back absorbs what the rates cannot see coming while new workers
+  start; the standard deviation s, measured per target, holds more back where arrivals come
+  in bursts. Only visible work adds workers; running tasks always keep their slots.
 - An oldest task older than T adds a worker even when the numbers say enough, unless
   workers asked for are still starting (they will take it).
-- Up fast (at once, capped per tick), down slow (to the highest recommendation of the
-  stabilization window, and to the minimum only after ``scale_down_delay_seconds`` idle),
-  and hysteresis: shrink only to a count the load fits with ``tolerance`` to spare.
+- Up fast (at once, capped per tick); down with hysteresis: only to a count that keeps the
+  projected wait within (1 - ``tolerance``) of the goal, not below the highest need of the
+  ``stabilization_seconds`` window, and to the minimum only after
+  ``scale_down_delay_seconds`` idle.
 """
 
 from __future__ import annotations
@@ -22,6 +34,12 @@ import math
 from .agent import Agent
 from .decision import Recommendation
 from .view import TargetView
+
+GOAL_SHARE = 0.75
+"""Share of the wait target a task is planned to wait at most; the rest is held back."""
+
+SURGE_DEVIATIONS = 1.0
+"""Arrivals planned for beyond the measured rate, in standard deviations over the horizon."""
 
 
 class CapacityAgent(Agent):
@@ -35,9 +53,9 @@ class CapacityAgent(Agent):
             return self._idle(view)
         demand, rule, reason = self.demand(view)
         up_to = max(1, math.ceil(demand - 1e-9))
-        # Hysteresis: shrink only to a count the load fits with ``tolerance`` to spare,
-        # so a demand wobbling around a whole number does not flap.
-        down_to = max(1, math.ceil(demand / (1 - config.tolerance) - 1e-9))
+        # Hysteresis: shrink only to a count that would still do with ``tolerance`` to
+        # spare, so a demand wobbling around a whole number does not flap.
+        down_to = max(1, math.ceil(self.shrink_to(view, demand) - 1e-9))
         age = view.oldest_age
         if age is not None and age > config.target_wait_seconds and view.ready > 0 \
                 and up_to <= view.current:
@@ -60,21 +78,42 @@ class CapacityAgent(Agent):
 
         The hook for a subclass with its own model of the work.
         """
-        slots = view.concurrency
-        by_slots = view.work / slots
-        memory, wait = view.memory, self.target.target_wait_seconds
+        memory, goal = view.memory, GOAL_SHARE * self.target.target_wait_seconds
         if memory.service_rate and memory.arrival_rate is not None:
-            rate = memory.service_rate
-            demand = memory.arrival_rate / rate + view.ready / (rate * wait)
-            # Throughput may hold workers the instant's work does not show (a freed slot
-            # takes the next arrival), but only visible work adds workers: a rate measured
-            # while long tasks are still running underestimates μ and would overshoot.
-            demand = min(demand, max(by_slots, view.current))
-            demand = max(demand, view.running / slots)  # running tasks hold their slots
+            demand = self.workers_for(view, goal)
             return demand, "throughput", (
-                f"{view.work} tasks, {memory.arrival_rate:.2f}/s arriving, "
-                f"{rate:.2f}/s per worker: {demand:.1f} workers keep waits under {wait:.0f}s")
-        return by_slots, "backlog", f"{view.work} tasks / {slots} per worker"
+                f"{view.ready} ready, {memory.arrival_rate:.2f}/s arriving, "
+                f"{memory.service_rate:.2f}/s per worker: {demand:.1f} workers start "
+                f"tasks within {goal:.0f}s")
+        slots = view.concurrency
+        return view.work / slots, "backlog", f"{view.work} tasks / {slots} per worker"
+
+    def workers_for(self, view: TargetView, goal: float) -> float:
+        """The fewest workers with which the ready tasks and every task arriving within
+        the wait target start within ``goal`` seconds (see the module's docstring)."""
+        memory, horizon = view.memory, self.target.target_wait_seconds
+        rate, arriving = memory.service_rate or 1e-9, memory.arrival_rate or 0.0
+        surge = SURGE_DEVIATIONS * memory.arrival_deviation(horizon)
+        needed = max(view.ready / (rate * goal),
+                     (view.ready + arriving * horizon + surge) / (rate * (goal + horizon)))
+        # Only visible work adds workers: rates measured while long tasks still run
+        # underestimate μ and would overshoot; but a fleet already larger may stay.
+        needed = min(needed, max(view.work / view.concurrency, view.current))
+        return max(needed, view.running / view.concurrency)  # running tasks hold slots
+
+    def shrink_to(self, view: TargetView, demand: float) -> float:
+        """The least count a scale-down may go to, ``tolerance`` to spare.
+
+        With measured rates, the count that keeps the projected wait within
+        (1 - tolerance) of the goal. Without them, or for a subclass's own ``demand``,
+        the demand with ``tolerance`` of spare capacity.
+        """
+        memory, tolerance = view.memory, self.target.tolerance
+        own_model = type(self).demand is not CapacityAgent.demand
+        if own_model or not (memory.service_rate and memory.arrival_rate is not None):
+            return demand / (1 - tolerance)
+        goal = GOAL_SHARE * self.target.target_wait_seconds * (1 - tolerance)
+        return self.workers_for(view, goal)
 
     def _up(self, view: TargetView, needed: int, rule: str, reason: str) -> Recommendation:
         config = self.target

@@ -234,6 +234,8 @@ def _measure_rates(after: TargetMemory, before: TargetMemory, view: TargetView,
         after.arrivals_sum = keep * before.arrivals_sum + arrived
         after.elapsed_sum = keep * before.elapsed_sum + elapsed
         after.arrival_rate = after.arrivals_sum / after.elapsed_sum
+        after.arrival_ticks = keep * before.arrival_ticks + 1
+        after.arrivals_sq_sum = keep * before.arrivals_sq_sum + arrived * arrived
     mean_running = ((before.running or 0) + view.running) / 2
     after.finished_sum = keep * before.finished_sum + finished
     after.busy_slot_seconds = keep * before.busy_slot_seconds + elapsed * mean_running

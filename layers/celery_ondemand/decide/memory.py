@@ -7,6 +7,7 @@ so the state store (DynamoDB) can keep it between Lambda invocations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -26,7 +27,9 @@ class TargetMemory:
     - ``service_rate``: tasks one fully busy worker finishes per second.
     - ``arrival_rate``: tasks arriving per second for the target.
     - ``arrivals_sum`` / ``elapsed_sum`` / ``finished_sum`` / ``busy_slot_seconds``: the
-      decaying sums the two rates are ratios of.
+      decaying sums the two rates are ratios of; ``arrival_ticks`` / ``arrivals_sq_sum``:
+      the decaying count of measured ticks and sum of their squared arrivals, for the
+      spread of arrivals (:meth:`arrival_deviation`).
     - ``failed_reads``: incomplete reads in a row.
     - ``stalled_since``: per live worker, since when it has run nothing and finished
       nothing while a queue it consumes held ready tasks (a zombie in the making).
@@ -50,6 +53,8 @@ class TargetMemory:
     elapsed_sum: float = 0.0
     finished_sum: float = 0.0
     busy_slot_seconds: float = 0.0
+    arrival_ticks: float = 0.0
+    arrivals_sq_sum: float = 0.0
     failed_reads: int = 0
     stalled_since: dict[str, float] = field(default_factory=dict)
     unheard_since: float | None = None
@@ -57,6 +62,20 @@ class TargetMemory:
     last_up_at: float | None = None
     last_down_at: float | None = None
     last_desired: int | None = None
+
+    def arrival_deviation(self, seconds: float) -> float:
+        """Standard deviation of the tasks arriving over ``seconds``, from the per-tick
+        counts (ticks taken as independent); 0 until three ticks were measured.
+
+        Poisson arrivals give about sqrt(λ·seconds); bursts (many tasks at once, then
+        none) give more, and that is what it is for.
+        """
+        if self.arrival_ticks < 3 or self.elapsed_sum <= 0:
+            return 0.0
+        mean = self.arrivals_sum / self.arrival_ticks
+        variance = max(0.0, self.arrivals_sq_sum / self.arrival_ticks - mean * mean)
+        tick = self.elapsed_sum / self.arrival_ticks
+        return math.sqrt(variance * seconds / tick)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly data."""

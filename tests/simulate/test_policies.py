@@ -1,0 +1,65 @@
+"""Each baseline's documented rules, our own policy through the tick's decision code, and
+the comparison the command line prints."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from celery_ondemand.simulate import SimConfig, compare
+from celery_ondemand.simulate.baselines import KedaPolicy, TargetTrackingPolicy
+from celery_ondemand.simulate.engine import SimWorker, Snapshot
+
+
+def snap(now: int, ready: int, current: int, running: int = 0) -> Snapshot:
+    workers = [SimWorker(i, 0, 0, ends=[1.0] * running) for i in range(current)]
+    return Snapshot(now, ready, None, workers, current)
+
+
+def test_keda_rules() -> None:
+    keda = KedaPolicy(SimConfig(concurrency=2))
+    assert keda.desired(snap(0, 5, 0)) == 1, "activation: 0 → 1 on any message"
+    assert keda.desired(snap(15, 50, 1)) == 1, "polls every 30 s: keeps its last answer"
+    assert keda.desired(snap(30, 50, 1)) == 5, "scale-up limit: max(4 pods, 100 %)"
+    assert keda.desired(snap(60, 50, 5)) == 10
+    assert keda.desired(snap(90, 2, 10)) == 10, "down only to the 300 s window's highest"
+    assert keda.desired(snap(420, 2, 10)) == 1, "the window has passed"
+
+
+def test_target_tracking_rules() -> None:
+    tt = TargetTrackingPolicy(SimConfig(concurrency=1, wait_target=60), mean_service=10)
+    assert tt.target == 6, "backlog per instance = wait target / mean service time"
+    assert tt.desired(snap(0, 3, 0)) == 1
+    for minute in (1, 2):
+        assert tt.desired(snap(60 * minute, 30, 1)) == 1, "needs 3 minutes above target"
+    assert tt.desired(snap(180, 30, 1)) == 5, "ceil(1 * 30 / 6)"
+
+
+def test_our_policy_meets_its_target_on_a_steady_load_of_short_tasks() -> None:
+    rng = random.Random(3)
+    counts = [rng.choice([1, 2, 3, 4]) for _ in range(3600)]
+    config = SimConfig(concurrency=4, startup_seconds=30, tick_seconds=15, wait_target=60)
+    comparison = compare(counts, config, "exp:0.5", 1.0, policies=["capacity", "oracle"],
+                         warmup=600)
+    ours = comparison.by_policy()["capacity"]
+    assert ours.meets(config.wait_target), ours.percentile(0.95)
+    assert ours.worker_minutes >= comparison.bound_minutes
+
+
+def test_the_command_line_compares_every_policy_with_the_oracle(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.txt"
+    trace.write_text(" ".join(str(n) for n in [0, 3, 1, 0, 2] * 240))
+    command = [sys.executable, "-m", "celery_ondemand.cli", "simulate", "--trace", str(trace),
+               "--service-time", "fixed:0.5", "--concurrency", "2", "--startup", "20",
+               "--warmup", "600", "--json"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(out.stdout)
+    assert [p["policy"] for p in report["policies"]][:4] == [
+        "capacity", "cwod", "keda", "aws-target-tracking"]
+    assert report["policies"][-1]["policy"] == report["oracle"]
+    assert report["oracle"] in {f"oracle ({name})" for name in report["plans"]}
+    assert report["busy_bound_minutes"] == 6 * 120 * 0.5 / 2 / 60, \
+        "6 tasks of 0.5 s per 5 s, after the 600 s warm-up"
