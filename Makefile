@@ -89,6 +89,7 @@ bench: $(STAMP) $(BUILT) $(RUNTIME_STAMP)
 	$(BIN)/python -m tests.bench.scale
 	$(BIN)/python -m tests.bench.unacked
 	$(BIN)/python -m tests.bench.simulate
+	$(BIN)/python -m tests.bench.reaction
 	$(BIN)/python -m tests.bench.cost
 
 demo: $(STAMP)

@@ -76,10 +76,11 @@ def savings() -> dict[str, float]:
     tracking (the simulator of `ondemand simulate`)."""
     config = SimConfig(concurrency=4, startup_seconds=60, tick_seconds=15, wait_target=60,
                        max_workers=300)
-    rows, _ = compare(read_counts(TRACE, 86400, 86400), config, "exp:20", 0.1)
-    by = {row.result.policy: row.result.worker_minutes for row in rows}
-    return {policy: by[policy] - by["capacity"]
-            for policy in ("keda", "aws-target-tracking") if policy in by}
+    results = compare(read_counts(TRACE, 86400, 86400), config, "exp:20", 0.1,
+                      policies=("capacity", "keda", "aws-target-tracking"),
+                      warmup=1800).by_policy()
+    return {policy: results[policy].worker_minutes - results["capacity"].worker_minutes
+            for policy in ("keda", "aws-target-tracking")}
 
 
 def main() -> None:
