@@ -201,7 +201,12 @@ def parse_settings(text: str, source: str = "config",
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from exc
+        # The problem and its place only: PyYAML's own message quotes the offending line,
+        # which may hold a broker password.
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML or JSON: {problem}{where}") from None
     return settings_from_mapping(document, source, overrides)
 
 

@@ -175,3 +175,12 @@ def test_transport_options_on_the_command_line() -> None:
         "sep": ":", "priority_steps": [0, 5]}
     with pytest.raises(ConfigError, match="--transport-options: must be a mapping"):
         parse_transport_options("[1]")
+
+
+def test_a_yaml_error_does_not_quote_the_line_it_stumbled_on() -> None:
+    """PyYAML's message quotes the offending line, which may be a broker URL."""
+    with pytest.raises(ConfigError) as raised:
+        parse_settings("broker_url: redis://:p4ss: w0rd@redis.internal:6379/0\ntargets: []")
+    assert "at line 1" in str(raised.value)
+    assert "p4ss" not in str(raised.value) and "w0rd" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__

@@ -139,3 +139,15 @@ def test_an_odd_control_reply_blinds_only_its_own_worker() -> None:
     for name in ("odd@h", "worse@h"):
         assert not workers[name].replied and workers[name].queues == []
         assert workers[name].running == [] and workers[name].scheduled == []
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("amqp://celery:FirstPass@a//;amqp://celery:SecondPass@b//",
+     "amqp://celery:**@a//;amqp://celery:**@b//"),  # Celery's failover list
+    ("sentinel://:pw@s1:26379;sentinel://:pw@s2:26379",
+     "sentinel://:**@s1:26379/;sentinel://:**@s2:26379/"),
+    ("redis://:pw@h:notaport/0", "redis://h:notaport"),  # kombu cannot read it: hosts only
+])
+def test_every_password_of_a_broker_list_is_masked(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+    assert "Pass" not in safe_url(url) and ":pw@" not in safe_url(url)
