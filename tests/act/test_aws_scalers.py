@@ -65,12 +65,17 @@ def test_ecs_scale_in_protects_busy_tasks_and_frees_idle_ones(aws: dict[str, Any
 
 
 def test_ecs_maps_workers_by_the_task_arn_they_report(aws: dict[str, Any]) -> None:
-    arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=2)
+    """A worker reporting its task runs the bootstep, which holds its own protection: the
+    busy one is protected, and the idle one's is left to its bootstep — lifting it could
+    undo what the bootstep set for a task taken since the observation."""
+    arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=3)
     client = ECSWithProtection(aws["ecs"])
     workers = [WorkerStatus("celery@a", alive=True, active=1, machine=arns[1]),
-               WorkerStatus("celery@b", alive=True, machine=arns[0])]
-    ECSScaler(ecs_target(), client).apply(1, 2, workers)
-    assert client.protected == {arns[1]: True, arns[0]: False}
+               WorkerStatus("celery@b", alive=True, machine=arns[0]),
+               WorkerStatus(f"celery@{arns[2].rsplit('/', 1)[-1]}", alive=True)]
+    ECSScaler(ecs_target(), client).apply(1, 3, workers)
+    assert client.protected == {arns[1]: True, arns[2]: False}, \
+        "only a worker without a bootstep has its protection lifted by the tick"
 
 
 def test_ecs_scale_out_touches_no_protection(aws: dict[str, Any]) -> None:

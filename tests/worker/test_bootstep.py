@@ -69,7 +69,7 @@ def agent() -> Iterator[FakeEcsAgent]:
     server.server_close()
 
 
-def test_protection_is_on_exactly_while_tasks_run(broker_url: str, fleet: Fleet,
+def test_protection_is_on_while_tasks_run_and_a_linger_after(broker_url: str, fleet: Fleet,
                                                   agent: FakeEcsAgent) -> None:
     counter_url = require_broker(BROKERS["redis"])
     release = unique("ondemand-release")
@@ -82,32 +82,37 @@ def test_protection_is_on_exactly_while_tasks_run(broker_url: str, fleet: Fleet,
             "ONDEMAND_TEST_BOOTSTEP": "1", "ECS_AGENT_URI": agent.url,
             "ECS_CONTAINER_METADATA_URI_V4": f"{agent.url}/meta",
             "ONDEMAND_TEST_COUNTER": counter_url,
-            "ONDEMAND_PROTECTION_POLL": "0.1", "ONDEMAND_PROTECTION_MINUTES": "5"})
+            "ONDEMAND_PROTECTION_POLL": "0.1", "ONDEMAND_PROTECTION_MINUTES": "5",
+            "ONDEMAND_PROTECTION_LINGER": "2"})
         stats = app.control.inspect(destination=[worker.hostname], limit=1).stats() or {}
         assert stats[worker.hostname]["ondemand"] == {"platform": "ecs", "task_arn": TASK_ARN,
                                                       "protected": False, "rate_limited": 0,
                                                       "beat": False}
-        assert agent.calls == [], "idle: nothing to protect"
+        assert [body for _, body in agent.calls] == [{"ProtectionEnabled": False}], \
+            "at start, idle: whatever a crashed predecessor left is lifted, nothing set"
         with Observer(broker_url) as observer:
             seen = observer.observe([name]).workers[worker.hostname]
         assert seen.machine == TASK_ARN, "the tick maps this worker to its task exactly"
 
         producer.send_task("tests.hold", args=(release,), queue=name)  # runs until released
-        wait_until(lambda: list(agent.calls), what="protection set when the task started")
-        assert agent.calls[0][1] == {"ProtectionEnabled": True, "ExpiresInMinutes": 5}
+        wait_until(lambda: len(agent.calls), lambda n: n >= 2,
+                   what="protection set when the task started")
+        assert agent.calls[1][1] == {"ProtectionEnabled": True, "ExpiresInMinutes": 5}
         # The task still runs: at least a second of 0.1 s polls (a slow machine only makes
         # it longer), and the worker itself says it is protected.
         time.sleep(1.0)
         stats = app.control.inspect(destination=[worker.hostname], limit=1).stats() or {}
         assert stats[worker.hostname]["ondemand"]["protected"] is True
-        assert len(agent.calls) == 1, "protection held, not lifted, while the task ran"
+        assert len(agent.calls) == 2, "protection held, not lifted, while the task ran"
 
         released = time.monotonic()
         redis.Redis.from_url(counter_url).set(release, 1, ex=300)
-        wait_until(lambda: len(agent.calls), lambda n: n >= 2,
+        wait_until(lambda: len(agent.calls), lambda n: n >= 3,
                    what="protection lifted when the task ended")
         assert agent.calls[-1][1] == {"ProtectionEnabled": False}
-        assert agent.calls[-1][0] >= released, "lifted only once the task had ended"
+        # The linger counts from the last 0.1 s poll that saw the task: within two polls.
+        assert agent.calls[-1][0] >= released + 2 - 0.2, \
+            "lifted only once the worker had been idle the linger (2 s) after its task"
     finally:
         redis.Redis.from_url(counter_url).set(release, 1, ex=300)
         app.close()

@@ -28,6 +28,8 @@ def imds() -> Iterator[tuple[str, list[str]]]:
         def do_GET(self) -> None:
             if self.headers.get("X-aws-ec2-metadata-token") != "token-123":
                 self._reply(401, "")
+            elif self.path == "/latest/meta-data/placement/region":
+                self._reply(200, "us-east-1")
             else:
                 self._reply(200, instance[0])
 
@@ -68,3 +70,23 @@ def test_the_instance_protects_itself_in_its_group(imds: tuple[str, list[str]],
         assert protected()
         protection.set(False, 60)
         assert not protected()
+
+
+def test_the_region_comes_from_the_instance_when_the_environment_names_none(
+        imds: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An EC2 instance's environment sets no AWS_REGION: boto3 alone would refuse to make
+    a client (NoRegionError) and the worker would run unprotected."""
+    url, instance = imds
+    fake_credentials(monkeypatch)
+    with mock_aws():
+        autoscaling = boto3.client("autoscaling", region_name="us-east-1")
+        ids = auto_scaling_group(autoscaling, boto3.client("ec2", region_name="us-east-1"),
+                                 desired=1)
+        instance.append(ids[0])
+        for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            monkeypatch.delenv(name, raising=False)
+        protection = Ec2Protection(imds=url)
+        assert protection.client.meta.region_name == "us-east-1"
+        protection.set(True, 60)
+        found = autoscaling.describe_auto_scaling_instances(InstanceIds=[ids[0]])
+        assert found["AutoScalingInstances"][0]["ProtectedFromScaleIn"] is True

@@ -174,7 +174,11 @@ def shield_plan(target: str, busy: Sequence[WorkerStatus], idle: Sequence[Worker
                 machines: Mapping[str, set[str]], kind: str) -> tuple[list[str], list[str]]:
     """The machines to protect (a busy worker's) and to unprotect (only idle workers'),
     before a scale-in. A busy worker not matched to a machine holds the scale-in: the
-    platform could stop it."""
+    platform could stop it.
+
+    An idle worker that reported its machine runs the bootstep, which holds and lifts its
+    own protection as its tasks start and end: lifting it here would race with a task it
+    has just taken (our observation is seconds old), so it is left to the bootstep."""
     busy_owned = owners(busy, machines)
     unmatched = sorted(w.hostname for w in busy if w.hostname not in busy_owned)
     if unmatched:
@@ -183,7 +187,9 @@ def shield_plan(target: str, busy: Sequence[WorkerStatus], idle: Sequence[Worker
             f"{', '.join(unmatched)} (name workers celery@$HOSTNAME, or add the "
             "celery_ondemand bootstep so they report it)")
     protect = sorted(set(busy_owned.values()))
-    unprotect = sorted(set(owners(idle, machines).values()) - set(protect))
+    self_managed = [w for w in idle if w.machine]
+    unprotect = sorted(set(owners([w for w in idle if w not in self_managed],
+                                  machines).values()) - set(protect))
     return protect, unprotect
 
 

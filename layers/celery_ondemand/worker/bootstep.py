@@ -3,10 +3,13 @@ and answer ``ondemand_drain``.
 
 Add it with :func:`celery_ondemand.worker.install` (or ``app.steps["worker"].add``), as
 Celery's "Extensions and Bootsteps" guide describes. Protection follows the worker's
-running tasks, checked every ``ONDEMAND_PROTECTION_POLL`` seconds (default 1), and is set
-with an expiry (``ONDEMAND_PROTECTION_MINUTES``, default 60, renewed at half-time) so a
-crashed worker does not stay protected. What the step knows (platform, task ARN or
-instance id, protected or not) appears in the worker's ``stats()`` reply under
+running tasks, checked every ``ONDEMAND_PROTECTION_POLL`` seconds (default 1): set when a
+task starts, lifted once the worker has been idle ``ONDEMAND_PROTECTION_LINGER`` seconds
+(default 30: a worker between two short tasks is neither exposed nor calling the platform's
+API every second), with an expiry on ECS (``ONDEMAND_PROTECTION_MINUTES``, default 60,
+renewed at half-time) so a crashed worker does not stay protected. What the step knows
+(platform, task ARN or instance id, protected or not) appears in the worker's ``stats()``
+reply under
 ``ondemand``, where the autoscaler reads it.
 """
 
@@ -38,6 +41,7 @@ class OnDemandStep(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self.poll = float(os.environ.get("ONDEMAND_PROTECTION_POLL", "1.0"))
         self.minutes = int(os.environ.get("ONDEMAND_PROTECTION_MINUTES", "60"))
+        self.linger = float(os.environ.get("ONDEMAND_PROTECTION_LINGER", "30"))
         self.protection: Protection = Protection()
         self.protected = False
         self._stop = threading.Event()
@@ -54,6 +58,9 @@ class OnDemandStep(bootsteps.StartStopStep):
             return
         logger.info("celery-ondemand: holding %s scale-in protection while tasks run",
                     self.protection.platform)
+        # Nothing runs yet: lift what a crashed predecessor on this task or instance may
+        # have left (EC2's protection never expires, and the tick leaves it to us).
+        self._set(False)
         self._thread = threading.Thread(target=self._follow_tasks, daemon=True,
                                         name="celery-ondemand-protection")
         self._thread.start()
@@ -69,12 +76,15 @@ class OnDemandStep(bootsteps.StartStopStep):
                              "beat": getattr(parent, "beat", None) is not None}}
 
     def _follow_tasks(self) -> None:
-        set_at = 0.0
+        set_at = busy_at = 0.0
         while not self._stop.wait(self.poll):
-            busy = bool(worker_state.active_requests)
-            renew = self.protected and time.monotonic() - set_at > self.minutes * 30
-            if busy != self.protected or (busy and renew):
-                set_at = self._set(busy) or set_at
+            now = time.monotonic()
+            if worker_state.active_requests:
+                busy_at = now
+            wanted = now - busy_at < self.linger if busy_at else False
+            renew = self.protected and now - set_at > self.minutes * 30
+            if wanted != self.protected or (wanted and renew):
+                set_at = self._set(wanted) or set_at
         if self.protected:
             self._set(False)
 

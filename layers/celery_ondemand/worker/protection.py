@@ -47,7 +47,13 @@ class EcsProtection(Protection):
                                          data=json.dumps(body).encode(), method="PUT",
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            response.read()
+            answer = response.read()
+        try:
+            failure = json.loads(answer or b"{}").get("failure")
+        except (ValueError, AttributeError):
+            failure = None
+        if failure:  # the agent answers 200 with the API's failure in the body
+            raise OSError(f"ECS refused task protection: {failure}")
 
     def info(self) -> dict[str, Any]:
         return {"platform": self.platform, "task_arn": self.task_arn}
@@ -66,7 +72,11 @@ class Ec2Protection(Protection):
         if client is None:
             import boto3
 
-            client = boto3.client("autoscaling")
+            # An instance's environment names no region: the instance's own, from IMDS.
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") \
+                or _http("GET", f"{imds}/latest/meta-data/placement/region",
+                         {"X-aws-ec2-metadata-token": token})
+            client = boto3.client("autoscaling", region_name=region)
         self.client = client
         found = client.describe_auto_scaling_instances(InstanceIds=[self.instance_id])
         instances = found.get("AutoScalingInstances", [])
