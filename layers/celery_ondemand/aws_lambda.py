@@ -250,7 +250,7 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
                 break
             sleep(max(0.0, slots[0] - now))
     finally:
-        ticker.release_lease()
+        _end_invocation(ticker)
     return {**_summary(results), "queued": queued}
 
 
@@ -273,8 +273,18 @@ def run_queued(context: Any, event: dict[str, Any],
     try:
         result, _ = _tick(ticker, settings, namespace, clock)
     finally:
-        ticker.release_lease()
+        _end_invocation(ticker)
     return _summary([result])
+
+
+def _end_invocation(ticker: Ticker) -> None:
+    """Release the lease, and close the broker connection: Lambda freezes a container
+    between invocations and may destroy it without a word, and a connection it leaves
+    half-open (AMQP without heartbeats, a broker without TCP keepalive) would stay on the
+    broker. The next invocation connects again (milliseconds); the Ticker's memory of the
+    last read stays."""
+    ticker.release_lease()
+    ticker.observer.close()
 
 
 def _tick(ticker: Ticker, settings: Settings, namespace: str,

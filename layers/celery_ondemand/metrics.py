@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import schedules
 from .config import Settings, TargetConfig
 
 if TYPE_CHECKING:
@@ -74,8 +73,7 @@ def publish(result: TickResult, settings: Settings, duration: float,
         key = (namespace, deployment, target.name)
         steady = {k: v for k, v in values.items() if k not in WHEN_NOT_ZERO}
         signature = tuple(steady.values())
-        if decision.at_rest(schedules.floor(target, result.started_at)) \
-                and _last_printed.get(key) == signature \
+        if decision.at_rest() and _last_printed.get(key) == signature \
                 and not any(values[k] for k in values if k in WHEN_NOT_ZERO):
             continue  # at rest and said so already: nothing billed for it this hour
         _emit(namespace, {"deployment": deployment, "target": target.name}, values)

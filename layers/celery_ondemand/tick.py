@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import schedules
 from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
 from .decide import Agent, Decision, TargetMemory, build_agents, decide
@@ -63,8 +62,7 @@ class TickResult:
         :meth:`Decision.at_rest`): nothing will change before new work arrives."""
         if self.observation is None or not self.ok or self.lease_lost:
             return False
-        floors = {t.name: schedules.floor(t, self.started_at) for t in settings.targets}
-        return all(d.at_rest(floors.get(d.target, 0)) for d in self.decisions)
+        return all(d.at_rest() for d in self.decisions)
 
     def warnings(self) -> list[str]:
         """What this tick read only in part, or found odd, without it being an error.
@@ -149,9 +147,10 @@ class Ticker:
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
         observation, error = self._observe()
-        current, running, target_errors, rollouts = self._capacities(observation)
+        current, running, target_errors, rollouts, bounds = self._capacities(observation)
         decisions, memory = decide(observation, self.settings, memory, now, current=current,
-                                   running=running, agents=self.agents, dry_run=dry_run)
+                                   running=running, agents=self.agents, dry_run=dry_run,
+                                   platform_bounds=bounds)
         decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
         result = TickResult(observation, decisions, error, target_errors, started_at=now)
         if not dry_run:
@@ -194,10 +193,11 @@ class Ticker:
                           f"{Path(where.filename).name}:{where.lineno}; holding every target")
 
     def _capacities(self, observation: Observation | None) -> tuple[
-            dict[str, int], dict[str, int], dict[str, str], dict[str, str]]:
+            dict[str, int], dict[str, int], dict[str, str], dict[str, str],
+            dict[str, tuple[int, int]]]:
         """Each target's count and what runs of it, the targets whose count could not be
-        read, and the targets in a rollout (with why)."""
-        current, running, errors, rollouts = {}, {}, {}, {}
+        read, the targets in a rollout (with why), and the platform's own bounds."""
+        current, running, errors, rollouts, bounds = {}, {}, {}, {}, {}
         for target in self.settings.targets:
             scaler = self.scalers.get(target.name)
             if scaler is None:
@@ -212,7 +212,9 @@ class Ticker:
             running[target.name] = capacity.running
             if capacity.rollout:
                 rollouts[target.name] = capacity.rollout
-        return current, running, errors, rollouts
+            if capacity.bounds:
+                bounds[target.name] = capacity.bounds
+        return current, running, errors, rollouts, bounds
 
     def _act(self, result: TickResult) -> None:
         for i, decision in enumerate(result.decisions):

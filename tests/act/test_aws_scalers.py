@@ -172,3 +172,27 @@ def test_asg_replaces_a_zombie_by_terminating_its_instance_keeping_capacity(
         AutoScalingGroupNames=["workers"])["AutoScalingGroups"][0]
     assert group["DesiredCapacity"] == 2
     assert ids[0] not in {i["InstanceId"] for i in group["Instances"]}
+
+
+def test_an_auto_scaling_groups_own_min_and_max_bound_the_decision(
+        aws: dict[str, Any]) -> None:
+    """A count outside MinSize..MaxSize is refused by SetDesiredCapacity on every tick: the
+    decision stays within the group's own bounds instead (and at rest means at MinSize)."""
+    from celery_ondemand.tick import Ticker
+    from tests.support.observations import ScriptedObserver, observation
+
+    auto_scaling_group(aws["autoscaling"], aws["ec2"], desired=2)
+    aws["autoscaling"].update_auto_scaling_group(AutoScalingGroupName="workers", MinSize=1,
+                                                 MaxSize=3)
+    config = settings(scaler="asg", auto_scaling_group="workers", command=None,
+                      worker_concurrency=1, max_workers=10, scale_down_delay_seconds=0)
+    busy = Ticker(config, observer=ScriptedObserver(observation({"q": (20, 0)})))
+    result = busy.tick(now=1000.0)
+    assert result.ok and (result.decisions[0].desired, result.decisions[0].rule) == (3, "bounds")
+    group = aws["autoscaling"].describe_auto_scaling_groups(AutoScalingGroupNames=["workers"])
+    assert group["AutoScalingGroups"][0]["DesiredCapacity"] == 3
+    idle = Ticker(config, observer=ScriptedObserver(observation({"q": (0, 0)})))
+    rest = idle.tick(now=2000.0)
+    assert rest.ok and rest.decisions[0].desired == 1, "never below MinSize"
+    settled = idle.tick(now=2015.0)
+    assert settled.at_rest(config), "at rest at the group's MinSize, not at min_workers 0"

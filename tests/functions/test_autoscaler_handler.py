@@ -93,6 +93,9 @@ def test_a_scheduled_invocation_ticks_scales_remembers_and_reports(
         output = capsys.readouterr().out
 
         assert summary["ok"] and summary["errors"] == []
+        assert aws_lambda._warm is not None and aws_lambda._warm.ticker.observer._probe is None, \
+            "the broker connection is closed at the end of each invocation (Lambda may " \
+            "freeze the container and never come back)"
         # The loop's arithmetic is exact in test_schedule_loop.py; in real time, only that
         # the invocation ticked and ended within the period plus one tick's budget (the
         # first tick always runs, however long a loaded machine makes it).

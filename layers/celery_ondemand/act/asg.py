@@ -64,7 +64,8 @@ class ASGScaler(Scaler):
         states = [i.get("LifecycleState", "") for i in group.get("Instances", [])]
         return Capacity(int(group["DesiredCapacity"]),
                         sum(1 for s in states if s == "InService"),
-                        sum(1 for s in states if s.startswith("Pending")), self._refresh())
+                        sum(1 for s in states if s.startswith("Pending")), self._refresh(),
+                        bounds=(int(group["MinSize"]), int(group["MaxSize"])))
 
     def _refresh(self) -> str | None:
         """An instance refresh under way replaces instances by itself: scale-in waits.

@@ -28,10 +28,11 @@ from ..errors import OnDemandError, ScaleInHeld, ScalerError
 from ..model import Observation, WorkerStatus
 
 AWS_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
-                           connect_timeout=3, read_timeout=10)
-"""Retries and timeouts that keep one tick well inside its interval: two retries with
-backoff (at most ~3 s) absorb a short throttling burst; a longer one fails this target's
-tick and the next tick tries again (five attempts could back off for ~15 s)."""
+                           connect_timeout=3, read_timeout=5)
+"""Retries and timeouts that keep one tick well inside its interval and the function's
+timeout: two retries with backoff (at most ~3 s) absorb a short throttling burst; a longer
+one fails this target's tick and the next tick tries again (five attempts could back off for
+~15 s). An AWS API answers in milliseconds: 5 s without a byte is a failure, not a wait."""
 
 PROTECTION_MINUTES = 60
 """How long scale-in protection set by the tick lasts if nobody lifts it."""
@@ -48,6 +49,9 @@ class Capacity:
     """Why a rollout is under way (an ECS deployment, an instance refresh), or why one
     cannot be ruled out (the refreshes could not be read); None when there is none:
     scale-in waits for it to end, scale-out does not."""
+    bounds: tuple[int, int] | None = None
+    """The smallest and largest count the platform itself accepts (an Auto Scaling group's
+    MinSize and MaxSize), where it has any: decisions stay within them."""
 
 
 class Scaler(ABC):

@@ -51,10 +51,12 @@ class Decision:
             return "down"
         return "hold"
 
-    def at_rest(self, floor: int) -> bool:
+    def at_rest(self, floor: int | None = None) -> bool:
         """Nothing to do: no task waiting or held, no worker busy, the count at ``floor``
-        (the target's ``min_workers``) and staying there, and a complete read."""
+        (by default the floor the decision was made with: ``min_workers`` as schedules and
+        the platform set it) and staying there, and a complete read."""
         inputs = self.inputs
+        floor = inputs.get("floor", 0) if floor is None else floor
         return (self.current == self.desired == floor and not inputs.get("ready")
                 and not inputs.get("hidden") and not inputs.get("busy")
                 and not inputs.get("problems") and not self.zombies)

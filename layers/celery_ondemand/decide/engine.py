@@ -53,19 +53,24 @@ def decide(observation: Observation | None, settings: Settings,
            current: Mapping[str, int] | None = None,
            running: Mapping[str, int] | None = None,
            agents: Mapping[str, Agent] | None = None,
-           dry_run: bool = False) -> tuple[list[Decision], dict[str, TargetMemory]]:
+           dry_run: bool = False,
+           platform_bounds: Mapping[str, tuple[int, int]] | None = None,
+           ) -> tuple[list[Decision], dict[str, TargetMemory]]:
     """Decide every target's worker count.
 
     ``observation`` is None when the broker could not be read at all. ``current`` holds
     the scalers' counts by target; a target missing from it counts its live workers.
     ``running`` holds what the platform says runs (ECS tasks, InService instances), where
     known: more running than heard for ``startup_grace_seconds`` is a gap in the read.
+    ``platform_bounds`` holds the counts a platform accepts at the least and the most (an
+    Auto Scaling group's MinSize and MaxSize): the bounds narrow to them.
     Returns the decisions and the new memory (the input memory is not changed).
     """
     agents = agents if agents is not None else build_agents(settings)
     decisions, remembered = [], {}
     for configured in settings.targets:
         target, windows = scheduled(configured, now)
+        target = within(target, (platform_bounds or {}).get(target.name))
         before = memory.get(target.name) or TargetMemory()
         view = target_view(target, observation, before, now, current,
                            (running or {}).get(target.name),
@@ -79,6 +84,8 @@ def decide(observation: Observation | None, settings: Settings,
             recommendation = agents[target.name].recommend(view)
             decision = apply_rails(view, recommendation, dry_run or target.dry_run)
             decision = _name_the_schedule(decision, configured, target, windows)
+            decision = replace(decision, inputs={**decision.inputs,
+                                                 "floor": target.min_workers})
             decision = replace(decision, zombies=tuple(w.hostname for w in view.zombies))
             _note(view, recommendation, decision)
         decisions.append(decision)
@@ -93,6 +100,16 @@ def scheduled(target: TargetConfig, now: float) -> tuple[TargetConfig, list[Wind
     low, high, windows = schedule_bounds(target.schedules, now, target.min_workers,
                                          target.max_workers)
     return replace(target, min_workers=low, max_workers=high), windows
+
+
+def within(target: TargetConfig, bounds: tuple[int, int] | None) -> TargetConfig:
+    """The target with its bounds narrowed to what the platform accepts."""
+    if bounds is None:
+        return target
+    low, high = bounds
+    ceiling = max(0, min(target.max_workers, high))
+    return replace(target, min_workers=min(max(target.min_workers, low), ceiling),
+                   max_workers=ceiling)
 
 
 def _name_the_schedule(decision: Decision, configured: TargetConfig, target: TargetConfig,
