@@ -16,6 +16,7 @@ count above the target's own ``max_workers``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -64,7 +65,7 @@ class Window:
         """Open if the cron expression matched a wall-clock minute within the duration."""
         spec = _crontab(str(self.cron))
         minute = local.replace(second=0, microsecond=0)
-        for back in range(int(self.duration_minutes)):
+        for back in range(math.ceil(self.duration_minutes)):
             at = (minute - timedelta(minutes=back)) if back else minute
             wall = at.replace(tzinfo=None)  # wall-clock minutes, as cron reads them
             if (wall.minute in spec.minute and wall.hour in spec.hour

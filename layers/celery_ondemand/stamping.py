@@ -19,7 +19,13 @@ _DISPATCH_UID = "celery_ondemand.stamp_publish_time"
 
 
 def _stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    if headers is not None:
+    if headers is None:
+        return
+    if headers.get("retries"):
+        # A retry is published anew carrying its first publish's headers: its wait in the
+        # queue starts now, not when the task was first sent.
+        headers[PUBLISHED_AT_HEADER] = time.time()
+    else:
         headers.setdefault(PUBLISHED_AT_HEADER, time.time())
 
 
@@ -28,7 +34,8 @@ def stamp_publish_time() -> None:
 
     Call it once where the producers configure Celery (for example beside ``app.conf``).
     Celery's publish signal is process-wide, so one call covers every app; calling it again
-    does nothing. A header the producer set itself is kept.
+    does nothing. A header the producer set itself is kept, except on a retry, which is
+    stamped anew.
     """
     before_task_publish.connect(_stamp, weak=False, dispatch_uid=_DISPATCH_UID)
 

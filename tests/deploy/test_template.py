@@ -31,7 +31,7 @@ EVERYTHING = {
     "AutoScalingGroupNames": "batch-a,batch-b", "BrokerSecretArn": SECRET_ARN,
     "BrokerSecretKmsKeyArn": KEY_ARN, "SqsBroker": "true",
     "SubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
-    "SecurityGroupIds": "sg-0123456789abcdef0", "ReservedConcurrency": "2",
+    "SecurityGroupIds": "sg-0123456789abcdef0", "ReservedConcurrency": "3",
     "Tracing": "Active", "AlarmEmail": "ops@example.com"}
 PARAMETER_SETS = {"defaults": {}, "everything": EVERYTHING}
 
@@ -169,7 +169,7 @@ def test_reserved_concurrency_is_opt_in(defaults: Stack, everything: Stack) -> N
     """An account at the default quota of 10 cannot reserve any: the lease keeps one tick
     at a time without it."""
     assert "ReservedConcurrentExecutions" not in defaults.resource("AutoscalerFunction")
-    assert everything.resource("AutoscalerFunction")["ReservedConcurrentExecutions"] == "2"
+    assert everything.resource("AutoscalerFunction")["ReservedConcurrentExecutions"] == "3"
 
 
 def test_tracing_is_opt_in_and_so_is_its_import(defaults: Stack, everything: Stack) -> None:

@@ -151,3 +151,18 @@ def test_an_odd_control_reply_blinds_only_its_own_worker() -> None:
 def test_every_password_of_a_broker_list_is_masked(url: str, shown: str) -> None:
     assert safe_url(url) == shown
     assert "Pass" not in safe_url(url) and ":pw@" not in safe_url(url)
+
+
+def test_a_retry_is_stamped_anew_a_first_publish_keeps_a_producers_own_stamp() -> None:
+    """Celery republishes a retried task with its first publish's headers (our stamp
+    included): read as its age, the task would look old and add workers every tick."""
+    import time
+
+    from celery_ondemand.stamping import _stamp
+
+    first = {"id": "t", "retries": 0, PUBLISHED_AT_HEADER: 100.0}
+    _stamp(headers=first)
+    assert first[PUBLISHED_AT_HEADER] == 100.0
+    retried = {"id": "t", "retries": 1, PUBLISHED_AT_HEADER: 100.0}
+    _stamp(headers=retried)
+    assert retried[PUBLISHED_AT_HEADER] > time.time() - 60
