@@ -293,6 +293,9 @@ def _tick(ticker: Ticker, settings: Settings, namespace: str,
     result = ticker.tick(now=began)
     duration = clock() - began
     report_tick(result, settings, duration, namespace)
+    if result.credentials_refused and settings.broker_url_secret:
+        # A rotated secret: read it afresh next tick rather than after its cache expires.
+        _clients().secret.clear_cache()
     return result, duration
 
 

@@ -27,6 +27,7 @@ from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
 from .decide import Agent, Decision, TargetMemory, build_agents, decide
 from .errors import (
+    BrokerAuthFailed,
     BrokerUnavailable,
     ConfigError,
     LeaseLost,
@@ -51,6 +52,8 @@ class TickResult:
     replaced: dict[str, list[str]] = field(default_factory=dict)
     lease_lost: bool = False
     started_at: float = field(default_factory=time.time)
+    credentials_refused: bool = False
+    """The broker refused our credentials (a secret rotated since we read it?)."""
 
     @property
     def ok(self) -> bool:
@@ -132,6 +135,7 @@ class Ticker:
         self.memory: dict[str, TargetMemory] = {}
         self.previous: Observation | None = None
         self.recorded: dict[str, tuple[Any, ...]] = {}
+        self.credentials_refused = False
         """Per target, what its last decision written to the history said."""
 
     def tick(self, now: float | None = None, dry_run: bool = False) -> TickResult:
@@ -146,13 +150,15 @@ class Ticker:
             memory = self.store.load_memory(deployment) if self.store else self.memory
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
+        self.credentials_refused = False
         observation, error = self._observe()
         current, running, target_errors, rollouts, bounds = self._capacities(observation)
         decisions, memory = decide(observation, self.settings, memory, now, current=current,
                                    running=running, agents=self.agents, dry_run=dry_run,
                                    platform_bounds=bounds)
         decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
-        result = TickResult(observation, decisions, error, target_errors, started_at=now)
+        result = TickResult(observation, decisions, error, target_errors, started_at=now,
+                            credentials_refused=self.credentials_refused)
         if not dry_run:
             self._act(result)
             _remember_what_was_done(memory, result)
@@ -182,6 +188,9 @@ class Ticker:
     def _observe(self) -> tuple[Observation | None, str | None]:
         try:
             return self.observer.observe(self.settings.queues, previous=self.previous), None
+        except BrokerAuthFailed as exc:
+            self.credentials_refused = True
+            return None, str(exc)
         except BrokerUnavailable as exc:
             return None, str(exc)
         except Exception as exc:  # a bug of ours, or a broker answer nobody foresaw: hold
