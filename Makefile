@@ -38,8 +38,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The suite also runs the built Lambda artifact, so it builds first (sam build is cached).
+# Two test processes by default: most tests wait on real workers and brokers, and every test
+# names its own queues and workers, so two share the brokers (PYTEST_WORKERS=0: one process).
+PYTEST_WORKERS ?= 2
 test: $(STAMP) $(BUILT) $(RUNTIME_STAMP)
-	ONDEMAND_LAMBDA_PYTHON="$(LAMBDA_PYTHON)" $(BIN)/python -m pytest -ra
+	ONDEMAND_LAMBDA_PYTHON="$(LAMBDA_PYTHON)" $(BIN)/python -m pytest -ra --durations=30 \
+		-n $(PYTEST_WORKERS)
 
 lint: lint-python lint-template
 

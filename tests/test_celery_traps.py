@@ -71,7 +71,8 @@ def test_a_consumer_nobody_hears_is_a_gap_on_rabbitmq(rabbitmq_url: str) -> None
                 status = observer.observe([name])
             consumer.cancel()
         assert status.queues[name].consumers == 1 and status.queues[name].workers == []
-        assert f"queue {name}: 1 consumers on the broker, 0 workers heard" in status.problems
+        unheard = f"queue {name}: 1 consumers on the broker, 0 workers heard"
+        assert status.queue_problems[name] == [unheard] and status.problems_for([name])
         config = settings(queues=[name], worker_concurrency=1)
         long_idle = {"t": TargetMemory(idle_since=0.0)}
         decisions, _ = decide(status, config, long_idle, 1000.0, current={"t": 1})

@@ -103,12 +103,14 @@ class Fleet:
                 raise TimeoutError(f"workers not ready: {[w.hostname for w in pending]}")
             time.sleep(0.1)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5.0) -> None:
+        """The end of a test: SIGTERM to all, then SIGKILL whoever still runs a task after
+        ``grace`` seconds (a test that needs a worker's warm shutdown stops it itself)."""
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
         for worker in self.workers:
-            worker.stop()
+            worker.stop(timeout=grace)
         self.workers.clear()
 
 
