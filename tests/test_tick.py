@@ -291,3 +291,22 @@ def test_an_asg_instance_refresh_holds_scale_in(
         assert (held.desired, held.rule) == (3, "rollout") and "r-1" in held.reason
         instance_refreshes.refreshes = [{"InstanceRefreshId": "r-1", "Status": "Successful"}]
         assert ticker.tick(now=1015.0).decisions[0].desired == 0, "done: scale in"
+
+
+def test_ticks_write_the_load_history(store: StateStore, counted: Any) -> None:
+    """Every measured tick adds its arrivals, completions and busy time to its minute; the
+    first (nothing to measure from) and a blind one add nothing."""
+    w = [worker("w0", ["q"], active=4, processed=0)]
+    ticker = Ticker(counted, store=store, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"q": (6, 4)}, w),
+        observation({"q": (10, 4)}, [worker("w0", ["q"], active=4, processed=5)]),
+        None,
+        observation({"q": (3, 4)}, [worker("w0", ["q"], active=4, processed=12)])))
+    for now in (6000.0, 6015.0, 6030.0, 6045.0):
+        ticker.tick(now=now)
+    [minute] = store.load_history("default", "t", 6000, 6059)
+    # 6000→6015: 5 finished, work 10 → 14: 9 arrived; 6030 blind; 6015→6045: 7 finished,
+    # work 14 → 7: 0 arrived.
+    assert (minute.seconds, minute.arrivals, minute.completions, minute.ticks) == (
+        45.0, 9.0, 12.0, 2)
+    assert minute.busy_seconds == 4 * 45.0, "four slots busy throughout"

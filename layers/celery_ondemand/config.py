@@ -76,6 +76,7 @@ class Settings:
     state_table: str = "celery-ondemand"
     state_file: str | None = None
     history_days: float = 7.0
+    load_history_days: float = 28.0
     tick_interval_seconds: float = 15.0
     metrics_detail: str = "target"
     idle_return: bool = True
@@ -169,6 +170,9 @@ TOP_FIELDS: dict[str, Field] = {
                         optional=True),
     "history_days": Field("float", "days a decision stays in the history", 7.0,
                           minimum=0.01),
+    "load_history_days": Field("float", "days each target's per-minute load is kept (what "
+                               "the forecast learns from and simulate --history replays)",
+                               28.0, minimum=1),
     "tick_interval_seconds": Field("float", "seconds between ticks while any target has "
                                    "work or is above its floor (an idle deployment ticks "
                                    "once a schedule period)", 15.0, minimum=1),

@@ -26,6 +26,7 @@ from typing import Any
 from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
 from .decide import Agent, Decision, TargetMemory, build_agents, decide
+from .decide.load import LoadMinute, load_of
 from .errors import (
     BrokerAuthFailed,
     BrokerUnavailable,
@@ -171,6 +172,7 @@ class Ticker:
                     self.store.record(deployment, list(fresh.values()), now)
                     self.recorded.update({name: _said(d) for name, d in fresh.items()})
                     self.store.save_status(deployment, result.status(), now)
+                    self.store.add_load(deployment, loads_of(decisions, memory, now))
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)
                 except StateError as exc:  # acted, but this tick's memory is not kept
@@ -280,6 +282,18 @@ def _said(decision: Decision) -> tuple[Any, ...]:
             inputs.get("hidden"), inputs.get("live"), inputs.get("busy"), decision.zombies)
 
 
+def loads_of(decisions: list[Decision], memory: Mapping[str, TargetMemory],
+             now: float) -> dict[str, LoadMinute]:
+    """Each target's sample of this tick for the load history. A target that measured
+    nothing has none; nor has one at rest that saw nothing arrive, finish or run (a
+    minute with no item reads as no load: an idle deployment writes nothing more)."""
+    loads = {d.target: (d, load_of(d, memory[d.target], now)) for d in decisions
+             if d.target in memory}
+    return {name: load for name, (decision, load) in loads.items() if load is not None
+            and not (decision.at_rest() and load.arrivals == load.completions ==
+                     load.busy_seconds == 0)}
+
+
 def _remember_what_was_done(memory: dict[str, TargetMemory], result: TickResult) -> None:
     """A decision held or failed after ``decide`` (a rollout, a shield that failed, a
     scaler error) left the count where it was: the memory must say so, or the next tick
@@ -320,6 +334,7 @@ def store_for(settings: Settings) -> StateStore:
     else:
         store = DynamoDBStateStore(settings.state_table)
     store.history_days = settings.history_days
+    store.load_days = settings.load_history_days
     return store
 
 
