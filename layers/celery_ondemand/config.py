@@ -60,6 +60,9 @@ class TargetConfig:
     zombie_after_seconds: float = 180.0
     redelivery_timeout_seconds: float | None = None
     startup_grace_seconds: float = 180.0
+    forecast: bool = False
+    forecast_lead_seconds: float = 60.0
+    forecast_min_days: float = 7.0
     dry_run: bool = False
     paused: bool = False
     schedules: tuple[Window, ...] = ()
@@ -155,6 +158,12 @@ TARGET_FIELDS: dict[str, Field] = {
     "schedules": Field("list", "time windows that set a floor (min_workers) and/or a "
                        "ceiling (max_workers): days/from/to or cron/duration_minutes, with "
                        "a timezone", optional=True),
+    "forecast": Field("bool", "pre-scale ahead of the rises the load history's daily and "
+                      "weekly shape forecasts (capacity policy)", False),
+    "forecast_lead_seconds": Field("float", "how long before a forecast rise to have its "
+                                   "workers: a new worker's startup", 60.0, minimum=0),
+    "forecast_min_days": Field("float", "days of load history before the forecast acts",
+                               7.0, minimum=3),
     "dry_run": Field("bool", "decide but never act", False),
     "paused": Field("bool", "decide nothing", False),
 }

@@ -25,8 +25,8 @@ from typing import Any
 
 from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
-from .decide import Agent, Decision, TargetMemory, build_agents, decide
-from .decide.load import LoadMinute, load_of
+from .decide import Agent, Decision, TargetMemory, build_agents, decide, forecast
+from .decide.load import loads_of
 from .errors import (
     BrokerAuthFailed,
     BrokerUnavailable,
@@ -151,6 +151,9 @@ class Ticker:
             memory = self.store.load_memory(deployment) if self.store else self.memory
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
+        if self.store is not None:
+            with suppress(StateError):  # unread, the forecast waits: the policy reacts
+                forecast.refresh(self.settings, memory, self.store, now)
         self.credentials_refused = False
         observation, error = self._observe()
         current, running, target_errors, rollouts, bounds = self._capacities(observation)
@@ -280,18 +283,6 @@ def _said(decision: Decision) -> tuple[Any, ...]:
     inputs = decision.inputs
     return (decision.current, decision.desired, decision.rule, inputs.get("ready"),
             inputs.get("hidden"), inputs.get("live"), inputs.get("busy"), decision.zombies)
-
-
-def loads_of(decisions: list[Decision], memory: Mapping[str, TargetMemory],
-             now: float) -> dict[str, LoadMinute]:
-    """Each target's sample of this tick for the load history. A target that measured
-    nothing has none; nor has one at rest that saw nothing arrive, finish or run (a
-    minute with no item reads as no load: an idle deployment writes nothing more)."""
-    loads = {d.target: (d, load_of(d, memory[d.target], now)) for d in decisions
-             if d.target in memory}
-    return {name: load for name, (decision, load) in loads.items() if load is not None
-            and not (decision.at_rest() and load.arrivals == load.completions ==
-                     load.busy_seconds == 0)}
 
 
 def _remember_what_was_done(memory: dict[str, TargetMemory], result: TickResult) -> None:

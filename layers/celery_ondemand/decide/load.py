@@ -12,7 +12,7 @@ simulator and the tests. Pure data: no I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
@@ -87,6 +87,18 @@ def load_of(decision: Decision, memory: TargetMemory, now: float) -> LoadMinute 
                       1)
 
 
+def loads_of(decisions: Iterable[Decision], memory: Mapping[str, TargetMemory],
+             now: float) -> dict[str, LoadMinute]:
+    """Each target's sample of this tick for the load history. A target that measured
+    nothing has none; nor has one at rest that saw nothing arrive, finish or run (a
+    minute with no item reads as no load: an idle deployment writes nothing more)."""
+    loads = {d.target: (d, load_of(d, memory[d.target], now)) for d in decisions
+             if d.target in memory}
+    return {name: load for name, (decision, load) in loads.items() if load is not None
+            and not (decision.at_rest() and load.arrivals == load.completions ==
+                     load.busy_seconds == 0)}
+
+
 class LoadHistory(Protocol):
     """What a forecast or a replay reads: a target's minutes between two instants."""
 
@@ -100,7 +112,7 @@ class LoadLog:
     def __init__(self) -> None:
         self.minutes: dict[str, dict[int, LoadMinute]] = {}
 
-    def add_load(self, deployment: str, loads: dict[str, LoadMinute]) -> None:
+    def add_load(self, deployment: str, loads: Mapping[str, LoadMinute]) -> None:
         for target, sample in loads.items():
             kept = self.minutes.setdefault(target, {})
             if sample.minute in kept:
