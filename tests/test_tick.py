@@ -310,3 +310,31 @@ def test_ticks_write_the_load_history(store: StateStore, counted: Any) -> None:
     assert (minute.seconds, minute.arrivals, minute.completions, minute.ticks) == (
         45.0, 9.0, 12.0, 2)
     assert minute.busy_seconds == 4 * 45.0, "four slots busy throughout"
+
+
+def test_a_tick_learns_the_forecast_from_the_stored_history(tmp_path: Path,
+                                                            counted: Any) -> None:
+    """Eight past days of office hours in the store: the tick before 09:00 forecasts the
+    rise, keeps the forecast in the target's memory, and pre-scales for it. (SQLite only:
+    the DynamoDB store's reads are the same contract, tested in remember/, and 640 writes
+    to moto take 8 s.)"""
+    from celery_ondemand.decide.load import LoadMinute
+
+    store = SQLiteStateStore(tmp_path / "state.db")
+
+    day, nine = 86400, 8 * 86400 + 9 * 3600
+    for past in range(1, 9):  # the forecast reads these hours of each day, no more
+        for minute in range(nine - past * day - 600, nine - past * day + 4200, 60):
+            rate = 4.0 if minute % day >= 9 * 3600 else 0.4
+            store.add_load("default", {"t": LoadMinute(minute, 60.0, rate * 60, ticks=4)})
+    forecasting = replace(counted, targets=[replace(counted.targets[0], forecast=True)])
+    busy = [worker("w0", ["q"], active=2, processed=0)]
+    ticker = Ticker(forecasting, store=store, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"q": (0, 2)}, busy),
+        observation({"q": (0, 2)}, [worker("w0", ["q"], active=2, processed=6)])))
+    ticker.tick(now=nine - 120.0)
+    decision = ticker.tick(now=nine - 105.0).decisions[0]
+    kept = store.load_memory("default")["t"].forecast
+    assert kept is not None and kept["days"] > 7.9 and kept["start"] == nine - 120 - 180
+    assert kept["rates"][3] == pytest.approx(0.4) and kept["rates"][-1] == pytest.approx(4.0)
+    assert decision.rule == "forecast" and decision.desired > 1, decision.reason

@@ -152,7 +152,8 @@ class Ticker:
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
         if self.store is not None:
-            with suppress(StateError):  # unread, the forecast waits: the policy reacts
+            # A forecast only ever adds workers: unread or unlearnt, the policy reacts.
+            with suppress(Exception):
                 forecast.refresh(self.settings, memory, self.store, now)
         self.credentials_refused = False
         observation, error = self._observe()

@@ -81,8 +81,8 @@ def learn(minutes: Mapping[int, float], start: int, count: int, max_days: int,
         seen = [v for v in (spread(m - k * DAY) for k in lags) if v is not None]
         rates.append(statistics.median(seen) if len(seen) >= MIN_SAMPLES else None)
     factor = _weekly_factor(minutes, start, count, max_days, earliest)
-    if factor is not None:
-        rates = [r * factor if r is not None else None for r in rates]
+    # Four decimals (a task every 10,000 s) keep the memory item small: ~0.5 KB an hour.
+    rates = [round(r * (factor or 1.0), 4) if r is not None else None for r in rates]
     return {"start": start, "rates": rates, "days": round(days, 3),
             "weekly": factor is not None}
 
