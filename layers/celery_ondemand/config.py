@@ -261,6 +261,9 @@ def _target(raw: Any, path: str) -> TargetConfig:
     if fallback is not None and not values["min_workers"] <= fallback <= values["max_workers"]:
         raise ConfigError(f"{path}.fallback_workers: must lie between min_workers and "
                           f"max_workers, got {fallback}")
+    if values["forecast"] and values["policy"] == "cwod":
+        raise ConfigError(f"{path}.forecast: the cwod policy has no forecast; use policy: "
+                          "capacity (or a subclass of it)")
     values["schedules"] = schedules.parse(values["schedules"] or [], f"{path}.schedules",
                                           values["max_workers"])
     scaler = values["scaler"]

@@ -86,7 +86,7 @@ def test_the_weekly_shape_scales_the_daily_one() -> None:
         return 0.5 if second % WEEK >= 5 * DAY else 4.0  # days 5 and 6 of each week
 
     saturday = 3 * WEEK + 5 * DAY + 12 * 3600
-    assert learnt(history(week, 21, saturday), saturday) == pytest.approx([0.5] * 63)
+    assert learnt(history(week, 22, saturday), saturday) == pytest.approx([0.5] * 63)
     two_weeks = learnt(history(week, 14, saturday), saturday, max_days=14)
     assert two_weeks == pytest.approx([4.0] * 63), "two weeks: no weekly shape yet"
 
@@ -170,3 +170,10 @@ def test_in_the_simulator_workers_are_ready_before_the_rise() -> None:
     assert timelines["forecast"][rise - 30] > timelines["reactive"][rise - 30]
     assert results["forecast"].percentile(0.99) < results["reactive"].percentile(0.99)
     assert results["forecast"].max_wait < results["reactive"].max_wait
+
+
+def test_the_cwod_policy_refuses_a_forecast() -> None:
+    from celery_ondemand.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"targets\[0\].forecast: the cwod policy"):
+        settings(policy="cwod", forecast=True)

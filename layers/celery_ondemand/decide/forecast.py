@@ -120,16 +120,9 @@ def read_and_learn(history: LoadHistory, deployment: str, target: str, now: floa
         found = history.load_history(deployment, target, start - k * DAY - margin,
                                      start - k * DAY + count * MINUTE + margin)
         rates.update(_rates(found))
-        if found:
-            earliest = found[0].minute if earliest is None else min(earliest,
-                                                                    found[0].minute)
-    # The oldest day read may have begun before its window: what is known starts where
-    # the oldest window with data starts, at the latest.
-    if earliest is not None:
-        oldest = max(k for k in range(1, max_days + 1)
-                     if any(start - k * DAY - margin <= m <= start - k * DAY + count * MINUTE
-                            + margin for m in rates))
-        earliest = min(earliest, start - oldest * DAY - margin)
+        if found:  # the oldest minute read: before it nothing is known, after it a
+            # minute with no item had no load
+            earliest = min(found[0].minute, earliest or found[0].minute)
     return learn(rates, start, count, max_days, earliest)
 
 

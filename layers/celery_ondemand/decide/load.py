@@ -13,8 +13,8 @@ simulator and the tests. Pure data: no I/O here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from .decision import Decision
 from .memory import TargetMemory
@@ -57,17 +57,8 @@ class LoadMinute:
 
     def add(self, other: LoadMinute) -> None:
         """Add another sample of the same minute."""
-        for name in ("seconds", "arrivals", "completions", "busy_seconds", "desired_sum",
-                     "live_sum", "ticks"):
+        for name in NUMBERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LoadMinute:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 NUMBERS = ("seconds", "arrivals", "completions", "busy_seconds", "desired_sum", "live_sum",
