@@ -256,9 +256,6 @@ def replay_command(args: argparse.Namespace) -> int:
               f"{concurrency} slots a worker, {args.startup:g} s startup, "
               f"{config.tick_seconds} s ticks, wait target {config.wait_target:g} s",
               file=sys.stderr)
-        if args.tune:
-            return _print_tuning(replaying.tune(counts, config, service, {**base, **candidate},
-                                                args.warmup), target.name)
         history = None
         if base.get("forecast") or candidate.get("forecast"):
             before = store.load_history(settings.deployment, target.name,
@@ -268,6 +265,10 @@ def replay_command(args: argparse.Namespace) -> int:
                 log = LoadLog()
                 log.extend("sim", [m for m in before if m.minute < since])
                 return log
+        if args.tune:
+            return _print_tuning(replaying.tune(counts, config, service, {**base, **candidate},
+                                                args.warmup, history=history, clock=since),
+                                 target.name)
         comparison = compare(counts, config, service, 1.0, args.policy or list(POLICIES),
                              keep_timeline=bool(args.plot), warmup=args.warmup, target=base,
                              candidates={"candidate": candidate} if candidate else None,

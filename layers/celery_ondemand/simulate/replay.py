@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..config import TargetConfig
-from ..decide.load import MINUTE, LoadMinute
+from ..decide.load import MINUTE, LoadLog, LoadMinute
 from .engine import SimConfig, SimResult, arrivals_from, simulate
 from .ondemand import OnDemandPolicy
 from .traces import service_times
@@ -74,10 +74,12 @@ class Tuning:
 
 def tune(counts: Sequence[int], config: SimConfig, service: str,
          target: Mapping[str, Any], warmup: int = 0, seed: int = 1,
-         rounds: int = 2) -> Tuning:
+         rounds: int = 2, history: Callable[[], LoadLog] | None = None,
+         clock: float = 0.0) -> Tuning:
     """The cheapest of the searched settings whose replay meets the wait target (p95 wait
     within ``target_wait_seconds``, every task served): one setting at a time from the
-    target's own, the others kept, ``rounds`` times over."""
+    target's own, the others kept, ``rounds`` times over. ``history`` and ``clock`` as for
+    :func:`.compare.compare` (a target with a forecast)."""
     goal = float(target.get("target_wait_seconds", config.wait_target))
     sampler, _ = service_times(service)
     tasks = arrivals_from(counts, 1.0, sampler, seed)
@@ -86,7 +88,8 @@ def tune(counts: Sequence[int], config: SimConfig, service: str,
     def run(settings: dict[str, Any]) -> SimResult:
         key = tuple(sorted(settings.items()))
         if key not in cache:
-            policy = OnDemandPolicy(config, "capacity", settings)
+            policy = OnDemandPolicy(config, "capacity", settings,
+                                    history() if history else None, clock)
             cache[key] = simulate(tasks, policy, config, len(counts), measure_from=warmup)
         return cache[key]
 
