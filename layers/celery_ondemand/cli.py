@@ -211,7 +211,6 @@ def simulate_command(args: argparse.Namespace) -> int:
 def replay_command(args: argparse.Namespace) -> int:
     """``ondemand simulate --history``: the policies over a target's recorded traffic, with
     candidate settings (``--set``), or a search for the cheapest that meets its target."""
-    from .decide.load import LoadLog
     from .simulate import POLICIES, SimConfig, compare
     from .simulate import replay as replaying
     from .simulate.ondemand import OnDemandPolicy
@@ -230,49 +229,32 @@ def replay_command(args: argparse.Namespace) -> int:
     since, until = _instant(args.since, now, "--since"), _instant(args.until, now, "--until")
     if until <= since:
         raise ConfigError("--until must come after --since")
-    store = store_for(settings)
-    minutes = store.load_history(settings.deployment, target.name, since, until)
-    if not minutes:
-        where = settings.state_file or f"DynamoDB table {settings.state_table}"
-        raise ConfigError(f"no load history for target {target.name!r} of deployment "
-                          f"{settings.deployment!r} in {where} between "
-                          f"{_when(since)} and {_when(until)}")
     base = replaying.policy_settings(target)
     candidate = _settings_set(args.set or [])
     try:  # checked as the config checks a target's settings
         OnDemandPolicy(SimConfig(), "capacity", {**base, **candidate})
     except ConfigError as exc:
         raise ConfigError(f"--set {str(exc).removeprefix('targets[0].')}") from None
-    counts = replaying.counts_from(minutes, since, until)
-    concurrency = target.worker_concurrency or args.concurrency
-    config = SimConfig(concurrency=concurrency, startup_seconds=int(args.startup),
-                       tick_seconds=int(settings.tick_interval_seconds),
-                       wait_target=target.target_wait_seconds, max_workers=target.max_workers)
+    traffic = replaying.recorded(
+        store_for(settings), settings, target, since, until, startup=args.startup,
+        concurrency=args.concurrency, service_time=args.service_time,
+        forecast=bool(base.get("forecast") or candidate.get("forecast")))
+    config = traffic.config
+    print(f"replaying {target.name}: {sum(traffic.counts)} tasks from "
+          f"{replaying.when(since)} to {replaying.when(until)} ({len(traffic.minutes)} "
+          f"minutes recorded), service {traffic.service}, {config.concurrency} slots a "
+          f"worker, {config.startup_seconds} s startup, {config.tick_seconds} s ticks, "
+          f"wait target {config.wait_target:g} s", file=sys.stderr)
     try:
-        service = replaying.service_spec(replaying.measured_service(minutes),
-                                         args.service_time)
-        print(f"replaying {target.name}: {sum(counts)} tasks from {_when(since)} to "
-              f"{_when(until)} ({len(minutes)} minutes recorded), service {service}, "
-              f"{concurrency} slots a worker, {args.startup:g} s startup, "
-              f"{config.tick_seconds} s ticks, wait target {config.wait_target:g} s",
-              file=sys.stderr)
-        history = None
-        if base.get("forecast") or candidate.get("forecast"):
-            before = store.load_history(settings.deployment, target.name,
-                                        since - settings.load_history_days * 86400, since)
-
-            def history() -> LoadLog:
-                log = LoadLog()
-                log.extend("sim", [m for m in before if m.minute < since])
-                return log
         if args.tune:
-            return _print_tuning(replaying.tune(counts, config, service, {**base, **candidate},
-                                                args.warmup, history=history, clock=since),
-                                 target.name)
-        comparison = compare(counts, config, service, 1.0, args.policy or list(POLICIES),
-                             keep_timeline=bool(args.plot), warmup=args.warmup, target=base,
+            return _print_tuning(replaying.tune(
+                traffic.counts, config, traffic.service, {**base, **candidate}, args.warmup,
+                history=traffic.history, clock=since), target.name)
+        comparison = compare(traffic.counts, config, traffic.service, 1.0,
+                             args.policy or list(POLICIES), keep_timeline=bool(args.plot),
+                             warmup=args.warmup, target=base,
                              candidates={"candidate": candidate} if candidate else None,
-                             history=history, clock=since)
+                             history=traffic.history, clock=since)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if candidate:
@@ -355,12 +337,6 @@ def _instant(text: str | None, now: float, option: str) -> float:
         raise ConfigError(f"{option} {text!r}: expected an ISO 8601 time "
                           "(2026-11-20T08:00) or a span ago (7d, 12h, 30m)") from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
-def _when(at: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_decisions(decisions: Sequence[Decision], applied: Sequence[str] = ()) -> str:

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..config import TargetConfig
-from ..decide.load import MINUTE, LoadLog, LoadMinute
+from ..config import Settings, TargetConfig
+from ..decide.load import MINUTE, LoadHistory, LoadLog, LoadMinute
+from ..errors import ConfigError
 from .engine import SimConfig, SimResult, arrivals_from, simulate
 from .ondemand import OnDemandPolicy
 from .traces import service_times
@@ -32,6 +33,62 @@ TUNED: dict[str, Sequence[float]] = {
     "target_wait_seconds": (0.5, 0.75, 1.0, 1.25, 1.5),  # times the wait target
 }
 """What ``--tune`` searches, one setting at a time (the wait as a share of the goal)."""
+
+
+@dataclass
+class Recorded:
+    """A target's recorded traffic, ready to replay."""
+
+    target: TargetConfig
+    minutes: list[LoadMinute]
+    counts: list[int]
+    config: SimConfig
+    service: str
+    since: float
+    history: Callable[[], LoadLog] | None
+    """The load history a forecast starts from (what came before ``since``), or None."""
+
+
+def recorded(store: LoadHistory, settings: Settings, target: TargetConfig, since: float,
+             until: float, *, startup: float = 60.0, concurrency: int = 1,
+             service_time: str | None = None, forecast: bool = False) -> Recorded:
+    """Read ``target``'s load between ``since`` and ``until`` from ``store``; the replay
+    runs on the target's slots (else ``concurrency``), bounds and wait target, the
+    deployment's ticks, ``startup``, and ``service_time`` (else the measured mean).
+    ``forecast``: also read what came before, for a forecast to start from."""
+    minutes = store.load_history(settings.deployment, target.name, since, until)
+    if not minutes:
+        raise ConfigError(f"no load history for target {target.name!r} of deployment "
+                          f"{settings.deployment!r} in "
+                          f"{settings.state_file or 'DynamoDB table ' + settings.state_table}"
+                          f" between {when(since)} and {when(until)}")
+    config = SimConfig(concurrency=target.worker_concurrency or concurrency,
+                       startup_seconds=int(startup),
+                       tick_seconds=int(settings.tick_interval_seconds),
+                       wait_target=target.target_wait_seconds, max_workers=target.max_workers)
+    history = None
+    if forecast:
+        before = [m for m in store.load_history(
+            settings.deployment, target.name, since - settings.load_history_days * 86400,
+            since) if m.minute < since]
+
+        def history() -> LoadLog:
+            log = LoadLog()
+            log.extend("sim", before)
+            return log
+    try:
+        service = service_spec(measured_service(minutes), service_time)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return Recorded(target, minutes, counts_from(minutes, since, until), config, service,
+                    since, history)
+
+
+def when(at: float) -> str:
+    """An instant as people read it, in UTC."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def policy_settings(target: TargetConfig) -> dict[str, Any]:
