@@ -10,7 +10,7 @@ simulated ticks record themselves; nothing of the window's future is in it.
 
 Cases: Twitter 2021 x0.05 (22 days: 8 known, 14 replayed) and NASA 1995 x10 (58 days: 21
 known, so the weekly shape is on, 14 replayed), exponential 20 s tasks, 4 slots per worker,
-60 s startup, 15 s ticks, 60 s wait target: tens of workers. A run takes about 4 minutes
+60 s startup, 15 s ticks, 60 s wait target: tens of workers. A run takes about 5 minutes
 on one core (``--days`` fewer to subsample: the window's first days).
 
 Goal (issue 19): forecast + reactive gives a lower p95 and p99 wait than reactive alone
