@@ -5,6 +5,7 @@ candidate setting, and ``--tune``'s settings to paste."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,34 @@ def test_minutes_spread_evenly_over_their_seconds() -> None:
     counts = counts_from(minutes, 100, 300)
     assert len(counts) == 240 and sum(counts[60:120]) == 90 and sum(counts[180:]) == 20
     assert set(counts[60:120]) == {1, 2} and counts[:60] == [0] * 60
+
+
+def test_a_forecast_target_replays_with_the_history_before_since(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Office hours (1 task/s, 10/s from 09:00) recorded for four past mornings and the
+    replayed one: with the history before --since known, the target's forecast readies
+    workers for 09:00 and fewer tasks wait long than with the forecast off."""
+    store = SQLiteStateStore(tmp_path / "state.db")
+    day = 86400
+    nine = int(datetime(2026, 9, 24, 9, tzinfo=UTC).timestamp())  # the replayed morning
+    for past in range(5):  # 07:30-10:10 of four past days and of the replayed one
+        for minute in range(nine - past * day - 5400, nine - past * day + 4200, 60):
+            if past == 0 and minute >= nine + 1800:
+                break
+            rate = 10.0 if minute % day >= 9 * 3600 else 1.0
+            store.add_load("default", {"t": LoadMinute(minute, 60.0, rate * 60, rate * 60,
+                                                       rate * 60 * 4.0, ticks=4)})
+    path = tmp_path / "ondemand.yaml"
+    path.write_text(yaml.safe_dump({"broker_url": "redis://localhost/0",
+                                    "state_file": str(tmp_path / "state.db"), "targets": [
+        {"name": "t", "queues": ["q"], "scaler": "local", "command": "true",
+         "worker_concurrency": 4, "max_workers": 40, "forecast": True,
+         "forecast_min_days": 3}]}))
+    status = main(["simulate", "--history", "--config", str(path), "--target", "t",
+                   "--since", "2026-09-24T08:00", "--until", "2026-09-24T09:30", "--warmup",
+                   "1800", "--policy", "capacity", "--set", "forecast=false", "--json"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    rows = {p["policy"]: p for p in json.loads(out.out)["policies"]}
+    assert rows["capacity"]["p99_wait"] < rows["candidate"]["p99_wait"]
+    assert rows["capacity"]["max_wait"] < rows["candidate"]["max_wait"]
