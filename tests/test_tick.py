@@ -338,3 +338,19 @@ def test_a_tick_learns_the_forecast_from_the_stored_history(tmp_path: Path,
     assert kept is not None and kept["days"] > 7.9 and kept["start"] == nine - 120 - 180
     assert kept["rates"][3] == pytest.approx(0.4) and kept["rates"][-1] == pytest.approx(4.0)
     assert decision.rule == "forecast" and decision.desired > 1, decision.reason
+
+
+def test_an_unreadable_load_history_leaves_the_policy_reacting(tmp_path: Path,
+                                                               counted: Any) -> None:
+    from celery_ondemand.errors import StateError
+
+    class Unreadable(SQLiteStateStore):
+        def load_history(self, *args: Any) -> Any:
+            raise StateError("DynamoDB table t: query failed: throttled")
+
+    forecasting = replace(counted, targets=[replace(counted.targets[0], forecast=True)])
+    ticker = Ticker(forecasting, store=Unreadable(tmp_path / "s.db"),
+                    observer=ScriptedObserver(observation({"q": (8, 0)})))  # type: ignore[arg-type]
+    result = ticker.tick(now=1000.0)
+    assert result.ok and result.decisions[0].desired == 2, "decided and acted as without"
+    assert any("forecast not learnt" in w and "throttled" in w for w in result.warnings())

@@ -55,6 +55,8 @@ class TickResult:
     started_at: float = field(default_factory=time.time)
     credentials_refused: bool = False
     """The broker refused our credentials (a secret rotated since we read it?)."""
+    forecast_error: str | None = None
+    """Why the forecast could not be learnt this tick (the policy then only reacts)."""
 
     @property
     def ok(self) -> bool:
@@ -75,8 +77,9 @@ class TickResult:
         know was read as empty. Broker outages and scaler errors are errors, not here.
         """
         if self.observation is None:
-            return []
+            return [self.forecast_error] if self.forecast_error else []
         found = list(self.observation.warnings)
+        found += [self.forecast_error] if self.forecast_error else []
         found += [f"queue {q.name} does not exist on the broker: read as empty"
                  for q in self.observation.queues.values() if q.missing]
         found += [f"target {d.target}: {d.reason}" for d in self.decisions
@@ -151,10 +154,13 @@ class Ticker:
             memory = self.store.load_memory(deployment) if self.store else self.memory
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
+        forecast_error = None
         if self.store is not None:
-            # A forecast only ever adds workers: unread or unlearnt, the policy reacts.
-            with suppress(Exception):
+            try:
                 forecast.refresh(self.settings, memory, self.store, now)
+            except Exception as exc:  # it only ever adds workers: without it, the policy reacts
+                forecast_error = (f"forecast not learnt ({type(exc).__name__}: {exc}); "
+                                  "reacting only")
         self.credentials_refused = False
         observation, error = self._observe()
         current, running, target_errors, rollouts, bounds = self._capacities(observation)
@@ -163,7 +169,8 @@ class Ticker:
                                    platform_bounds=bounds)
         decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
         result = TickResult(observation, decisions, error, target_errors, started_at=now,
-                            credentials_refused=self.credentials_refused)
+                            credentials_refused=self.credentials_refused,
+                            forecast_error=forecast_error)
         if not dry_run:
             self._act(result)
             _remember_what_was_done(memory, result)
