@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from celery_ondemand.cost import item_bytes
 from celery_ondemand.decide.load import LoadMinute
 from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 from celery_ondemand.remember.dynamodb import create_table
@@ -64,7 +65,7 @@ def test_dynamodb_minutes_expire_after_load_days(monkeypatch: pytest.MonkeyPatch
         items = client.scan(TableName="t")["Items"]
         assert len(items) == 1
         assert int(items[0]["ttl"]["N"]) == 6000 + 14 * DAY
-        assert len(str(items[0])) < 1024, "one write unit per tick"
+        assert item_bytes(items[0]) < 1024, "one write unit per tick"
 
 
 def test_sqlite_deletes_expired_minutes(tmp_path: Any) -> None:
