@@ -291,3 +291,66 @@ def test_an_asg_instance_refresh_holds_scale_in(
         assert (held.desired, held.rule) == (3, "rollout") and "r-1" in held.reason
         instance_refreshes.refreshes = [{"InstanceRefreshId": "r-1", "Status": "Successful"}]
         assert ticker.tick(now=1015.0).decisions[0].desired == 0, "done: scale in"
+
+
+def test_ticks_write_the_load_history(store: StateStore, counted: Any) -> None:
+    """Every measured tick adds its arrivals, completions and busy time to its minute; the
+    first (nothing to measure from) and a blind one add nothing."""
+    w = [worker("w0", ["q"], active=4, processed=0)]
+    ticker = Ticker(counted, store=store, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"q": (6, 4)}, w),
+        observation({"q": (10, 4)}, [worker("w0", ["q"], active=4, processed=5)]),
+        None,
+        observation({"q": (3, 4)}, [worker("w0", ["q"], active=4, processed=12)])))
+    for now in (6000.0, 6015.0, 6030.0, 6045.0):
+        ticker.tick(now=now)
+    [minute] = store.load_history("default", "t", 6000, 6059)
+    # 6000→6015: 5 finished, work 10 → 14: 9 arrived; 6030 blind; 6015→6045: 7 finished,
+    # work 14 → 7: 0 arrived.
+    assert (minute.seconds, minute.arrivals, minute.completions, minute.ticks) == (
+        45.0, 9.0, 12.0, 2)
+    assert minute.busy_seconds == 4 * 45.0, "four slots busy throughout"
+
+
+def test_a_tick_learns_the_forecast_from_the_stored_history(tmp_path: Path,
+                                                            counted: Any) -> None:
+    """Eight past days of office hours in the store: the tick before 09:00 forecasts the
+    rise, keeps the forecast in the target's memory, and pre-scales for it. (SQLite only:
+    the DynamoDB store's reads are the same contract, tested in remember/, and 640 writes
+    to moto take 8 s.)"""
+    from celery_ondemand.decide.load import LoadMinute
+
+    store = SQLiteStateStore(tmp_path / "state.db")
+
+    day, nine = 86400, 8 * 86400 + 9 * 3600
+    for past in range(1, 9):  # the forecast reads these hours of each day, no more
+        for minute in range(nine - past * day - 600, nine - past * day + 4200, 60):
+            rate = 4.0 if minute % day >= 9 * 3600 else 0.4
+            store.add_load("default", {"t": LoadMinute(minute, 60.0, rate * 60, ticks=4)})
+    forecasting = replace(counted, targets=[replace(counted.targets[0], forecast=True)])
+    busy = [worker("w0", ["q"], active=2, processed=0)]
+    ticker = Ticker(forecasting, store=store, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"q": (0, 2)}, busy),
+        observation({"q": (0, 2)}, [worker("w0", ["q"], active=2, processed=6)])))
+    ticker.tick(now=nine - 120.0)
+    decision = ticker.tick(now=nine - 105.0).decisions[0]
+    kept = store.load_memory("default")["t"].forecast
+    assert kept is not None and kept["days"] > 7.9 and kept["start"] == nine - 120 - 180
+    assert kept["rates"][3] == pytest.approx(0.4) and kept["rates"][-1] == pytest.approx(4.0)
+    assert decision.rule == "forecast" and decision.desired > 1, decision.reason
+
+
+def test_an_unreadable_load_history_leaves_the_policy_reacting(tmp_path: Path,
+                                                               counted: Any) -> None:
+    from celery_ondemand.errors import StateError
+
+    class Unreadable(SQLiteStateStore):
+        def load_history(self, *args: Any) -> Any:
+            raise StateError("DynamoDB table t: query failed: throttled")
+
+    forecasting = replace(counted, targets=[replace(counted.targets[0], forecast=True)])
+    ticker = Ticker(forecasting, store=Unreadable(tmp_path / "s.db"),
+                    observer=ScriptedObserver(observation({"q": (8, 0)})))  # type: ignore[arg-type]
+    result = ticker.tick(now=1000.0)
+    assert result.ok and result.decisions[0].desired == 2, "decided and acted as without"
+    assert any("forecast not learnt" in w and "throttled" in w for w in result.warnings())

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .config import load_settings, parse_transport_options
 from .decide import Decision
@@ -177,13 +178,20 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    """``ondemand simulate``: our policy and its peers over a trace, side by side."""
-    from .simulate import POLICIES, SimConfig, compare, plot, read_counts, render
+    """``ondemand simulate``: our policy and its peers over a trace, or over a target's
+    own recorded traffic (``--history``), side by side."""
+    from .simulate import POLICIES, SimConfig, compare, read_counts
 
     unknown = [p for p in args.policy or [] if p not in POLICIES]
     if unknown:
         raise ConfigError(f"--policy: unknown {', '.join(unknown)}; choose from "
                           f"{', '.join(POLICIES)}")
+    if bool(args.trace) == bool(args.history):
+        raise ConfigError("simulate: give exactly one of --trace FILE or --history")
+    if args.history:
+        return replay_command(args)
+    if args.set or args.tune:
+        raise ConfigError("--set and --tune replay a target's history: add --history")
     try:
         counts = read_counts(args.trace, args.start, args.length)
     except (OSError, ValueError) as exc:
@@ -192,11 +200,72 @@ def simulate_command(args: argparse.Namespace) -> int:
                        tick_seconds=int(args.tick), wait_target=args.wait_target,
                        max_workers=args.max_workers)
     try:
-        comparison = compare(counts, config, args.service_time, args.scale,
+        comparison = compare(counts, config, args.service_time or "exp:20", args.scale,
                              args.policy or list(POLICIES), keep_timeline=bool(args.plot),
                              warmup=args.warmup)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    return _show(comparison, args)
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """``ondemand simulate --history``: the policies over a target's recorded traffic, with
+    candidate settings (``--set``), or a search for the cheapest that meets its target."""
+    from .simulate import POLICIES, SimConfig, compare
+    from .simulate import replay as replaying
+    from .simulate.ondemand import OnDemandPolicy
+
+    if not args.config or not args.target:
+        raise ConfigError("--history needs --config FILE and --target NAME")
+    settings = load_settings(args.config)
+    if args.state:
+        settings = replace(settings, state_file=args.state)
+    try:
+        target = settings.target(args.target)
+    except KeyError:
+        raise ConfigError(f"--target {args.target}: no such target; the config has "
+                          f"{', '.join(t.name for t in settings.targets)}") from None
+    now = time.time()
+    since, until = _instant(args.since, now, "--since"), _instant(args.until, now, "--until")
+    if until <= since:
+        raise ConfigError("--until must come after --since")
+    base = replaying.policy_settings(target)
+    candidate = _settings_set(args.set or [])
+    try:  # checked as the config checks a target's settings
+        OnDemandPolicy(SimConfig(), "capacity", {**base, **candidate})
+    except ConfigError as exc:
+        raise ConfigError(f"--set {str(exc).removeprefix('targets[0].')}") from None
+    traffic = replaying.recorded(
+        store_for(settings), settings, target, since, until, startup=args.startup,
+        concurrency=args.concurrency, service_time=args.service_time,
+        forecast=bool(base.get("forecast") or candidate.get("forecast")))
+    config = traffic.config
+    print(f"replaying {target.name}: {sum(traffic.counts)} tasks from "
+          f"{replaying.when(since)} to {replaying.when(until)} ({len(traffic.minutes)} "
+          f"minutes recorded), service {traffic.service}, {config.concurrency} slots a "
+          f"worker, {config.startup_seconds} s startup, {config.tick_seconds} s ticks, "
+          f"wait target {config.wait_target:g} s", file=sys.stderr)
+    try:
+        if args.tune:
+            return _print_tuning(replaying.tune(
+                traffic.counts, config, traffic.service, {**base, **candidate}, args.warmup,
+                history=traffic.history, clock=since), target.name)
+        comparison = compare(traffic.counts, config, traffic.service, 1.0,
+                             args.policy or list(POLICIES), keep_timeline=bool(args.plot),
+                             warmup=args.warmup, target=base,
+                             candidates={"candidate": candidate} if candidate else None,
+                             history=traffic.history, clock=since)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if candidate:
+        print("candidate: " + ", ".join(f"{k}={v}" for k, v in candidate.items()),
+              file=sys.stderr)
+    return _show(comparison, args)
+
+
+def _show(comparison: Any, args: argparse.Namespace) -> int:
+    from .simulate import plot, render
+
     if args.json:
         print(json.dumps(comparison.as_dict(), indent=2))
     else:
@@ -206,6 +275,68 @@ def simulate_command(args: argparse.Namespace) -> int:
         print(f"plot: {drawn}" if drawn else "plot: matplotlib is not installed",
               file=sys.stderr)
     return 0
+
+
+def _print_tuning(tuning: Any, target: str) -> int:
+    """The trials, then the settings to paste (exit 1 when none met the target)."""
+    print(f"{'stabilization':>13} {'tolerance':>9} {'wait':>6} {'worker-min':>10} "
+          f"{'p95':>7} {'p99':>7}  meets {tuning.goal:g}s at p95")
+    for settings, result in sorted(tuning.trials, key=lambda t: t[1].worker_seconds):
+        print(f"{settings['stabilization_seconds']:13g} {settings['tolerance']:9g} "
+              f"{settings['target_wait_seconds']:6g} {result.worker_minutes:10.1f} "
+              f"{result.percentile(0.95):6.1f}s {result.percentile(0.99):6.1f}s  "
+              f"{'yes' if result.meets(tuning.goal) else 'no'}")
+    if tuning.result is None:
+        print(f"\nnone of the settings tried meets a p95 wait of {tuning.goal:g}s on this "
+              "traffic: raise max_workers or the wait target")
+        return 1
+    print(f"\ncheapest that meets the target: {tuning.result.worker_minutes:.1f} "
+          f"worker-minutes, p95 wait {tuning.result.percentile(0.95):.1f}s. Paste into "
+          f"the target {target!r} of your config:\n")
+    for name, value in tuning.settings.items():
+        print(f"    {name}: {value:g}")
+    return 0
+
+
+def _settings_set(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs, each value read as YAML (numbers, true/false); the
+    policy's settings only (each is checked as the config checks it when replayed)."""
+    import yaml
+
+    from .simulate.replay import POLICY_SETTINGS
+
+    chosen: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        if key not in POLICY_SETTINGS:
+            raise ConfigError(f"--set {key}: not a setting the policy reads; one of "
+                              f"{', '.join(POLICY_SETTINGS)}")
+        try:
+            chosen[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: unreadable value {text!r}") from None
+    return chosen
+
+
+def _instant(text: str | None, now: float, option: str) -> float:
+    """An instant: ISO 8601 (UTC unless it says otherwise), or ``7d`` / ``12h`` / ``30m``
+    ago; None is now."""
+    from datetime import UTC, datetime
+
+    if text is None:
+        return now
+    units = {"d": 86400, "h": 3600, "m": 60}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return now - float(text[:-1]) * units[text[-1]]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected an ISO 8601 time "
+                          "(2026-11-20T08:00) or a span ago (7d, 12h, 30m)") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def render_decisions(decisions: Sequence[Decision], applied: Sequence[str] = ()) -> str:
@@ -339,17 +470,37 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=demo_command)
 
     sim = commands.add_parser(
-        "simulate", help="our policy and its peers over an arrival trace",
-        description="Drive the real policy code and its peers over a per-second trace.")
-    sim.add_argument("--trace", required=True, help="per-second counts (text or .tbz2)")
+        "simulate", help="our policy and its peers over an arrival trace or your traffic",
+        description="Drive the real policy code and its peers over a per-second trace, "
+                    "or over a target's traffic recorded in the state store (--history).")
+    sim.add_argument("--trace", help="per-second counts (text or .tbz2)")
+    sim.add_argument("--history", action="store_true",
+                     help="replay a target's recorded load from the state store (DynamoDB "
+                          "table, or the SQLite file with --state) instead of a trace")
+    sim.add_argument("--config", metavar="FILE", help="--history: the configuration")
+    sim.add_argument("--state", metavar="FILE",
+                     help="--history: the SQLite state file (ondemand run --state)")
+    sim.add_argument("--target", metavar="NAME", help="--history: the target to replay")
+    sim.add_argument("--since", metavar="WHEN", default="7d",
+                     help="--history: from (ISO 8601 time, UTC by default, or 7d/12h/30m "
+                          "ago; default 7d)")
+    sim.add_argument("--until", metavar="WHEN", help="--history: until (default now)")
+    sim.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="--history: a candidate setting for the target (repeatable), "
+                          "replayed as one more row, 'candidate'")
+    sim.add_argument("--tune", action="store_true",
+                     help="--history: search stabilization_seconds, tolerance and "
+                          "target_wait_seconds for the cheapest that meets the target's "
+                          "wait target at p95; print the settings to paste")
     sim.add_argument("--start", type=int, default=0, help="first second of the window")
     sim.add_argument("--length", type=int, help="seconds in the window (default: all)")
     sim.add_argument("--scale", type=_positive, default=1.0, help="multiply the rate")
     sim.add_argument("--warmup", type=int, default=0, metavar="SECONDS",
                      help="first seconds of the window that only warm the policies up "
                           "(neither billed nor counted)")
-    sim.add_argument("--service-time", default="exp:20",
-                     help="fixed:S | exp:MEAN | lognormal:MEAN:SIGMA (default exp:20)")
+    sim.add_argument("--service-time",
+                     help="fixed:S | exp:MEAN | lognormal:MEAN:SIGMA (default exp:20; with "
+                          "--history, exponential around the mean the history measured)")
     sim.add_argument("--concurrency", type=int, default=4)
     sim.add_argument("--startup", type=_positive, default=60.0, metavar="SECONDS")
     sim.add_argument("--tick", type=_positive, default=15.0, metavar="SECONDS")

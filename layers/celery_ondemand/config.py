@@ -60,6 +60,9 @@ class TargetConfig:
     zombie_after_seconds: float = 180.0
     redelivery_timeout_seconds: float | None = None
     startup_grace_seconds: float = 180.0
+    forecast: bool = False
+    forecast_lead_seconds: float = 60.0
+    forecast_min_days: float = 7.0
     dry_run: bool = False
     paused: bool = False
     schedules: tuple[Window, ...] = ()
@@ -76,6 +79,7 @@ class Settings:
     state_table: str = "celery-ondemand"
     state_file: str | None = None
     history_days: float = 7.0
+    load_history_days: float = 28.0
     tick_interval_seconds: float = 15.0
     metrics_detail: str = "target"
     idle_return: bool = True
@@ -154,6 +158,12 @@ TARGET_FIELDS: dict[str, Field] = {
     "schedules": Field("list", "time windows that set a floor (min_workers) and/or a "
                        "ceiling (max_workers): days/from/to or cron/duration_minutes, with "
                        "a timezone", optional=True),
+    "forecast": Field("bool", "pre-scale ahead of the rises the load history's daily and "
+                      "weekly shape forecasts (capacity policy)", False),
+    "forecast_lead_seconds": Field("float", "how long before a forecast rise to have its "
+                                   "workers: a new worker's startup", 60.0, minimum=0),
+    "forecast_min_days": Field("float", "days of load history before the forecast acts",
+                               7.0, minimum=3),
     "dry_run": Field("bool", "decide but never act", False),
     "paused": Field("bool", "decide nothing", False),
 }
@@ -169,6 +179,9 @@ TOP_FIELDS: dict[str, Field] = {
                         optional=True),
     "history_days": Field("float", "days a decision stays in the history", 7.0,
                           minimum=0.01),
+    "load_history_days": Field("float", "days each target's per-minute load is kept (what "
+                               "the forecast learns from and simulate --history replays)",
+                               28.0, minimum=1),
     "tick_interval_seconds": Field("float", "seconds between ticks while any target has "
                                    "work or is above its floor (an idle deployment ticks "
                                    "once a schedule period)", 15.0, minimum=1),
@@ -248,6 +261,9 @@ def _target(raw: Any, path: str) -> TargetConfig:
     if fallback is not None and not values["min_workers"] <= fallback <= values["max_workers"]:
         raise ConfigError(f"{path}.fallback_workers: must lie between min_workers and "
                           f"max_workers, got {fallback}")
+    if values["forecast"] and values["policy"] == "cwod":
+        raise ConfigError(f"{path}.forecast: the cwod policy has no forecast; use policy: "
+                          "capacity (or a subclass of it)")
     values["schedules"] = schedules.parse(values["schedules"] or [], f"{path}.schedules",
                                           values["max_workers"])
     scaler = values["scaler"]

@@ -25,7 +25,8 @@ from typing import Any
 
 from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
-from .decide import Agent, Decision, TargetMemory, build_agents, decide
+from .decide import Agent, Decision, TargetMemory, build_agents, decide, forecast
+from .decide.load import loads_of
 from .errors import (
     BrokerAuthFailed,
     BrokerUnavailable,
@@ -54,6 +55,8 @@ class TickResult:
     started_at: float = field(default_factory=time.time)
     credentials_refused: bool = False
     """The broker refused our credentials (a secret rotated since we read it?)."""
+    forecast_error: str | None = None
+    """Why the forecast could not be learnt this tick (the policy then only reacts)."""
 
     @property
     def ok(self) -> bool:
@@ -74,8 +77,9 @@ class TickResult:
         know was read as empty. Broker outages and scaler errors are errors, not here.
         """
         if self.observation is None:
-            return []
+            return [self.forecast_error] if self.forecast_error else []
         found = list(self.observation.warnings)
+        found += [self.forecast_error] if self.forecast_error else []
         found += [f"queue {q.name} does not exist on the broker: read as empty"
                  for q in self.observation.queues.values() if q.missing]
         found += [f"target {d.target}: {d.reason}" for d in self.decisions
@@ -150,6 +154,13 @@ class Ticker:
             memory = self.store.load_memory(deployment) if self.store else self.memory
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
+        forecast_error = None
+        if self.store is not None:
+            try:
+                forecast.refresh(self.settings, memory, self.store, now)
+            except Exception as exc:  # it only ever adds workers: without it, the policy reacts
+                forecast_error = (f"forecast not learnt ({type(exc).__name__}: {exc}); "
+                                  "reacting only")
         self.credentials_refused = False
         observation, error = self._observe()
         current, running, target_errors, rollouts, bounds = self._capacities(observation)
@@ -158,7 +169,8 @@ class Ticker:
                                    platform_bounds=bounds)
         decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
         result = TickResult(observation, decisions, error, target_errors, started_at=now,
-                            credentials_refused=self.credentials_refused)
+                            credentials_refused=self.credentials_refused,
+                            forecast_error=forecast_error)
         if not dry_run:
             self._act(result)
             _remember_what_was_done(memory, result)
@@ -171,6 +183,7 @@ class Ticker:
                     self.store.record(deployment, list(fresh.values()), now)
                     self.recorded.update({name: _said(d) for name, d in fresh.items()})
                     self.store.save_status(deployment, result.status(), now)
+                    self.store.add_load(deployment, loads_of(decisions, memory, now))
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)
                 except StateError as exc:  # acted, but this tick's memory is not kept
@@ -320,6 +333,7 @@ def store_for(settings: Settings) -> StateStore:
     else:
         store = DynamoDBStateStore(settings.state_table)
     store.history_days = settings.history_days
+    store.load_days = settings.load_history_days
     return store
 
 

@@ -152,7 +152,7 @@ def resource_of(call: AwsCall, world: World) -> list[tuple[str, str]]:
         "sqs:SendMessageBatch": lambda: [
             ("sqs:SendMessage", _arn("sqs", urlparse(p["QueueUrl"]).path.rsplit("/", 1)[-1]))],
     }
-    for name in ("GetItem", "PutItem", "DeleteItem", "Query"):
+    for name in ("GetItem", "PutItem", "DeleteItem", "Query", "UpdateItem"):
         handlers[f"dynamodb:{name}"] = lambda: [(action, _arn("dynamodb",
                                                               f"table/{p['TableName']}"))]
     if action not in handlers:

@@ -21,6 +21,8 @@
   in bursts. Only visible work adds workers; running tasks always keep their slots.
 - An oldest task older than T adds a worker even when the numbers say enough, unless
   workers asked for are still starting (they will take it).
+- With ``forecast: true`` and enough load history, raised ahead of a rise the past days
+  and weeks say is coming (see :mod:`.forecast`): never below what this policy wants.
 - Up fast (at once, capped per tick); down with hysteresis: only to a count that keeps the
   projected wait within (1 - ``tolerance``) of the goal, not below the highest need of the
   ``stabilization_seconds`` window, and to the minimum only after
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+from . import forecast
 from .agent import Agent
 from .decision import Recommendation
 from .view import TargetView
@@ -46,6 +49,16 @@ class CapacityAgent(Agent):
     """Sizes the target; ``demand`` is the hook for a subclass with its own model."""
 
     def recommend(self, view: TargetView) -> Recommendation:
+        """The reactive recommendation, raised ahead of a forecast rise where one is on."""
+        return forecast.pre_scale(self, view, self.react(view))
+
+    @property
+    def goal(self) -> float:
+        """Seconds a task is planned to wait at most."""
+        return GOAL_SHARE * self.target.target_wait_seconds
+
+    def react(self, view: TargetView) -> Recommendation:
+        """What the work seen now and the measured rates need."""
         config = self.target
         nothing_now = view.work == 0 and view.busy == 0
         if (view.memory.idle_since is not None and nothing_now) or \
@@ -67,7 +80,7 @@ class CapacityAgent(Agent):
         if view.current == 0:
             return Recommendation(up_to, "from-zero", f"{reason}; starting from zero")
         if up_to > view.current:
-            return self._up(view, up_to, rule, reason)
+            return self.step_up(view, up_to, rule, reason)
         if down_to < view.current:
             return self._down(view, down_to, rule, reason)
         return Recommendation(view.current, "tolerance",
@@ -91,15 +104,19 @@ class CapacityAgent(Agent):
     def workers_for(self, view: TargetView, goal: float) -> float:
         """The fewest workers with which the ready tasks and every task arriving within
         the wait target start within ``goal`` seconds (see the module's docstring)."""
-        memory, horizon = view.memory, self.target.target_wait_seconds
-        rate, arriving = memory.service_rate or 1e-9, memory.arrival_rate or 0.0
-        surge = SURGE_DEVIATIONS * memory.arrival_deviation(horizon)
-        needed = max(view.ready / (rate * goal),
-                     (view.ready + arriving * horizon + surge) / (rate * (goal + horizon)))
+        needed = self.workers_at(view, goal, view.memory.arrival_rate or 0.0)
         # Only visible work adds workers: rates measured while long tasks still run
         # underestimate μ and would overshoot; but a fleet already larger may stay.
         needed = min(needed, max(view.work / view.concurrency, view.current))
         return max(needed, view.running / view.concurrency)  # running tasks hold slots
+
+    def workers_at(self, view: TargetView, goal: float, arriving: float) -> float:
+        """The formula of the module's docstring, for arrivals at ``arriving`` a second."""
+        memory, horizon = view.memory, self.target.target_wait_seconds
+        rate = memory.service_rate or 1e-9
+        surge = SURGE_DEVIATIONS * memory.arrival_deviation(horizon)
+        return max(view.ready / (rate * goal),
+                   (view.ready + arriving * horizon + surge) / (rate * (goal + horizon)))
 
     def shrink_to(self, view: TargetView, demand: float) -> float:
         """The least count a scale-down may go to, ``tolerance`` to spare.
@@ -115,7 +132,9 @@ class CapacityAgent(Agent):
         goal = GOAL_SHARE * self.target.target_wait_seconds * (1 - tolerance)
         return self.workers_for(view, goal)
 
-    def _up(self, view: TargetView, needed: int, rule: str, reason: str) -> Recommendation:
+    def step_up(self, view: TargetView, needed: int, rule: str,
+                reason: str) -> Recommendation:
+        """Up to ``needed``, at most the larger of the step and the percentage a tick."""
         config = self.target
         step = max(config.scale_up_max_step,
                    math.ceil(view.current * config.scale_up_max_percent / 100))

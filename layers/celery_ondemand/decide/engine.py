@@ -193,6 +193,7 @@ def _expected_to_leave(memory: TargetMemory) -> int:
 def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
     """The memory after this tick's read: failed reads, idleness, rates, workers seen."""
     after = copy.deepcopy(before)
+    after.last_tick = None
     if view.problems == ["broker not read"]:
         after.failed_reads += 1
         return after
@@ -253,7 +254,10 @@ def _measure_rates(after: TargetMemory, before: TargetMemory, view: TargetView,
         after.arrival_rate = after.arrivals_sum / after.elapsed_sum
         after.arrival_ticks = keep * before.arrival_ticks + 1
         after.arrivals_sq_sum = keep * before.arrivals_sq_sum + arrived * arrived
+        after.last_tick = [elapsed, arrived, finished, 0.0]
     mean_running = ((before.running or 0) + view.running) / 2
+    if after.last_tick is not None:
+        after.last_tick[3] = elapsed * mean_running
     after.finished_sum = keep * before.finished_sum + finished
     after.busy_slot_seconds = keep * before.busy_slot_seconds + elapsed * mean_running
     if after.finished_sum > 0 and after.busy_slot_seconds > 0:

@@ -37,6 +37,12 @@ class TargetMemory:
     - ``concurrency``: slots per worker the workers last reported, for when none is live
       to say (from zero).
     - ``last_up_at`` / ``last_down_at`` / ``last_desired``: the last decisions taken.
+    - ``last_tick``: what this tick measured, ``[seconds, arrived, finished, busy
+      slot-seconds]``, None when it measured nothing: the load history's sample.
+    - ``forecast``: the arrivals the forecast expects, ``{"start", "rates", "days"}`` (see
+      :mod:`.forecast`); ``forecast_checks``: pre-scales waiting to be proven, ``[due,
+      expected rate, rate when taken]``; ``forecast_off_until``: the forecast stepped back
+      after a wrong one, until then.
     """
 
     recommendations: list[list[float]] = field(default_factory=list)
@@ -62,6 +68,10 @@ class TargetMemory:
     last_up_at: float | None = None
     last_down_at: float | None = None
     last_desired: int | None = None
+    last_tick: list[float] | None = None
+    forecast: dict[str, Any] | None = None
+    forecast_checks: list[list[float]] = field(default_factory=list)
+    forecast_off_until: float | None = None
 
     def arrival_deviation(self, seconds: float) -> float:
         """Standard deviation of the tasks arriving over ``seconds``, from the per-tick

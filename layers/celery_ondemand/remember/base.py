@@ -7,6 +7,11 @@ A store keeps, per deployment:
 - each target's **memory** (:class:`~celery_ondemand.decide.TargetMemory`), written only
   while we still hold the lease;
 - a **history** of decisions, each with an expiry time (a TTL, 7 days by default);
+- each target's **load**, minute by minute (:class:`~celery_ondemand.decide.load.LoadMinute`:
+  arrivals, completions, busy slot-seconds, desired and live counts), each minute expiring
+  after ``load_days`` (28 by default): what the forecast learns from and
+  ``ondemand simulate --history`` replays. Each tick *adds* its sample to its minute, so
+  writing it costs one write and no read;
 - the last tick's **status**, for the status endpoint.
 
 Every record carries :data:`SCHEMA_VERSION`; a record written by a newer version is refused
@@ -22,16 +27,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..decide import Decision, TargetMemory
+from ..decide.load import LoadMinute
 from ..errors import StateError
 
 SCHEMA_VERSION = 1
 DEFAULT_HISTORY_DAYS = 7.0
+DEFAULT_LOAD_DAYS = 28.0
+"""Four weeks: a weekly shape is learnt as the median of four same weekdays."""
 
 
 class StateStore(ABC):
     """Lease, memory and decision history for deployments."""
 
     history_days: float = DEFAULT_HISTORY_DAYS
+    load_days: float = DEFAULT_LOAD_DAYS
 
     @abstractmethod
     def acquire_lease(self, deployment: str, owner: str, now: float, seconds: float) -> bool:
@@ -57,6 +66,20 @@ class StateStore(ABC):
     @abstractmethod
     def history(self, deployment: str, limit: int = 100) -> list[dict[str, Any]]:
         """The newest decisions first, as dicts with ``at`` and ``expires_at`` added."""
+
+    @abstractmethod
+    def add_load(self, deployment: str, loads: Mapping[str, LoadMinute]) -> None:
+        """Add each target's sample to its minute (created on first use), which expires
+        ``load_days`` after it began."""
+
+    @abstractmethod
+    def load_history(self, deployment: str, target: str, since: float,
+                     until: float) -> list[LoadMinute]:
+        """The target's minutes that began between ``since`` (its minute included) and
+        ``until``, oldest first; minutes nothing measured are absent."""
+
+    def load_expiry(self, minute: int) -> int:
+        return int(minute + self.load_days * 86400)
 
     @abstractmethod
     def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:

@@ -9,12 +9,22 @@ pk                              sk               attributes
 ``deployment#<name>``           ``target#<t>``   ``record`` (JSON memory), ``updated_at``
 ``deployment#<name>``           ``status``       ``record`` (zlib-compressed JSON, binary)
 ``deployment#<name>#history``   ``<at>#<t>``     ``record`` (JSON decision), ``ttl``
+``deployment#<name>#load#<t>``  ``<minute>``     the minute's sums (numbers), ``ttl``
 ==============================  ===============  ==========================================
 
 Every item carries ``schema_version``. ``ttl`` is the table's TTL attribute: DynamoDB deletes
-expired history by itself. The lease is a conditional put; memory is written in one
-transaction with a condition check on the lease, so a tick that lost its lease writes
-nothing. The client honours boto3's own settings (``AWS_REGION``, ``AWS_ENDPOINT_URL``).
+expired history by itself.
+
+Load is one item per target per minute (``<minute>``: its epoch second, 12 digits, so
+the range key sorts by time): about 200 bytes, so the ``UpdateItem ADD`` each tick makes
+is one write unit (an hour bucket of 60 minutes would be 3-7 KB, and every tick's update
+of it billed 3-7 units: DynamoDB bills a write by the whole item's size). 28 days
+are 40,320 items (~8 MB) per target; a forecast reads only the hour it needs of each past
+day (28 small queries an hour), a replay reads a range (1 MB a page).
+
+The lease is a conditional put; memory is written in one transaction with a condition
+check on the lease, so a tick that lost its lease writes nothing.
+The client honours boto3's own settings (``AWS_REGION``, ``AWS_ENDPOINT_URL``).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..decide import Decision, TargetMemory
+from ..decide.load import NUMBERS, LoadMinute
 from ..errors import LeaseLost, StateError
 from .base import (
     SCHEMA_VERSION,
@@ -149,6 +160,38 @@ class DynamoDBStateStore(StateStore):
                             "expires_at": int(item[TTL_ATTRIBUTE]["N"])})
         return entries
 
+    def add_load(self, deployment: str, loads: Mapping[str, LoadMinute]) -> None:
+        for target, sample in loads.items():
+            values = {f":{name}": _n(getattr(sample, name)) for name in NUMBERS}
+            self._call("update_item",
+                       Key={"pk": _s(_load_pk(deployment, target)),
+                            "sk": _s(f"{sample.minute:012d}")},
+                       UpdateExpression="ADD " + ", ".join(f"{n} :{n}" for n in NUMBERS)
+                                        + " SET #ttl = :ttl, schema_version = :version",
+                       ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
+                       ExpressionAttributeValues={
+                           **values, ":ttl": _n(self.load_expiry(sample.minute)),
+                           ":version": _n(SCHEMA_VERSION)})
+
+    def load_history(self, deployment: str, target: str, since: float,
+                     until: float) -> list[LoadMinute]:
+        first = int(since // 60 * 60)
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": {":pk": _s(_load_pk(deployment, target)),
+                                          ":first": _s(f"{first:012d}"),
+                                          ":last": _s(f"{int(until):012d}")}}
+        minutes = []
+        while True:
+            page = self._call("query", **kwargs)
+            for item in page.get("Items", []):
+                check_version(int(item["schema_version"]["N"]), f"load of {target}")
+                minutes.append(LoadMinute(int(item["sk"]["S"]), **{
+                    name: _number(item, name) for name in NUMBERS}))
+            if "LastEvaluatedKey" not in page:
+                return minutes
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:
         self._call("put_item", Item={
             "pk": _s(_pk(deployment)), "sk": _s("status"),
@@ -175,6 +218,15 @@ def create_table(client: Any, table: str) -> None:
 
 def _pk(deployment: str) -> str:
     return f"deployment#{deployment}"
+
+
+def _load_pk(deployment: str, target: str) -> str:
+    return f"{_pk(deployment)}#load#{target}"
+
+
+def _number(item: dict[str, Any], name: str) -> Any:
+    value = float(item[name]["N"]) if name in item else 0.0
+    return int(value) if name == "ticks" else value
 
 
 def _s(value: str) -> dict[str, str]:

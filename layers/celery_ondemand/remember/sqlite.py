@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..decide import Decision, TargetMemory
+from ..decide.load import NUMBERS, LoadMinute
 from ..errors import LeaseLost, StateError
 from .base import (
     SCHEMA_VERSION,
@@ -34,6 +35,12 @@ CREATE TABLE IF NOT EXISTS history (
     deployment TEXT NOT NULL, at REAL NOT NULL, target TEXT NOT NULL, record TEXT NOT NULL,
     expires_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS history_by_time ON history (deployment, at);
+CREATE TABLE IF NOT EXISTS load (
+    deployment TEXT NOT NULL, target TEXT NOT NULL, minute INTEGER NOT NULL,
+    seconds REAL NOT NULL, arrivals REAL NOT NULL, completions REAL NOT NULL,
+    busy_seconds REAL NOT NULL, desired_sum REAL NOT NULL, live_sum REAL NOT NULL,
+    ticks INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    PRIMARY KEY (deployment, target, minute));
 CREATE TABLE IF NOT EXISTS status (deployment TEXT PRIMARY KEY, record BLOB NOT NULL);
 """
 
@@ -118,6 +125,30 @@ class SQLiteStateStore(StateStore):
                               (deployment, limit)).fetchall()
         return [{**json.loads(record), "at": at, "expires_at": expires}
                 for at, record, expires in rows]
+
+    def add_load(self, deployment: str, loads: Mapping[str, LoadMinute]) -> None:
+        rows = [(deployment, target, m.minute, *(getattr(m, n) for n in NUMBERS),
+                 self.load_expiry(m.minute)) for target, m in loads.items()]
+        if not rows:
+            return
+        sums = ", ".join(f"{n} = {n} + excluded.{n}" for n in NUMBERS)
+        with self._transaction() as db:
+            db.executemany(f"INSERT INTO load VALUES ({', '.join('?' * 11)}) "
+                           f"ON CONFLICT(deployment, target, minute) DO UPDATE SET {sums}",
+                           rows)
+            # No TTL here either: expired minutes go once an hour, as its first is written.
+            if any(m.minute % 3600 == 0 for m in loads.values()):
+                db.execute("DELETE FROM load WHERE deployment = ? AND expires_at < ?",
+                           (deployment, max(m.minute for m in loads.values())))
+
+    def load_history(self, deployment: str, target: str, since: float,
+                     until: float) -> list[LoadMinute]:
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT minute, {', '.join(NUMBERS)} FROM load "
+                              "WHERE deployment = ? AND target = ? AND minute BETWEEN ? AND ? "
+                              "ORDER BY minute", (deployment, target, int(since // 60 * 60),
+                                                  int(until))).fetchall()
+        return [LoadMinute(*row) for row in rows]
 
     def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:
         with self._transaction() as db:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..decide.load import LoadLog
 from .baselines import KedaPolicy, TargetTrackingPolicy
 from .engine import Policy, SimConfig, SimResult, arrivals_from, busy_bound_minutes, simulate
 from .ondemand import OnDemandPolicy
@@ -67,19 +68,37 @@ class Comparison:
 
 def compare(counts: Sequence[int], config: SimConfig, service: str = "exp:20",
             scale: float = 1.0, policies: Sequence[str] = POLICIES, seed: int = 1,
-            keep_timeline: bool = False, warmup: int = 0) -> Comparison:
+            keep_timeline: bool = False, warmup: int = 0,
+            target: Mapping[str, Any] | None = None,
+            candidates: Mapping[str, Mapping[str, Any]] | None = None,
+            history: Callable[[], LoadLog] | None = None,
+            clock: float = 0.0) -> Comparison:
     """Every policy and every planner over the same tasks; the first ``warmup`` seconds
-    of ``counts`` only warm them up (see :func:`.engine.simulate`)."""
+    of ``counts`` only warm them up (see :func:`.engine.simulate`).
+
+    ``target``: the target's own settings for our policies (a replay's); ``candidates``:
+    more ``capacity`` rows, each with those settings changed, by name; ``history`` makes
+    the load history each of our policies starts from (for a forecast), ``clock`` being
+    the instant of the trace's second 0 on its clock."""
     sampler, mean = service_times(service)
     tasks = arrivals_from(counts, scale, sampler, seed)
     horizon = len(counts)
     bound = busy_bound_minutes([t for t in tasks if t[0] >= warmup], config.concurrency)
+
+    def ours(policy: str, settings: Mapping[str, Any] | None, name: str | None = None
+             ) -> Callable[[], Policy]:
+        return lambda: OnDemandPolicy(config, policy, settings,
+                                      history() if history else None, clock, name)
+
     builders: dict[str, Callable[[], Policy]] = {
-        "capacity": lambda: OnDemandPolicy(config, "capacity"),
-        "cwod": lambda: OnDemandPolicy(config, "cwod"),
+        "capacity": ours("capacity", target),
+        "cwod": ours("cwod", target),
         "keda": lambda: KedaPolicy(config),
         "aws-target-tracking": lambda: TargetTrackingPolicy(config, mean),
     }
+    for name, changed in (candidates or {}).items():
+        builders[name] = ours("capacity", {**(target or {}), **changed}, name)
+    policies = [*policies, *(candidates or {})]
     plans = plan_all(tasks, config, horizon, keep_timeline, warmup)
     oracle = oracle_of(plans, config.wait_target)
     results = {name: oracle if name == "oracle" else

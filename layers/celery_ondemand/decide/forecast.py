@@ -1,0 +1,227 @@
+"""Forecast pre-warm: the arrivals a target's past days and weeks say are coming, and the
+workers to have ready ``forecast_lead_seconds`` before they come.
+
+Learning (:func:`learn`) reads only the past: for each coming minute m, the arrival rate
+at the same minute of each of the past days (each averaged over m ± 1 minute), and takes
+their **median** — a spike on one day, or a missing day, moves a median of three or more
+days not at all. Where three or more past weeks are known, the weekly shape scales it: the
+median of the same hour on the same weekday over the past weeks, over the median of that
+hour over every past day (a quiet Sunday is expected quiet, though most days are busy).
+Minutes the store has no item for are read as no load (an idle deployment writes none).
+
+Using it (:func:`pre_scale`) only ever adds workers to what the reactive policy wants: the
+forecast's *rise* over the lead — the highest rate it expects before workers started at
+the next tick could serve, less what it expected over the last three minutes — is added
+to the measured arrival rate, scaled down where today runs below the forecast (measured /
+expected), and the target sized for that rate with the policy's own model. Never below
+the reactive count, never above ``max_workers`` (the rails still apply), at most the
+policy's step a tick.
+
+Stepping back: every pre-scale is checked ``CHECK_AFTER`` past its lead; if the measured
+rate then rose by less than half the rise forecast, the forecast was wrong and stays off
+for ``STEP_BACK_SECONDS``. Until ``forecast_min_days`` of history exist it stays off, and
+the decision's reason says so.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .decision import Recommendation
+from .load import MINUTE, LoadHistory, LoadMinute
+from .memory import TargetMemory
+from .view import TargetView
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .capacity import CapacityAgent
+
+DAY, WEEK = 86400, 7 * 86400
+SPREAD_MINUTES = 1
+"""Each past minute is read as the mean of itself and this many minutes either side."""
+RECENT_MINUTES = 3
+"""The forecast of the last minutes, which the measured rate is compared with."""
+MIN_SAMPLES = 3
+"""Past days (or weeks) a median needs: with three, one odd day cannot move it."""
+HORIZON_SECONDS = 3600
+"""A forecast covers this much beyond its lead; it is learnt again when it runs out."""
+CHECK_AFTER = 120.0
+"""How long past its lead a pre-scale waits before the measured rate must have risen (the
+measured rate is smoothed over a few ticks)."""
+STEP_BACK_SECONDS = 3600.0
+"""How long a wrong forecast stays off."""
+WORTH = 0.01
+"""A rise below this many tasks a second is not worth a worker."""
+
+
+def learn(minutes: Mapping[int, float], start: int, count: int, max_days: int,
+          earliest: int | None) -> dict[str, Any]:
+    """The forecast of ``count`` minutes from ``start`` (an epoch minute), from past
+    per-minute arrival rates (``minutes``: epoch minute → tasks a second) known since
+    ``earliest``: ``{"start", "rates" (None where too few days are known), "days",
+    "weekly"}``."""
+    if earliest is None:
+        return {"start": start, "rates": [], "days": 0.0, "weekly": False}
+    days = max(0.0, (start - earliest) / DAY)
+
+    def spread(at: int) -> float | None:
+        if at - SPREAD_MINUTES * MINUTE < earliest:
+            return None
+        window = range(at - SPREAD_MINUTES * MINUTE, at + (SPREAD_MINUTES + 1) * MINUTE,
+                       MINUTE)
+        return sum(minutes.get(m, 0.0) for m in window) / len(window)
+
+    lags = range(1, max_days + 1)
+    rates: list[float | None] = []
+    for m in range(start, start + count * MINUTE, MINUTE):
+        seen = [v for v in (spread(m - k * DAY) for k in lags) if v is not None]
+        rates.append(statistics.median(seen) if len(seen) >= MIN_SAMPLES else None)
+    factor = _weekly_factor(minutes, start, count, max_days, earliest)
+    # Four decimals (a task every 10,000 s) keep the memory item small: ~0.5 KB an hour.
+    rates = [round(r * (factor or 1.0), 4) if r is not None else None for r in rates]
+    return {"start": start, "rates": rates, "days": round(days, 3),
+            "weekly": factor is not None}
+
+
+def _weekly_factor(minutes: Mapping[int, float], start: int, count: int, max_days: int,
+                   earliest: int) -> float | None:
+    """The same hours on the same weekday over every day's, or None with too few weeks."""
+    def level(lag: int) -> float | None:
+        first = start - lag
+        if first < earliest:
+            return None
+        return sum(minutes.get(m, 0.0) for m in range(first, first + count * MINUTE,
+                                                     MINUTE)) / count
+    weekly = [v for v in (level(j * WEEK) for j in range(1, max_days // 7 + 1)) if v is not None]
+    daily = [v for v in (level(k * DAY) for k in range(1, max_days + 1)) if v is not None]
+    if len(weekly) < MIN_SAMPLES or len(daily) < MIN_SAMPLES:
+        return None
+    typical = statistics.median(daily)
+    if typical <= 0:
+        return None
+    return min(50.0, max(0.02, statistics.median(weekly) / typical))
+
+
+def read_and_learn(history: LoadHistory, deployment: str, target: str, now: float,
+                   lead: float, max_days: int) -> dict[str, Any]:
+    """Read what :func:`learn` needs from the store — the same hour and a bit of each past
+    day (``max_days`` small range reads, nothing of the future) — and learn the forecast
+    from a few minutes back (to compare with what is measured) to the horizon."""
+    start = int(now // MINUTE * MINUTE) - RECENT_MINUTES * MINUTE
+    count = RECENT_MINUTES + int((HORIZON_SECONDS + lead) // MINUTE) + 2
+    margin = SPREAD_MINUTES * MINUTE
+    rates: dict[int, float] = {}
+    earliest: int | None = None
+    for k in range(1, max_days + 1):
+        found = history.load_history(deployment, target, start - k * DAY - margin,
+                                     start - k * DAY + count * MINUTE + margin)
+        rates.update(_rates(found))
+        if found:  # the oldest minute read: before it nothing is known, after it a
+            # minute with no item had no load
+            earliest = min(found[0].minute, earliest or found[0].minute)
+    return learn(rates, start, count, max_days, earliest)
+
+
+def _rates(found: list[LoadMinute]) -> dict[int, float]:
+    return {m.minute: m.arrival_rate for m in found if m.arrival_rate is not None}
+
+
+def due(memory: TargetMemory, now: float, lead: float, tick: float) -> bool:
+    """Whether the target's forecast must be learnt again: none yet, or it ends before the
+    lead ahead of the next tick."""
+    forecast = memory.forecast
+    if not forecast:
+        return True
+    end = forecast["start"] + len(forecast["rates"]) * MINUTE
+    if not forecast["rates"]:
+        end = forecast["start"] + HORIZON_SECONDS  # too little history: ask again hourly
+    return bool(now < forecast["start"] or now + tick + lead + MINUTE >= end)
+
+
+def refresh(settings: Settings, memory: dict[str, TargetMemory], history: LoadHistory,
+            now: float) -> None:
+    """Learn again the forecast of every target that uses one and whose forecast ran out
+    (in place). The only I/O is ``history``'s reads; a failed read is the caller's."""
+    for target in settings.targets:
+        if not target.forecast:
+            continue
+        kept = memory.setdefault(target.name, TargetMemory())
+        if due(kept, now, target.forecast_lead_seconds, settings.tick_interval_seconds):
+            kept.forecast = read_and_learn(history, settings.deployment, target.name, now,
+                                           target.forecast_lead_seconds,
+                                           int(settings.load_history_days))
+
+
+def rate_at(forecast: Mapping[str, Any], at: float) -> float | None:
+    """The forecast rate of the minute ``at`` falls in; None outside it or unknown."""
+    index = int((at - forecast["start"]) // MINUTE)
+    rates = forecast["rates"]
+    return rates[index] if 0 <= index < len(rates) else None
+
+
+def pre_scale(agent: CapacityAgent, view: TargetView,
+              reactive: Recommendation) -> Recommendation:
+    """The reactive recommendation, raised to what a forecast rise needs (see the module's
+    docstring); the reason says when and why the forecast is off."""
+    config, memory, now = view.config, view.memory, view.now
+    if not config.forecast:
+        return reactive
+    forecast = memory.forecast
+    days = forecast["days"] if forecast else 0.0
+    if not forecast or days < config.forecast_min_days or not forecast["rates"]:
+        return _note(reactive, f"forecast off: {days:.1f} of {config.forecast_min_days:g} "
+                               "days of history")
+    _check(memory, now)
+    if memory.forecast_off_until is not None and now < memory.forecast_off_until:
+        return _note(reactive, "forecast stepped back (a forecast rise did not come) for "
+                               f"{memory.forecast_off_until - now:.0f}s more")
+    lead = config.forecast_lead_seconds + _tick(view)
+    recent = [rate_at(forecast, now - s * MINUTE) for s in range(1, RECENT_MINUTES + 1)]
+    ahead = [rate_at(forecast, now + s) for s in [*range(0, int(lead), MINUTE), lead]]
+    known = [r for r in ahead if r is not None]
+    if None in recent or not known:
+        return reactive
+    expected_now = sum(r for r in recent if r is not None) / len(recent)
+    rise = max(known) - expected_now
+    measured = memory.arrival_rate or 0.0
+    if rise <= WORTH or memory.service_rate is None:
+        return reactive
+    trust = min(1.0, measured / expected_now) if expected_now > 0 else 1.0
+    planned = measured + rise * trust
+    if planned - measured <= WORTH:
+        return reactive
+    # Sized for the rate to come, beyond the visible work the reactive policy sizes for.
+    needed = max(agent.workers_at(view, agent.goal, planned), view.running / view.concurrency)
+    wanted = min(max(1, math.ceil(needed - 1e-9)), config.max_workers)
+    if wanted <= reactive.desired:
+        return reactive
+    memory.forecast_checks.append([now + lead + CHECK_AFTER, planned, measured])
+    reason = (f"{reactive.reason}; forecast: {max(known):.2f}/s expected within "
+              f"{lead:.0f}s (now {measured:.2f}/s): {wanted} workers ready for it")
+    if wanted > view.current:
+        return agent.step_up(view, wanted, "forecast", reason)
+    return Recommendation(wanted, "forecast", reason)
+
+
+def _check(memory: TargetMemory, now: float) -> None:
+    """Judge the pre-scales whose time came: a rise that did not come steps back."""
+    measured = memory.arrival_rate or 0.0
+    judged = [c for c in memory.forecast_checks if c[0] <= now]
+    memory.forecast_checks = [c for c in memory.forecast_checks if c[0] > now]
+    if any(measured - base < 0.5 * (planned - base) for _, planned, base in judged):
+        memory.forecast_off_until = now + STEP_BACK_SECONDS
+        memory.forecast_checks = []
+
+
+def _tick(view: TargetView) -> float:
+    """Seconds to the next tick, from the last two the memory saw (15 s if unknown)."""
+    tick = view.memory.last_tick
+    return tick[0] if tick else 15.0
+
+
+def _note(recommendation: Recommendation, why: str) -> Recommendation:
+    return replace(recommendation, reason=f"{recommendation.reason}; {why}")

@@ -1,0 +1,179 @@
+"""The forecaster on synthetic periodic loads, learning only from the past, and the policy
+pre-scaling ahead of a forecast rise (and stepping back when the rise does not come)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+
+from celery_ondemand.decide import TargetMemory, decide
+from celery_ondemand.decide.forecast import read_and_learn
+from celery_ondemand.decide.load import LoadLog, LoadMinute
+from celery_ondemand.simulate import SimConfig, arrivals_from, simulate
+from celery_ondemand.simulate.ondemand import OnDemandPolicy
+from celery_ondemand.simulate.traces import service_times
+from tests.support.observations import observation, settings, worker
+
+DAY, WEEK = 86400, 7 * 86400
+NINE = 9 * 3600
+
+
+def office(second: float) -> float:
+    """A square wave: 4 tasks/s from 09:00 to 17:00, 0.4/s otherwise."""
+    return 4.0 if NINE <= second % DAY < 17 * 3600 else 0.4
+
+
+def history(rate: Callable[[int], float], days: int, now: int,
+            noise: random.Random | None = None, target: str = "t") -> LoadLog:
+    """``days`` of per-minute load before ``now``: Poisson counts if ``noise`` is given."""
+    log = LoadLog()
+    for minute in range(now - days * DAY, now, 60):
+        mean = rate(minute) * 60
+        arrivals = _poisson(noise, mean) if noise else mean
+        log.add_load("d", {target: LoadMinute(minute, 60.0, arrivals, ticks=4)})
+    return log
+
+
+def _poisson(rng: random.Random, mean: float) -> float:
+    """A normal approximation is close enough for means of tens."""
+    return max(0.0, round(rng.gauss(mean, math.sqrt(mean))))
+
+
+def learnt(log: LoadLog, now: int, max_days: int = 28) -> list[float]:
+    """The forecast from ``now`` on (it begins three minutes back)."""
+    forecast = read_and_learn(log, "d", "t", now, 60.0, max_days)
+    assert forecast["start"] == now // 60 * 60 - 180
+    return forecast["rates"][3:]
+
+
+def test_it_learns_a_square_wave_ahead_of_its_rise() -> None:
+    now = 10 * DAY + NINE - 30 * 60  # 08:30 on day 10
+    rates = learnt(history(office, 10, now), now)
+    assert rates[:29] == pytest.approx([0.4] * 29), "08:30-08:58: the night rate"
+    assert rates[31:] == pytest.approx([4.0] * len(rates[31:])), "from 09:01 on: the day's"
+    assert 0.4 < rates[29] < rates[30] < 4.0, "09:00 blurred over ±1 minute"
+
+
+def test_it_learns_a_daily_sine_through_noise() -> None:
+    def sine(second: float) -> float:
+        return 3.0 + 2.0 * math.sin(2 * math.pi * second / DAY)
+
+    for hour in (3, 9, 15, 21):
+        now = 14 * DAY + hour * 3600
+        rates = learnt(history(sine, 14, now, random.Random(hour)), now)
+        truth = [sine(now + 60 * i) for i in range(len(rates))]
+        errors = [abs(r - t) / t for r, t in zip(rates, truth, strict=True)]
+        assert max(errors) < 0.12, f"at {hour}:00"
+        assert sum(errors) / len(errors) < 0.04
+
+
+def test_a_one_off_spike_is_not_forecast() -> None:
+    def spiky(second: float) -> float:
+        spike = 6 * DAY + 10 * 3600 <= second < 6 * DAY + 10.5 * 3600  # one day, 10:00
+        return 40.0 if spike else 1.0
+
+    now = 10 * DAY + 9 * 3600 + 45 * 60  # 09:45 on day 10
+    assert learnt(history(spiky, 10, now), now) == pytest.approx([1.0] * 63)
+
+
+def test_the_weekly_shape_scales_the_daily_one() -> None:
+    """Busy weekdays, a quiet weekend: a weekend forecast is the weekend's level once
+    three past weeks are known, the weekdays' before."""
+    def week(second: float) -> float:
+        return 0.5 if second % WEEK >= 5 * DAY else 4.0  # days 5 and 6 of each week
+
+    saturday = 3 * WEEK + 5 * DAY + 12 * 3600
+    assert learnt(history(week, 22, saturday), saturday) == pytest.approx([0.5] * 63)
+    two_weeks = learnt(history(week, 14, saturday), saturday, max_days=14)
+    assert two_weeks == pytest.approx([4.0] * 63), "two weeks: no weekly shape yet"
+
+
+def test_nothing_of_the_future_is_read() -> None:
+    now = 10 * DAY + NINE - 30 * 60
+    log = history(office, 10, now)
+    for minute in range(now, now + DAY, 60):  # the future says: a huge rise at 08:45
+        log.add_load("d", {"t": LoadMinute(minute, 60, 1e4 if minute > now + 900 else 0)})
+    assert max(learnt(log, now)[:29]) == pytest.approx(0.4)
+
+
+def decided(memory: TargetMemory, now: float, **target: object) -> tuple[int, str, str]:
+    config = settings(**{"worker_concurrency": 4, "max_workers": 12, "forecast": True,
+                         **target})
+    workers = [worker("w0", ["q"], active=2, processed=100)]
+    decisions, _ = decide(observation({"q": (0, 2)}, workers), config, {"t": memory}, now,
+                          current={"t": 1})
+    return decisions[0].desired, decisions[0].rule, decisions[0].reason
+
+
+def measured(forecast: dict[str, object] | None, rate: float = 0.4) -> TargetMemory:
+    return TargetMemory(service_rate=0.2, arrival_rate=rate, observed_at=None,
+                        forecast=forecast, last_tick=[15.0, 6, 6, 30.0])
+
+
+def test_off_until_enough_history_and_the_reason_says_so() -> None:
+    rising = {"start": -180, "rates": [0.4, 0.4, 0.4, 0.4, 4.0, 4.0], "days": 3.5,
+              "weekly": False}
+    desired, rule, reason = decided(measured(rising), 10.0)
+    assert (desired, rule) == (1, "tolerance"), "the visible work needs no more"
+    assert "forecast off: 3.5 of 7 days of history" in reason
+    desired, rule, reason = decided(measured(rising), 10.0, forecast_min_days=3,
+                                    scale_up_max_step=20)
+    assert rule == "forecast" and desired == 12, "the rise: 4/s at 0.2/s a worker, max 12"
+    assert "4.00/s expected" in reason
+
+
+def test_a_forecast_rise_raises_never_lowers_and_steps_back_when_wrong() -> None:
+    flat = {"start": -180, "rates": [2.0] * 10, "days": 9.0, "weekly": False}
+    assert decided(measured(flat, rate=2.0), 10.0)[1] != "forecast", "no rise: reactive"
+    rising = {"start": -180, "rates": [0.4, 0.4, 0.4, 0.4, 1.0, 1.0, 1.0, 1.0], "days": 9.0}
+    memory = measured(rising)
+    desired, rule, _ = decided(memory, 10.0)
+    reactive, _, _ = decided(measured(None), 10.0, forecast=False)
+    assert rule == "forecast" and desired > reactive
+    # Three minutes on, the rate is what it was: the rise never came.
+    config = settings(worker_concurrency=4, max_workers=12, forecast=True)
+    workers = [worker("w0", ["q"], active=2, processed=100)]
+    _, after = decide(observation({"q": (0, 2)}, workers), config, {"t": memory}, 10.0,
+                      current={"t": 1})
+    after["t"].arrival_rate, after["t"].service_rate = 0.4, 0.2
+    decisions, later = decide(observation({"q": (0, 2)}, workers), config, after, 260.0,
+                              current={"t": desired})
+    assert decisions[0].rule != "forecast" and "forecast stepped back" in decisions[0].reason
+    assert later["t"].forecast_off_until == pytest.approx(260.0 + 3600)
+
+
+def test_in_the_simulator_workers_are_ready_before_the_rise() -> None:
+    """The same square wave, eight days of it in the history, the ninth simulated from
+    08:00: with the forecast, workers are serving when 09:00 comes and fewer tasks wait."""
+    config = SimConfig(concurrency=4, startup_seconds=60, tick_seconds=15, wait_target=60,
+                       max_workers=40)
+    start = 8 * DAY + 8 * 3600
+    def busier(second: float) -> float:
+        return office(second) * 2.5  # 1/s at night, 10/s by day
+
+    counts = [round(busier(start + s) * 5) if s % 5 == 0 else 0 for s in range(2 * 3600)]
+    sampler, _ = service_times("exp:4")
+    tasks = arrivals_from(counts, 1.0, sampler, 7)
+    results, timelines = {}, {}
+    for name, on in (("reactive", False), ("forecast", True)):
+        log = history(busier, 8, start, target="sim")
+        policy = OnDemandPolicy(config, "capacity", {"forecast": on}, history=log,
+                                clock=start)
+        result = simulate(tasks, policy, config, len(counts), keep_timeline=True,
+                          measure_from=1800)
+        results[name] = result
+        timelines[name] = {t: n for t, _, _, n in result.timeline}
+    rise = 3600  # 09:00
+    assert timelines["forecast"][rise - 30] > timelines["reactive"][rise - 30]
+    assert results["forecast"].percentile(0.99) < results["reactive"].percentile(0.99)
+    assert results["forecast"].max_wait < results["reactive"].max_wait
+
+
+def test_the_cwod_policy_refuses_a_forecast() -> None:
+    from celery_ondemand.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"targets\[0\].forecast: the cwod policy"):
+        settings(policy="cwod", forecast=True)
