@@ -295,16 +295,20 @@ def test_an_asg_instance_refresh_holds_scale_in(
 
 def test_ticks_write_the_load_history(store: StateStore, counted: Any) -> None:
     """Every measured tick adds its arrivals, completions and busy time to its minute; the
-    first (nothing to measure from) and a blind one add nothing."""
+    first (nothing to measure from) and a blind one add nothing. A minute is written once,
+    when a tick of a later minute shows it has ended."""
     w = [worker("w0", ["q"], active=4, processed=0)]
     ticker = Ticker(counted, store=store, observer=ScriptedObserver(  # type: ignore[arg-type]
         observation({"q": (6, 4)}, w),
         observation({"q": (10, 4)}, [worker("w0", ["q"], active=4, processed=5)]),
         None,
-        observation({"q": (3, 4)}, [worker("w0", ["q"], active=4, processed=12)])))
+        observation({"q": (3, 4)}, [worker("w0", ["q"], active=4, processed=12)]),
+        observation({"q": (3, 4)}, [worker("w0", ["q"], active=4, processed=13)])))
     for now in (6000.0, 6015.0, 6030.0, 6045.0):
         ticker.tick(now=now)
-    [minute] = store.load_history("default", "t", 6000, 6059)
+    assert store.load_history("default", "t", 6000, 6119) == [], "the minute has not ended"
+    ticker.tick(now=6060.0)
+    [minute] = store.load_history("default", "t", 6000, 6119)
     # 6000→6015: 5 finished, work 10 → 14: 9 arrived; 6030 blind; 6015→6045: 7 finished,
     # work 14 → 7: 0 arrived.
     assert (minute.seconds, minute.arrivals, minute.completions, minute.ticks) == (

@@ -26,7 +26,7 @@ from typing import Any
 from .act import Scaler, scaler_for
 from .config import Settings, TargetConfig
 from .decide import Agent, Decision, TargetMemory, build_agents, decide, forecast
-from .decide.load import loads_of
+from .decide.load import MINUTE, LoadMinute, loads_of
 from .errors import (
     BrokerAuthFailed,
     BrokerUnavailable,
@@ -139,6 +139,8 @@ class Ticker:
         self.memory: dict[str, TargetMemory] = {}
         self.previous: Observation | None = None
         self.recorded: dict[str, tuple[Any, ...]] = {}
+        self.unwritten_load: dict[str, LoadMinute] = {}
+        """Per target, the minute of load this Ticker has summed but not yet written."""
         self.credentials_refused = False
         """Per target, what its last decision written to the history said."""
 
@@ -183,7 +185,9 @@ class Ticker:
                     self.store.record(deployment, list(fresh.values()), now)
                     self.recorded.update({name: _said(d) for name, d in fresh.items()})
                     self.store.save_status(deployment, result.status(), now)
-                    self.store.add_load(deployment, loads_of(decisions, memory, now))
+                    self.store.add_load(deployment,
+                                        self._ended_minutes(loads_of(decisions, memory, now),
+                                                            now))
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)
                 except StateError as exc:  # acted, but this tick's memory is not kept
@@ -191,6 +195,26 @@ class Ticker:
         if observation is not None:
             self.previous = observation
         return result
+
+    def _ended_minutes(self, loads: dict[str, LoadMinute], now: float) -> dict[str, LoadMinute]:
+        """This tick's load samples join their minute here; a minute is handed to the store
+        once a later tick shows it has ended: one write per busy target a minute rather than
+        one a tick (each is billed). A container that Lambda destroys takes at most its last
+        minute with it, which the forecaster reads as a minute not measured."""
+        ended: dict[str, LoadMinute] = {}
+        for target, sample in loads.items():
+            held = self.unwritten_load.get(target)
+            if held is not None and held.minute == sample.minute:
+                held.add(sample)
+                continue
+            if held is not None:
+                ended[target] = held
+            self.unwritten_load[target] = sample
+        this_minute = now // MINUTE * MINUTE
+        for target, held in list(self.unwritten_load.items()):
+            if held.minute < this_minute:
+                ended[target] = self.unwritten_load.pop(target)
+        return ended
 
     def _unrecorded(self, decisions: list[Decision]) -> dict[str, Decision]:
         """The decisions the history lacks: those whose counts, rule or work changed since

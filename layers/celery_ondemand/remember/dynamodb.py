@@ -16,9 +16,9 @@ Every item carries ``schema_version``. ``ttl`` is the table's TTL attribute: Dyn
 expired history by itself.
 
 Load is one item per target per minute (``<minute>``: its epoch second, 12 digits, so
-the range key sorts by time): about 200 bytes, so the ``UpdateItem ADD`` each tick makes
-is one write unit (an hour bucket of 60 minutes would be 3-7 KB, and every tick's update
-of it billed 3-7 units: DynamoDB bills a write by the whole item's size). 28 days
+the range key sorts by time): about 200 bytes, so the ``UpdateItem ADD`` the Ticker makes
+once a minute ends is one write unit (an hour bucket of 60 minutes would be 3-7 KB, and
+every update of it billed 3-7 units: DynamoDB bills a write by the whole item's size). 28 days
 are 40,320 items (~8 MB) per target; a forecast reads only the hour it needs of each past
 day (28 small queries an hour), a replay reads a range (1 MB a page).
 
