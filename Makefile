@@ -40,10 +40,12 @@ $(STAMP): pyproject.toml
 # The suite also runs the built Lambda artifact, so it builds first (sam build is cached).
 # Two test processes by default: most tests wait on real workers and brokers, and every test
 # names its own queues and workers, so two share the brokers (PYTEST_WORKERS=0: one process).
+# A file's tests stay in one process: its module fixtures (a moto stack, a private RabbitMQ
+# node) start once.
 PYTEST_WORKERS ?= 2
 test: $(STAMP) $(BUILT) $(RUNTIME_STAMP)
 	ONDEMAND_LAMBDA_PYTHON="$(LAMBDA_PYTHON)" $(BIN)/python -m pytest -ra --durations=30 \
-		-n $(PYTEST_WORKERS)
+		-n $(PYTEST_WORKERS) --dist loadfile
 
 lint: lint-python lint-template
 
