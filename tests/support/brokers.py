@@ -24,9 +24,18 @@ from kombu import Connection
 
 from celery_ondemand import stamp_publish_time
 
+
+def _redis_database() -> int:
+    """Database 1, or under pytest-xdist one per test process (gw0: 1, gw1: 2, ...): Redis
+    keeps the unacknowledged-task hash per database and kombu prefixes its fanout channels
+    with the database, so two processes never read each other's workers' held tasks."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) + 1 if worker[2:].isdigit() else 1
+
+
 BROKERS = {
     "rabbitmq": os.environ.get("ONDEMAND_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//"),
-    "redis": os.environ.get("ONDEMAND_TEST_REDIS", "redis://127.0.0.1:6379/1"),
+    "redis": os.environ.get("ONDEMAND_TEST_REDIS", f"redis://127.0.0.1:6379/{_redis_database()}"),
 }
 ON_CI = os.environ.get("CI", "").lower() == "true"
 _reachable: dict[str, str | None] = {}
