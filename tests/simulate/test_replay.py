@@ -163,3 +163,21 @@ def test_a_forecast_target_replays_with_the_history_before_since(
     rows = {p["policy"]: p for p in json.loads(out.out)["policies"]}
     assert rows["capacity"]["p99_wait"] < rows["candidate"]["p99_wait"]
     assert rows["capacity"]["max_wait"] < rows["candidate"]["max_wait"]
+
+
+def test_a_forecast_target_replays_with_the_default_policies(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """cwod has no forecast: its row replays the target without it instead of refusing."""
+    record(SQLiteStateStore(tmp_path / "state.db"))
+    path = tmp_path / "ondemand.yaml"
+    path.write_text(yaml.safe_dump({"broker_url": "redis://localhost/0",
+                                    "state_file": str(tmp_path / "state.db"), "targets": [
+        {"name": "t", "queues": ["q"], "scaler": "local", "command": "true",
+         "worker_concurrency": 4, "max_workers": 30, "forecast": True,
+         "forecast_min_days": 1}]}))
+    status = main(["simulate", "--history", "--config", str(path), "--target", "t",
+                   "--since", "2026-09-21T14:14", "--until", "2026-09-21T15:14", "--json"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    rows = {p["policy"].split(" ")[0] for p in json.loads(out.out)["policies"]}
+    assert {"capacity", "cwod", "keda", "oracle"} <= rows

@@ -177,3 +177,26 @@ def test_the_cwod_policy_refuses_a_forecast() -> None:
 
     with pytest.raises(ConfigError, match=r"targets\[0\].forecast: the cwod policy"):
         settings(policy="cwod", forecast=True)
+
+
+def test_a_rise_that_came_early_is_not_added_on_top_of_itself() -> None:
+    """4/s measured while the forecast still expects 0.4/s before 4/s: the target is sized
+    for 4/s (what the reactive policy sizes for), not for 4 + 3.6 = 7.6/s."""
+    rising = {"start": -180, "rates": [0.4] * 4 + [4.0] * 6, "days": 9.0, "weekly": False}
+    wide = {"max_workers": 40, "scale_up_max_step": 40}
+    forecast, _, reason = decided(measured(rising, rate=4.0), 10.0, **wide)
+    reactive, _, _ = decided(measured(None, rate=4.0), 10.0, forecast=False, **wide)
+    assert forecast == reactive, reason
+    ahead, rule, _ = decided(measured(rising, rate=0.4), 10.0, **wide)
+    assert rule == "forecast" and ahead > reactive, "before it came, the rise is planned for"
+
+
+def test_a_rise_from_a_quiet_night_is_planned_for() -> None:
+    """A trickle of 0.02/s expected, nothing measured, 4/s coming: measured 0 of 0.02/s
+    is no reason to distrust the rise."""
+    rising = {"start": -180, "rates": [0.02] * 4 + [4.0] * 6, "days": 9.0, "weekly": False}
+    wide = {"max_workers": 40, "scale_up_max_step": 40}
+    desired, rule, reason = decided(measured(rising, rate=0.0), 10.0, **wide)
+    trusted = {**rising, "rates": [0.4] * 4 + [4.0] * 6}
+    in_full, _, _ = decided(measured(trusted, rate=0.4), 10.0, **wide)
+    assert rule == "forecast" and desired >= 0.8 * in_full, reason
