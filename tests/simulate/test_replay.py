@@ -174,7 +174,7 @@ def test_a_forecast_target_replays_with_the_default_policies(
                                     "state_file": str(tmp_path / "state.db"), "targets": [
         {"name": "t", "queues": ["q"], "scaler": "local", "command": "true",
          "worker_concurrency": 4, "max_workers": 30, "forecast": True,
-         "forecast_min_days": 1}]}))
+         "forecast_min_days": 3}]}))
     status = main(["simulate", "--history", "--config", str(path), "--target", "t",
                    "--since", "2026-09-21T14:14", "--until", "2026-09-21T15:14", "--json"])
     out = capsys.readouterr()
