@@ -9,11 +9,14 @@ median of the same hour on the same weekday over the past weeks, over the median
 hour over every past day (a quiet Sunday is expected quiet, though most days are busy).
 Minutes the store has no item for are read as no load (an idle deployment writes none).
 
-Using it (:func:`pre_scale`) only ever adds workers to what the reactive policy wants: the
-forecast's *rise* over the lead — the highest rate it expects before workers started at
-the next tick could serve, less what it expected over the last three minutes — is added
-to the measured arrival rate, scaled down where today runs below the forecast (measured /
-expected), and the target sized for that rate with the policy's own model. Never below
+Using it (:func:`pre_scale`) only ever adds workers to what the reactive policy wants:
+when the forecast expects a *rise* over the lead — its highest rate before workers started
+at the next tick could serve above what it expected over the last three minutes — the
+target is sized with the policy's own model for that highest rate, scaled down where today
+runs below the forecast (measured / expected, each plus one worker's rate, at least
+``LEAST_TRUST``), and never for less than the measured rate. A rise that came early is
+not added on top of itself; a rise from a quiet night's trickle (measured 0 of 0.02/s
+expected) is planned for in full. Never below
 the reactive count, never above ``max_workers`` (the rails still apply), at most the
 policy's step a tick.
 
@@ -55,6 +58,9 @@ measured rate is smoothed over a few ticks)."""
 STEP_BACK_SECONDS = 3600.0
 """How long a wrong forecast stays off."""
 WORTH = 0.01
+"""A rise below this many tasks a second is not worth a worker."""
+LEAST_TRUST = 0.5
+"""The least share of a forecast level planned for, however far today runs below it."""
 """A rise below this many tasks a second is not worth a worker."""
 
 
@@ -190,8 +196,7 @@ def pre_scale(agent: CapacityAgent, view: TargetView,
     measured = memory.arrival_rate or 0.0
     if rise <= WORTH or memory.service_rate is None:
         return reactive
-    trust = min(1.0, measured / expected_now) if expected_now > 0 else 1.0
-    planned = measured + rise * trust
+    planned = max(measured, max(known) * _trust(measured, expected_now, memory.service_rate))
     if planned - measured <= WORTH:
         return reactive
     # Sized for the rate to come, beyond the visible work the reactive policy sizes for.
@@ -205,6 +210,14 @@ def pre_scale(agent: CapacityAgent, view: TargetView,
     if wanted > view.current:
         return agent.step_up(view, wanted, "forecast", reason)
     return Recommendation(wanted, "forecast", reason)
+
+
+def _trust(measured: float, expected_now: float, worker_rate: float) -> float:
+    """How much of the forecast level to plan for: today's rate over the forecast's for
+    the last minutes, each plus one worker's rate (so a quiet night's trickle, measured 0
+    of 0.02/s, is no reason to distrust a rise from it), between ``LEAST_TRUST`` and 1."""
+    ratio = (measured + worker_rate) / (expected_now + worker_rate)
+    return min(1.0, max(LEAST_TRUST, ratio))
 
 
 def _check(memory: TargetMemory, now: float) -> None:
