@@ -40,6 +40,9 @@ from .model import Observation, WorkerStatus
 from .observe import Observer
 from .remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 
+FORECAST_BUDGET_SECONDS = 20.0
+"""A tick learns no more forecasts once it has run this long (the rest wait a tick): the
+Lambda's timeout is 60 s and the lease 60 s or more."""
 UNSENT_MINUTES = 60
 """Ended minutes kept per target while the store refuses writes (an hour's worth)."""
 
@@ -163,13 +166,6 @@ class Ticker:
             memory = self.store.load_memory(deployment) if self.store else self.memory
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
-        forecast_error = None
-        if self.store is not None:
-            try:
-                forecast.refresh(self.settings, memory, self.store, now)
-            except Exception as exc:  # it only ever adds workers: without it, the policy reacts
-                forecast_error = (f"forecast not learnt ({type(exc).__name__}: {exc}); "
-                                  "reacting only")
         self.credentials_refused = False
         observation, error = self._observe()
         current, running, target_errors, rollouts, bounds = self._capacities(observation)
@@ -178,11 +174,14 @@ class Ticker:
                                    platform_bounds=bounds)
         decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
         result = TickResult(observation, decisions, error, target_errors, started_at=now,
-                            credentials_refused=self.credentials_refused,
-                            forecast_error=forecast_error)
+                            credentials_refused=self.credentials_refused)
         if not dry_run:
             self._act(result)
             _remember_what_was_done(memory, result)
+            if self.store is not None:  # after acting: the forecast applies from next tick
+                failed = forecast.refresh(self.settings, memory, self.store, now,
+                                          deadline=began + FORECAST_BUDGET_SECONDS)
+                result.forecast_error = "; ".join(failed) or None
             self.memory = memory
             if self.store is not None:
                 try:

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
+from celery_ondemand.config import Settings, settings_from_mapping
 from celery_ondemand.decide import TargetMemory, decide
-from celery_ondemand.decide.forecast import read_and_learn
+from celery_ondemand.decide.forecast import read_and_learn, refresh
 from celery_ondemand.decide.load import LoadLog, LoadMinute
 from celery_ondemand.simulate import SimConfig, arrivals_from, simulate
 from celery_ondemand.simulate.ondemand import OnDemandPolicy
@@ -200,3 +201,60 @@ def test_a_rise_from_a_quiet_night_is_planned_for() -> None:
     trusted = {**rising, "rates": [0.4] * 4 + [4.0] * 6}
     in_full, _, _ = decided(measured(trusted, rate=0.4), 10.0, **wide)
     assert rule == "forecast" and desired >= 0.8 * in_full, reason
+
+
+class Flaky(LoadLog):
+    """A history whose reads of some targets fail (throttled), counting every read."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__()
+        self.failing, self.reads = failing, {}
+
+    def load_history(self, deployment: str, target: str, since: float,
+                     until: float) -> list[LoadMinute]:
+        from celery_ondemand.errors import StateError
+
+        self.reads[target] = self.reads.get(target, 0) + 1
+        if target in self.failing:
+            raise StateError("DynamoDB table t: query failed: throttled")
+        return super().load_history(deployment, target, since, until)
+
+
+def forecasting(*names: str, **top: object) -> Settings:
+    return settings_from_mapping({"broker_url": "redis://test/0", **top, "targets": [
+        {"name": n, "queues": [n], "scaler": "local", "command": "-", "forecast": True}
+        for n in names]})
+
+
+def test_a_failed_read_spares_the_other_targets_and_waits_ten_minutes() -> None:
+    history = Flaky({"a"})
+    memory: dict[str, TargetMemory] = {}
+    failed = refresh(forecasting("a", "b"), memory, history, 10 * DAY)
+    assert len(failed) == 1 and "target a" in failed[0] and "throttled" in failed[0]
+    assert memory["b"].forecast is not None, "b learnt its forecast all the same"
+    reads = history.reads["a"]
+    assert refresh(forecasting("a", "b"), memory, history, 10 * DAY + 15) == []
+    assert history.reads["a"] == reads, "no new try on the next tick"
+    history.failing.clear()
+    assert refresh(forecasting("a", "b"), memory, history, 10 * DAY + 601) == []
+    assert memory["a"].forecast is not None and memory["a"].forecast_retry_at is None
+
+
+def test_a_tick_learns_a_few_forecasts_within_its_budget() -> None:
+    history = Flaky(set())
+    config, memory = forecasting("a", "b", "c", "d"), {}
+    refresh(config, memory, history, 10 * DAY)
+    assert sorted(history.reads) == ["a", "b"], "two a tick"
+    refresh(config, memory, history, 10 * DAY + 15)
+    assert sorted(history.reads) == ["a", "b", "c", "d"], "the others the next"
+    for kept in memory.values():
+        kept.forecast = None
+    refresh(config, memory, history, 10 * DAY + 30, deadline=5.0, clock=lambda: 6.0)
+    assert all(kept.forecast is None for kept in memory.values()), "past the budget: none"
+
+
+def test_turning_the_forecast_off_clears_it_from_the_memory() -> None:
+    memory = {"a": TargetMemory(forecast={"start": 0, "rates": [1.0], "days": 9.0},
+                                forecast_checks=[[1.0, 2.0, 0.5]])}
+    refresh(settings(name="a", queues=["a"], forecast=False), memory, LoadLog(), 10 * DAY)
+    assert memory["a"].forecast is None and memory["a"].forecast_checks == []

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,10 @@ STEP_BACK_SECONDS = 3600.0
 """How long a wrong forecast stays off."""
 WORTH = 0.01
 """A rise below this many tasks a second is not worth a worker."""
+RETRY_SECONDS = 600.0
+"""After a failed read of the history, how long before the next try."""
+REFRESH_PER_TICK = 2
+"""Targets whose forecast is learnt again in one tick (the others wait their turn)."""
 LEAST_TRUST = 0.5
 """The least share of a forecast level planned for, however far today runs below it."""
 """A rise below this many tasks a second is not worth a worker."""
@@ -138,7 +143,9 @@ def _rates(found: list[LoadMinute]) -> dict[int, float]:
 
 def due(memory: TargetMemory, now: float, lead: float, tick: float) -> bool:
     """Whether the target's forecast must be learnt again: none yet, or it ends before the
-    lead ahead of the next tick."""
+    lead ahead of the next tick; not before a failed read's ``RETRY_SECONDS`` are over."""
+    if memory.forecast_retry_at is not None and now < memory.forecast_retry_at:
+        return False
     forecast = memory.forecast
     if not forecast:
         return True
@@ -149,17 +156,42 @@ def due(memory: TargetMemory, now: float, lead: float, tick: float) -> bool:
 
 
 def refresh(settings: Settings, memory: dict[str, TargetMemory], history: LoadHistory,
-            now: float) -> None:
-    """Learn again the forecast of every target that uses one and whose forecast ran out
-    (in place). The only I/O is ``history``'s reads; a failed read is the caller's."""
+            now: float, deadline: float | None = None,
+            clock: Callable[[], float] = time.monotonic) -> list[str]:
+    """Learn again the forecasts that ran out (in place), at most ``REFRESH_PER_TICK``
+    targets a tick, the longest due first, none once ``clock()`` passes ``deadline``: a
+    tick's reads stay few however many targets forecast (each is ``load_history_days``
+    range reads). A target whose read fails keeps its last forecast (its rates run out,
+    then it reacts only), is tried again no sooner than ``RETRY_SECONDS`` later, and does
+    not stop the others. Returns what failed, one line a target."""
+    due_now = []
     for target in settings.targets:
+        kept = memory.get(target.name)
         if not target.forecast:
+            if kept is not None:  # turned off: nothing of it left in the memory item
+                kept.forecast, kept.forecast_checks = None, []
+                kept.forecast_off_until = kept.forecast_retry_at = None
             continue
         kept = memory.setdefault(target.name, TargetMemory())
         if due(kept, now, target.forecast_lead_seconds, settings.tick_interval_seconds):
+            ends = kept.forecast["start"] + len(kept.forecast["rates"]) * MINUTE \
+                if kept.forecast else -math.inf
+            due_now.append((ends, target))
+    failed = []
+    for _, target in sorted(due_now, key=lambda due_at: due_at[0])[:REFRESH_PER_TICK]:
+        if deadline is not None and clock() >= deadline:
+            break
+        kept = memory[target.name]
+        try:
             kept.forecast = read_and_learn(history, settings.deployment, target.name, now,
                                            target.forecast_lead_seconds,
                                            int(settings.load_history_days))
+            kept.forecast_retry_at = None
+        except Exception as exc:  # it only ever adds workers: without it, the policy reacts
+            kept.forecast_retry_at = now + RETRY_SECONDS
+            failed.append(f"target {target.name}: forecast not learnt ({type(exc).__name__}: "
+                          f"{exc}); reacting only, next try in {RETRY_SECONDS:.0f}s")
+    return failed
 
 
 def rate_at(forecast: Mapping[str, Any], at: float) -> float | None:
