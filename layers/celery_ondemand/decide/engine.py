@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..config import Settings, TargetConfig
+from ..errors import ConfigError
 from ..imports import load_class
 from ..model import Observation
 from ..schedules import Window
@@ -44,6 +45,9 @@ def build_agents(settings: Settings) -> dict[str, Agent]:
     for i, target in enumerate(settings.targets):
         cls = POLICIES.get(target.policy) or load_class(target.policy, Agent,
                                                          f"targets[{i}].policy")
+        if target.forecast and not issubclass(cls, CapacityAgent):
+            raise ConfigError(f"targets[{i}].forecast: policy {target.policy} has no forecast "
+                              "(only capacity and its subclasses have one)")
         agents[target.name] = cls(target)
     return agents
 
