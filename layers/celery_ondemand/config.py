@@ -66,9 +66,17 @@ class TargetConfig:
     forecast: bool = False
     forecast_lead_seconds: float = 60.0
     forecast_min_days: float = 7.0
+    forecast_timezone: str | None = None
     dry_run: bool = False
     paused: bool = False
     schedules: tuple[Window, ...] = ()
+
+    @property
+    def forecast_zone(self) -> str:
+        """The time zone the forecast compares days in: ``forecast_timezone``, else the
+        first schedule's, else UTC."""
+        return self.forecast_timezone or (self.schedules[0].timezone if self.schedules
+                                          else "UTC")
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,9 @@ TARGET_FIELDS: dict[str, Field] = {
                                    maximum=MAX_FORECAST_LEAD),
     "forecast_min_days": Field("float", "days of load history before the forecast acts",
                                7.0, minimum=3),
+    "forecast_timezone": Field("str", "the time zone whose days the load repeats in (a "
+                               "09:00 rise stays at 09:00 across a DST change); default: "
+                               "the first schedule's timezone, else UTC", optional=True),
     "dry_run": Field("bool", "decide but never act", False),
     "paused": Field("bool", "decide nothing", False),
 }
@@ -274,6 +285,8 @@ def _target(raw: Any, path: str) -> TargetConfig:
     if values["forecast"] and values["policy"] == "cwod":
         raise ConfigError(f"{path}.forecast: the cwod policy has no forecast; use policy: "
                           "capacity (or a subclass of it)")
+    if values["forecast_timezone"] is not None:
+        schedules.check_zone(values["forecast_timezone"], f"{path}.forecast_timezone")
     values["schedules"] = schedules.parse(values["schedules"] or [], f"{path}.schedules",
                                           values["max_workers"])
     scaler = values["scaler"]

@@ -258,3 +258,37 @@ def test_turning_the_forecast_off_clears_it_from_the_memory() -> None:
                                 forecast_checks=[[1.0, 2.0, 0.5]])}
     refresh(settings(name="a", queues=["a"], forecast=False), memory, LoadLog(), 10 * DAY)
     assert memory["a"].forecast is None and memory["a"].forecast_checks == []
+
+
+def test_office_hours_stay_at_nine_local_across_the_spring_change() -> None:
+    """Berlin office hours (4/s from 09:00 to 17:00 local): four days after the clocks
+    went forward on 29 March 2026, six days before it. Comparing UTC days, the median
+    would put 09:00 an hour late (10:00 CEST) for days; the forecaster compares local days."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def office_in_berlin(second: float) -> float:
+        local = datetime.fromtimestamp(second, berlin)
+        return 4.0 if 9 <= local.hour < 17 else 0.4
+
+    now = int(datetime(2026, 4, 2, 8, 30, tzinfo=berlin).timestamp())
+    log = history(office_in_berlin, 10, now)
+    rates = read_and_learn(log, "d", "t", now, 60.0, 10, "Europe/Berlin")["rates"][3:]
+    assert rates[:29] == pytest.approx([0.4] * 29), "08:30-08:58: the night rate"
+    assert rates[31:] == pytest.approx([4.0] * len(rates[31:])), "from 09:01 on: the day's"
+    in_utc = read_and_learn(log, "d", "t", now, 60.0, 10)["rates"][3:]
+    assert in_utc[31:60] == pytest.approx([0.4] * 29), "UTC days: an hour late"
+
+
+def test_the_forecast_zone_defaults_to_the_schedules() -> None:
+    scheduled = settings(forecast=True, schedules=[{
+        "days": "mon-fri", "from": "08:00", "to": "18:00", "timezone": "Europe/Paris",
+        "min_workers": 1}])
+    assert scheduled.targets[0].forecast_zone == "Europe/Paris"
+    assert settings(forecast=True).targets[0].forecast_zone == "UTC"
+    assert settings(forecast_timezone="Asia/Tokyo").targets[0].forecast_zone == "Asia/Tokyo"
+    from celery_ondemand import ConfigError
+    with pytest.raises(ConfigError, match=r"^targets\[0\]\.forecast_timezone: unknown"):
+        settings(forecast_timezone="Mars/Olympus")

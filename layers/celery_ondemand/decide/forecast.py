@@ -33,7 +33,9 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from .decision import Recommendation
 from .load import MINUTE, LoadHistory, LoadMinute
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from .capacity import CapacityAgent
 
-DAY, WEEK = 86400, 7 * 86400
+DAY = 86400
 SPREAD_MINUTES = 1
 """Each past minute is read as the mean of itself and this many minutes either side."""
 RECENT_MINUTES = 3
@@ -66,15 +68,24 @@ REFRESH_PER_TICK = 2
 """Targets whose forecast is learnt again in one tick (the others wait their turn)."""
 LEAST_TRUST = 0.5
 """The least share of a forecast level planned for, however far today runs below it."""
-"""A rise below this many tasks a second is not worth a worker."""
+
+
+def days_back(at: int, days: int, zone: str = "UTC") -> int:
+    """The instant that showed ``at``'s wall-clock time in ``zone`` ``days`` days earlier:
+    a load that rises at 09:00 local time rose at 09:00 before a DST change too."""
+    if zone == "UTC":
+        return at - days * DAY
+    tz = ZoneInfo(zone)
+    wall = datetime.fromtimestamp(at, tz).replace(tzinfo=None) - timedelta(days=days)
+    return int(wall.replace(tzinfo=tz).timestamp())
 
 
 def learn(minutes: Mapping[int, float], start: int, count: int, max_days: int,
-          earliest: int | None) -> dict[str, Any]:
+          earliest: int | None, zone: str = "UTC") -> dict[str, Any]:
     """The forecast of ``count`` minutes from ``start`` (an epoch minute), from past
     per-minute arrival rates (``minutes``: epoch minute → tasks a second) known since
-    ``earliest``: ``{"start", "rates" (None where too few days are known), "days",
-    "weekly"}``."""
+    ``earliest``, days being ``zone``'s: ``{"start", "rates" (None where too few days are
+    known), "days", "weekly"}``."""
     if earliest is None:
         return {"start": start, "rates": [], "days": 0.0, "weekly": False}
     days = max(0.0, (start - earliest) / DAY)
@@ -89,9 +100,9 @@ def learn(minutes: Mapping[int, float], start: int, count: int, max_days: int,
     lags = range(1, max_days + 1)
     rates: list[float | None] = []
     for m in range(start, start + count * MINUTE, MINUTE):
-        seen = [v for v in (spread(m - k * DAY) for k in lags) if v is not None]
+        seen = [v for v in (spread(days_back(m, k, zone)) for k in lags) if v is not None]
         rates.append(statistics.median(seen) if len(seen) >= MIN_SAMPLES else None)
-    factor = _weekly_factor(minutes, start, count, max_days, earliest)
+    factor = _weekly_factor(minutes, start, count, max_days, earliest, zone)
     # Four decimals (a task every 10,000 s) keep the memory item small: ~0.5 KB an hour.
     rates = [round(r * (factor or 1.0), 4) if r is not None else None for r in rates]
     return {"start": start, "rates": rates, "days": round(days, 3),
@@ -99,16 +110,16 @@ def learn(minutes: Mapping[int, float], start: int, count: int, max_days: int,
 
 
 def _weekly_factor(minutes: Mapping[int, float], start: int, count: int, max_days: int,
-                   earliest: int) -> float | None:
+                   earliest: int, zone: str) -> float | None:
     """The same hours on the same weekday over every day's, or None with too few weeks."""
-    def level(lag: int) -> float | None:
-        first = start - lag
+    def level(days: int) -> float | None:
+        first = days_back(start, days, zone)
         if first < earliest:
             return None
         return sum(minutes.get(m, 0.0) for m in range(first, first + count * MINUTE,
                                                      MINUTE)) / count
-    weekly = [v for v in (level(j * WEEK) for j in range(1, max_days // 7 + 1)) if v is not None]
-    daily = [v for v in (level(k * DAY) for k in range(1, max_days + 1)) if v is not None]
+    weekly = [v for v in (level(7 * j) for j in range(1, max_days // 7 + 1)) if v is not None]
+    daily = [v for v in (level(k) for k in range(1, max_days + 1)) if v is not None]
     if len(weekly) < MIN_SAMPLES or len(daily) < MIN_SAMPLES:
         return None
     typical = statistics.median(daily)
@@ -118,23 +129,25 @@ def _weekly_factor(minutes: Mapping[int, float], start: int, count: int, max_day
 
 
 def read_and_learn(history: LoadHistory, deployment: str, target: str, now: float,
-                   lead: float, max_days: int) -> dict[str, Any]:
-    """Read what :func:`learn` needs from the store — the same hour and a bit of each past
-    day (``max_days`` small range reads, nothing of the future) — and learn the forecast
-    from a few minutes back (to compare with what is measured) to the horizon."""
+                   lead: float, max_days: int, zone: str = "UTC") -> dict[str, Any]:
+    """Read what :func:`learn` needs from the store — the same hours and a bit of each
+    past day of ``zone`` (``max_days`` small range reads, nothing of the future) — and
+    learn the forecast from a few minutes back (to compare with what is measured) to the
+    horizon."""
     start = int(now // MINUTE * MINUTE) - RECENT_MINUTES * MINUTE
     count = RECENT_MINUTES + int((HORIZON_SECONDS + lead) // MINUTE) + 2
     margin = SPREAD_MINUTES * MINUTE
     rates: dict[int, float] = {}
     earliest: int | None = None
     for k in range(1, max_days + 1):
-        found = history.load_history(deployment, target, start - k * DAY - margin,
-                                     start - k * DAY + count * MINUTE + margin)
+        found = history.load_history(deployment, target,
+                                     days_back(start, k, zone) - margin,
+                                     days_back(start + count * MINUTE, k, zone) + margin)
         rates.update(_rates(found))
         if found:  # the oldest minute read: before it nothing is known, after it a
             # minute with no item had no load
             earliest = min(found[0].minute, earliest or found[0].minute)
-    return learn(rates, start, count, max_days, earliest)
+    return learn(rates, start, count, max_days, earliest, zone)
 
 
 def _rates(found: list[LoadMinute]) -> dict[int, float]:
@@ -185,7 +198,8 @@ def refresh(settings: Settings, memory: dict[str, TargetMemory], history: LoadHi
         try:
             kept.forecast = read_and_learn(history, settings.deployment, target.name, now,
                                            target.forecast_lead_seconds,
-                                           int(settings.load_history_days))
+                                           int(settings.load_history_days),
+                                           target.forecast_zone)
             kept.forecast_retry_at = None
         except Exception as exc:  # it only ever adds workers: without it, the policy reacts
             kept.forecast_retry_at = now + RETRY_SECONDS
