@@ -89,7 +89,21 @@ def test_the_weekly_shape_scales_the_daily_one() -> None:
     saturday = 3 * WEEK + 5 * DAY + 12 * 3600
     assert learnt(history(week, 22, saturday), saturday) == pytest.approx([0.5] * 63)
     two_weeks = learnt(history(week, 14, saturday), saturday, max_days=14)
-    assert two_weeks == pytest.approx([4.0] * 63), "two weeks: no weekly shape yet"
+    assert two_weeks == pytest.approx([4.0] * 63), "two weeks: the daily level, no rise"
+
+
+def test_a_weekday_rise_is_not_forecast_on_the_weekend_before_three_weeks() -> None:
+    """Office hours Monday to Friday (days 5 and 6 of each week quiet), ten days known:
+    the daily median rises at 09:00 on Saturday too, but last Saturday did not; Monday's
+    rise, which last Monday showed, is forecast."""
+    def weekdays(second: float) -> float:
+        return 0.4 if second % WEEK >= 5 * DAY else office(second)
+
+    saturday = 2 * WEEK + 5 * DAY + NINE - 30 * 60  # 08:30
+    assert max(learnt(history(weekdays, 10, saturday), saturday)) == pytest.approx(0.4)
+    monday = 2 * WEEK + NINE - 30 * 60
+    rates = learnt(history(weekdays, 10, monday), monday)
+    assert rates[:29] == pytest.approx([0.4] * 29) and rates[-1] == pytest.approx(4.0)
 
 
 def test_nothing_of_the_future_is_read() -> None:

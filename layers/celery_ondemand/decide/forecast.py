@@ -7,6 +7,9 @@ their **median** — a spike on one day, or a missing day, moves a median of thr
 days not at all. Where three or more past weeks are known, the weekly shape scales it: the
 median of the same hour on the same weekday over the past weeks, over the median of that
 hour over every past day (a quiet Sunday is expected quiet, though most days are busy).
+Before that, a rise the same weekday a week ago (once known) did not show at least half
+of is bounded by that day's minutes: a rise of the weekdays only is not forecast on a
+Saturday.
 Minutes the store has no item for are read as no load (an idle deployment writes none).
 
 Using it (:func:`pre_scale`) only ever adds workers to what the reactive policy wants:
@@ -103,10 +106,29 @@ def learn(minutes: Mapping[int, float], start: int, count: int, max_days: int,
         seen = [v for v in (spread(days_back(m, k, zone)) for k in lags) if v is not None]
         rates.append(statistics.median(seen) if len(seen) >= MIN_SAMPLES else None)
     factor = _weekly_factor(minutes, start, count, max_days, earliest, zone)
+    if factor is None and max_days >= 7:  # no weekly shape yet: a rise the same weekday
+        # did not show a week ago is not forecast (Monday-to-Friday's, on a Saturday)
+        week_ago = [spread(days_back(m, 7, zone))
+                    for m in range(start, start + count * MINUTE, MINUTE)]
+        if not _also_rose(rates, week_ago):
+            rates = [r if r is None or w is None else min(r, w)
+                     for r, w in zip(rates, week_ago, strict=True)]
     # Four decimals (a task every 10,000 s) keep the memory item small: ~0.5 KB an hour.
     rates = [round(r * (factor or 1.0), 4) if r is not None else None for r in rates]
     return {"start": start, "rates": rates, "days": round(days, 3),
             "weekly": factor is not None}
+
+
+def _also_rose(rates: list[float | None], week_ago: list[float | None]) -> bool:
+    """Whether the same weekday a week ago rose at least half as much as ``rates`` (from
+    their first minutes to their highest) — True when it is not known, or no rise is."""
+    def rise(values: list[float]) -> float:
+        return max(values) - statistics.mean(values[:RECENT_MINUTES])
+
+    if None in rates or None in week_ago:
+        return True
+    expected = rise([r for r in rates if r is not None])
+    return expected <= WORTH or rise([w for w in week_ago if w is not None]) >= 0.5 * expected
 
 
 def _weekly_factor(minutes: Mapping[int, float], start: int, count: int, max_days: int,
