@@ -236,7 +236,8 @@ class Ticker:
         """This tick's load samples join their minute here; a minute is handed to the store
         once a later tick shows it has ended: one write per busy target a minute rather than
         one a tick (each is billed). A container that Lambda destroys takes at most its last
-        minute with it, which the forecaster reads as a minute not measured."""
+        minute with it, which the forecaster reads as no load, like any minute without an
+        item (one minute of one day does not move its median of days)."""
         ended: dict[str, LoadMinute] = {}
         for target, sample in loads.items():
             held = self.unwritten_load.get(target)

@@ -306,3 +306,15 @@ def test_the_forecast_zone_defaults_to_the_schedules() -> None:
     from celery_ondemand import ConfigError
     with pytest.raises(ConfigError, match=r"^targets\[0\]\.forecast_timezone: unknown"):
         settings(forecast_timezone="Mars/Olympus")
+
+
+def test_the_lead_counts_the_configured_tick_not_the_last_ticks_length() -> None:
+    """After an outage the last tick measured minutes: the lead is still lead + one tick
+    (a rise 10 minutes away is not pre-scaled for yet)."""
+    rates = [0.4] * 13 + [4.0] * 6  # the rise 10 minutes from now
+    memory = measured({"start": -180, "rates": rates, "days": 9.0, "weekly": False})
+    memory.observed_at, memory.work, memory.processed = 10.0 - 900, 2, {"w0": 100}
+    memory.running = 2  # last read 15 minutes ago: this tick measures 900 s
+    assert decided(memory, 10.0, scale_up_max_step=20)[1] != "forecast"
+    memory.forecast = {"start": -180, "rates": [0.4] * 4 + [4.0] * 6, "days": 9.0}
+    assert decided(memory, 10.0, scale_up_max_step=20)[1] == "forecast", "within the lead"

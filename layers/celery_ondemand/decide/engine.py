@@ -79,7 +79,8 @@ def decide(observation: Observation | None, settings: Settings,
         view = target_view(target, observation, before, now, current,
                            (running or {}).get(target.name),
                            transport_options=settings.broker_transport_options)
-        view = replace(view, memory=remember(view, before))
+        view = replace(view, memory=remember(view, before),
+                       tick_seconds=settings.tick_interval_seconds)
         if target.paused:
             decision = Decision(target.name, view.current, view.current, "paused",
                                 "paused: deciding nothing", dry_run=True, paused=True,

@@ -10,7 +10,10 @@ hour over every past day (a quiet Sunday is expected quiet, though most days are
 Before that, a rise the same weekday a week ago (once known) did not show at least half
 of is bounded by that day's minutes: a rise of the weekdays only is not forecast on a
 Saturday.
-Minutes the store has no item for are read as no load (an idle deployment writes none).
+Minutes the store has no item for are read as no load: a target at rest that saw nothing
+arrive writes none (each write is billed), so a missing minute is mostly an idle one. The
+few that were not measured (a failed read, a container gone before writing its last
+minute) read as idle too: one such minute of one day does not move a median of days.
 
 Using it (:func:`pre_scale`) only ever adds workers to what the reactive policy wants:
 when the forecast expects a *rise* over the lead — its highest rate before workers started
@@ -253,7 +256,7 @@ def pre_scale(agent: CapacityAgent, view: TargetView,
     if memory.forecast_off_until is not None and now < memory.forecast_off_until:
         return _note(reactive, "forecast stepped back (a forecast rise did not come) for "
                                f"{memory.forecast_off_until - now:.0f}s more")
-    lead = config.forecast_lead_seconds + _tick(view)
+    lead = config.forecast_lead_seconds + view.tick_seconds
     recent = [rate_at(forecast, now - s * MINUTE) for s in range(1, RECENT_MINUTES + 1)]
     ahead = [rate_at(forecast, now + s) for s in [*range(0, int(lead), MINUTE), lead]]
     known = [r for r in ahead if r is not None]
@@ -296,12 +299,6 @@ def _check(memory: TargetMemory, now: float) -> None:
     if any(measured - base < 0.5 * (planned - base) for _, planned, base in judged):
         memory.forecast_off_until = now + STEP_BACK_SECONDS
         memory.forecast_checks = []
-
-
-def _tick(view: TargetView) -> float:
-    """Seconds to the next tick, from the last two the memory saw (15 s if unknown)."""
-    tick = view.memory.last_tick
-    return tick[0] if tick else 15.0
 
 
 def _note(recommendation: Recommendation, why: str) -> Recommendation:
