@@ -3,6 +3,7 @@ pre-scaling ahead of a forecast rise (and stepping back when the rise does not c
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -318,3 +319,21 @@ def test_the_lead_counts_the_configured_tick_not_the_last_ticks_length() -> None
     assert decided(memory, 10.0, scale_up_max_step=20)[1] != "forecast"
     memory.forecast = {"start": -180, "rates": [0.4] * 4 + [4.0] * 6, "days": 9.0}
     assert decided(memory, 10.0, scale_up_max_step=20)[1] == "forecast", "within the lead"
+
+
+def test_the_pre_scales_to_judge_stay_few_and_rounded() -> None:
+    """A pre-scale every tick for ten minutes keeps one check a minute, rounded."""
+    rising = {"start": -180, "rates": [0.4] * 4 + [4.0] * 20, "days": 9.0, "weekly": False}
+    config = settings(worker_concurrency=4, max_workers=12, forecast=True,
+                      forecast_lead_seconds=1200)
+    workers = [worker("w0", ["q"], active=2, processed=100)]
+    memory = {"t": measured(rising)}
+    for now in range(10, 610, 15):
+        memory["t"].forecast = rising
+        memory["t"].arrival_rate, memory["t"].service_rate = 1 / 3, 0.2
+        _, memory = decide(observation({"q": (0, 2)}, workers), config, memory, float(now),
+                           current={"t": 1})
+    checks = memory["t"].forecast_checks
+    assert 1 < len(checks) <= 10
+    assert all(b[0] - a[0] >= 60 for a, b in itertools.pairwise(checks))
+    assert all(c == [round(c[0]), round(c[1], 4), round(c[2], 4)] for c in checks)

@@ -64,6 +64,8 @@ HORIZON_SECONDS = 3600
 CHECK_AFTER = 120.0
 """How long past its lead a pre-scale waits before the measured rate must have risen (the
 measured rate is smoothed over a few ticks)."""
+MAX_CHECKS = 10
+"""Pre-scales waiting to be judged that a target's memory keeps."""
 STEP_BACK_SECONDS = 3600.0
 """How long a wrong forecast stays off."""
 WORTH = 0.01
@@ -275,7 +277,7 @@ def pre_scale(agent: CapacityAgent, view: TargetView,
     wanted = min(max(1, math.ceil(needed - 1e-9)), config.max_workers)
     if wanted <= reactive.desired:
         return reactive
-    memory.forecast_checks.append([now + lead + CHECK_AFTER, planned, measured])
+    _to_check(memory, [round(now + lead + CHECK_AFTER), round(planned, 4), round(measured, 4)])
     reason = (f"{reactive.reason}; forecast: {max(known):.2f}/s expected within "
               f"{lead:.0f}s (now {measured:.2f}/s): {wanted} workers ready for it")
     if wanted > view.current:
@@ -289,6 +291,15 @@ def _trust(measured: float, expected_now: float, worker_rate: float) -> float:
     of 0.02/s, is no reason to distrust a rise from it), between ``LEAST_TRUST`` and 1."""
     ratio = (measured + worker_rate) / (expected_now + worker_rate)
     return min(1.0, max(LEAST_TRUST, ratio))
+
+
+def _to_check(memory: TargetMemory, check: list[float]) -> None:
+    """Keep a pre-scale to judge: one a minute (the ticks between take the same rise), at
+    most ``MAX_CHECKS``, the newest, so the memory item stays small."""
+    checks = memory.forecast_checks
+    if checks and check[0] - checks[-1][0] < MINUTE:
+        return
+    memory.forecast_checks = [*checks, check][-MAX_CHECKS:]
 
 
 def _check(memory: TargetMemory, now: float) -> None:
