@@ -9,7 +9,9 @@ median of the same hour on the same weekday over the past weeks, over the median
 hour over every past day (a quiet Sunday is expected quiet, though most days are busy).
 Before that, a rise the same weekday a week ago (once known) did not show at least half
 of is bounded by that day's minutes: a rise of the weekdays only is not forecast on a
-Saturday.
+Saturday. Past days are the same wall-clock minutes in the target's forecast time zone,
+so a 09:00 rise stays at 09:00 across a DST change.
+
 Minutes the store has no item for are read as no load: a target at rest that saw nothing
 arrive writes none (each write is billed), so a missing minute is mostly an idle one. The
 few that were not measured (a failed read, a container gone before writing its last
@@ -22,9 +24,8 @@ target is sized with the policy's own model for that highest rate, scaled down w
 runs below the forecast (measured / expected, each plus one worker's rate, at least
 ``LEAST_TRUST``), and never for less than the measured rate. A rise that came early is
 not added on top of itself; a rise from a quiet night's trickle (measured 0 of 0.02/s
-expected) is planned for in full. Never below
-the reactive count, never above ``max_workers`` (the rails still apply), at most the
-policy's step a tick.
+expected) is planned for in full. Never below the reactive count, never above
+``max_workers`` (the rails still apply), at most the policy's step a tick.
 
 Stepping back: every pre-scale is checked ``CHECK_AFTER`` past its lead; if the measured
 rate then rose by less than half the rise forecast, the forecast was wrong and stays off
