@@ -358,3 +358,38 @@ def test_an_unreadable_load_history_leaves_the_policy_reacting(tmp_path: Path,
     result = ticker.tick(now=1000.0)
     assert result.ok and result.decisions[0].desired == 2, "decided and acted as without"
     assert any("forecast not learnt" in w and "throttled" in w for w in result.warnings())
+
+
+def test_a_failed_load_write_is_a_warning_and_its_minute_is_written_later(
+        tmp_path: Path, counted: Any) -> None:
+    """The history is no reason to fail a tick: the tick stays ok (no error alarm, at rest
+    when idle), says why in its warnings, and writes the minute once the store recovers."""
+    from celery_ondemand.errors import StateError
+
+    class Flaky(SQLiteStateStore):
+        broken = True
+
+        def add_load(self, *args: Any) -> None:
+            if self.broken:
+                raise StateError("DynamoDB table t: update failed: throttled")
+            super().add_load(*args)
+
+    store = Flaky(tmp_path / "s.db")
+    ticker = Ticker(counted, store=store, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"q": (6, 4)}, [worker("w0", ["q"], active=4, processed=0)]),
+        observation({"q": (10, 4)}, [worker("w0", ["q"], active=4, processed=5)]),
+        observation({"q": (10, 4)}, [worker("w0", ["q"], active=4, processed=5)]),
+        observation({"q": (10, 4)}, [worker("w0", ["q"], active=4, processed=5)])))
+    ticker.tick(now=6000.0)
+    ticker.tick(now=6015.0)
+    failed = ticker.tick(now=6060.0)  # minute 6000 ended: its write fails
+    assert failed.ok and failed.error is None, failed.error
+    assert any("load history not written" in w and "throttled" in w
+               for w in failed.warnings())
+    assert store.load_history("default", "t", 6000, 6000) == []
+    store.broken = False
+    recovered = ticker.tick(now=6075.0)
+    assert recovered.ok and recovered.load_error is None
+    [minute] = store.load_history("default", "t", 6000, 6000)
+    assert (minute.seconds, minute.arrivals, minute.completions) == (15.0, 9.0, 5.0)
+    assert store.load_history("default", "t", 6060, 6060) == [], "6060 has not ended"

@@ -220,6 +220,10 @@ def replay_command(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.state:
         settings = replace(settings, state_file=args.state)
+    elif args.table:  # the deployed stack's table comes from its environment, not the YAML
+        settings = replace(settings, state_table=args.table, state_file=None)
+    if args.deployment:
+        settings = replace(settings, deployment=args.deployment)
     try:
         target = settings.target(args.target)
     except KeyError:
@@ -480,6 +484,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", metavar="FILE", help="--history: the configuration")
     sim.add_argument("--state", metavar="FILE",
                      help="--history: the SQLite state file (ondemand run --state)")
+    sim.add_argument("--table", metavar="NAME",
+                     help="--history: the DynamoDB table (a deployed stack's: its "
+                          "StateTableName output), instead of the config's state_table")
+    sim.add_argument("--deployment", metavar="NAME",
+                     help="--history: the deployment whose load to read, instead of the "
+                          "config's (a deployed stack's: its DeploymentName parameter)")
     sim.add_argument("--target", metavar="NAME", help="--history: the target to replay")
     sim.add_argument("--since", metavar="WHEN", default="7d",
                      help="--history: from (ISO 8601 time, UTC by default, or 7d/12h/30m "

@@ -24,6 +24,9 @@ from .schedules import Window
 
 BUILTIN_SCALERS = ("ecs", "asg", "local")
 BUILTIN_POLICIES = ("capacity", "cwod")
+MAX_FORECAST_LEAD = 1800.0
+"""The longest forecast lead: a worker that takes longer to start is not what a minute-by-
+minute forecast an hour ahead is for."""
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -63,9 +66,17 @@ class TargetConfig:
     forecast: bool = False
     forecast_lead_seconds: float = 60.0
     forecast_min_days: float = 7.0
+    forecast_timezone: str | None = None
     dry_run: bool = False
     paused: bool = False
     schedules: tuple[Window, ...] = ()
+
+    @property
+    def forecast_zone(self) -> str:
+        """The time zone the forecast compares days in: ``forecast_timezone``, else the
+        first schedule's, else UTC."""
+        return self.forecast_timezone or (self.schedules[0].timezone if self.schedules
+                                          else "UTC")
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ class Settings:
     state_table: str = "celery-ondemand"
     state_file: str | None = None
     history_days: float = 7.0
-    load_history_days: float = 28.0
+    load_history_days: int = 28
     tick_interval_seconds: float = 15.0
     metrics_detail: str = "target"
     idle_return: bool = True
@@ -161,9 +172,13 @@ TARGET_FIELDS: dict[str, Field] = {
     "forecast": Field("bool", "pre-scale ahead of the rises the load history's daily and "
                       "weekly shape forecasts (capacity policy)", False),
     "forecast_lead_seconds": Field("float", "how long before a forecast rise to have its "
-                                   "workers: a new worker's startup", 60.0, minimum=0),
+                                   "workers: a new worker's startup", 60.0, minimum=0,
+                                   maximum=MAX_FORECAST_LEAD),
     "forecast_min_days": Field("float", "days of load history before the forecast acts",
                                7.0, minimum=3),
+    "forecast_timezone": Field("str", "the time zone whose days the load repeats in (a "
+                               "09:00 rise stays at 09:00 across a DST change); default: "
+                               "the first schedule's timezone, else UTC", optional=True),
     "dry_run": Field("bool", "decide but never act", False),
     "paused": Field("bool", "decide nothing", False),
 }
@@ -179,9 +194,9 @@ TOP_FIELDS: dict[str, Field] = {
                         optional=True),
     "history_days": Field("float", "days a decision stays in the history", 7.0,
                           minimum=0.01),
-    "load_history_days": Field("float", "days each target's per-minute load is kept (what "
+    "load_history_days": Field("int", "days each target's per-minute load is kept (what "
                                "the forecast learns from and simulate --history replays)",
-                               28.0, minimum=1),
+                               28, minimum=1),
     "tick_interval_seconds": Field("float", "seconds between ticks while any target has "
                                    "work or is above its floor (an idle deployment ticks "
                                    "once a schedule period)", 15.0, minimum=1),
@@ -245,6 +260,12 @@ def settings_from_mapping(document: Any, source: str = "config",
         raise ConfigError("targets: must be a non-empty list of targets")
     targets = tuple(_target(raw, f"targets[{i}]") for i, raw in enumerate(raw_targets))
     _check_across(targets)
+    for i, target in enumerate(targets):
+        if target.forecast and values["load_history_days"] < target.forecast_min_days:
+            raise ConfigError(
+                f"targets[{i}].forecast_min_days: the forecast needs "
+                f"{target.forecast_min_days:g} days of load history, but load_history_days "
+                f"keeps {values['load_history_days']}: raise load_history_days")
     values["broker_transport_options"] = _transport_options(
         values["broker_transport_options"] or {}, "broker_transport_options")
     return Settings(targets=targets, **values)
@@ -264,6 +285,8 @@ def _target(raw: Any, path: str) -> TargetConfig:
     if values["forecast"] and values["policy"] == "cwod":
         raise ConfigError(f"{path}.forecast: the cwod policy has no forecast; use policy: "
                           "capacity (or a subclass of it)")
+    if values["forecast_timezone"] is not None:
+        schedules.check_zone(values["forecast_timezone"], f"{path}.forecast_timezone")
     values["schedules"] = schedules.parse(values["schedules"] or [], f"{path}.schedules",
                                           values["max_workers"])
     scaler = values["scaler"]

@@ -107,6 +107,14 @@ def parse(raw: Any, path: str, target_max: int) -> tuple[Window, ...]:
     return tuple(_window(item, f"{path}[{i}]", target_max) for i, item in enumerate(raw))
 
 
+def check_zone(zone: str, path: str) -> None:
+    """An IANA time zone name zoneinfo knows, or a ConfigError naming ``path``."""
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{path}: unknown time zone {zone!r}") from exc
+
+
 def _window(raw: Any, path: str, target_max: int) -> Window:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: must be a mapping, got {type(raw).__name__}")
@@ -116,10 +124,7 @@ def _window(raw: Any, path: str, target_max: int) -> Window:
     zone = raw.get("timezone")
     if not isinstance(zone, str):
         raise ConfigError(f"{path}.timezone: required, an IANA name such as Europe/Paris")
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"{path}.timezone: unknown time zone {zone!r}") from exc
+    check_zone(zone, f"{path}.timezone")
     low, high = (_count(raw.get(k), f"{path}.{k}") for k in ("min_workers", "max_workers"))
     if low is None and high is None:
         raise ConfigError(f"{path}: sets neither min_workers nor max_workers")

@@ -40,6 +40,12 @@ from .model import Observation, WorkerStatus
 from .observe import Observer
 from .remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 
+FORECAST_BUDGET_SECONDS = 20.0
+"""A tick learns no more forecasts once it has run this long (the rest wait a tick): the
+Lambda's timeout is 60 s and the lease 60 s or more."""
+UNSENT_MINUTES = 60
+"""Ended minutes kept per target while the store refuses writes (an hour's worth)."""
+
 
 @dataclass
 class TickResult:
@@ -57,6 +63,8 @@ class TickResult:
     """The broker refused our credentials (a secret rotated since we read it?)."""
     forecast_error: str | None = None
     """Why the forecast could not be learnt this tick (the policy then only reacts)."""
+    load_error: str | None = None
+    """Why this tick could not write the load history (its minutes are retried)."""
 
     @property
     def ok(self) -> bool:
@@ -76,10 +84,10 @@ class TickResult:
         Each incomplete read held its target (no scale-down); a queue the broker does not
         know was read as empty. Broker outages and scaler errors are errors, not here.
         """
+        noted = [e for e in (self.forecast_error, self.load_error) if e]
         if self.observation is None:
-            return [self.forecast_error] if self.forecast_error else []
-        found = list(self.observation.warnings)
-        found += [self.forecast_error] if self.forecast_error else []
+            return noted
+        found = [*self.observation.warnings, *noted]
         found += [f"queue {q.name} does not exist on the broker: read as empty"
                  for q in self.observation.queues.values() if q.missing]
         found += [f"target {d.target}: {d.reason}" for d in self.decisions
@@ -141,6 +149,8 @@ class Ticker:
         self.recorded: dict[str, tuple[Any, ...]] = {}
         self.unwritten_load: dict[str, LoadMinute] = {}
         """Per target, the minute of load this Ticker has summed but not yet written."""
+        self.unsent_load: dict[str, dict[int, LoadMinute]] = {}
+        """Per target, the minutes that ended but could not be written yet."""
         self.credentials_refused = False
         """Per target, what its last decision written to the history said."""
 
@@ -156,13 +166,6 @@ class Ticker:
             memory = self.store.load_memory(deployment) if self.store else self.memory
         except StateError as exc:  # no lease, no memory: acting now would be blind
             return TickResult(None, [], f"{exc}; not acting", started_at=now)
-        forecast_error = None
-        if self.store is not None:
-            try:
-                forecast.refresh(self.settings, memory, self.store, now)
-            except Exception as exc:  # it only ever adds workers: without it, the policy reacts
-                forecast_error = (f"forecast not learnt ({type(exc).__name__}: {exc}); "
-                                  "reacting only")
         self.credentials_refused = False
         observation, error = self._observe()
         current, running, target_errors, rollouts, bounds = self._capacities(observation)
@@ -171,11 +174,14 @@ class Ticker:
                                    platform_bounds=bounds)
         decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
         result = TickResult(observation, decisions, error, target_errors, started_at=now,
-                            credentials_refused=self.credentials_refused,
-                            forecast_error=forecast_error)
+                            credentials_refused=self.credentials_refused)
         if not dry_run:
             self._act(result)
             _remember_what_was_done(memory, result)
+            if self.store is not None:  # after acting: the forecast applies from next tick
+                failed = forecast.refresh(self.settings, memory, self.store, now,
+                                          deadline=began + FORECAST_BUDGET_SECONDS)
+                result.forecast_error = "; ".join(failed) or None
             self.memory = memory
             if self.store is not None:
                 try:
@@ -185,22 +191,53 @@ class Ticker:
                     self.store.record(deployment, list(fresh.values()), now)
                     self.recorded.update({name: _said(d) for name, d in fresh.items()})
                     self.store.save_status(deployment, result.status(), now)
-                    self.store.add_load(deployment,
-                                        self._ended_minutes(loads_of(decisions, memory, now),
-                                                            now))
                 except LeaseLost as exc:
                     result.lease_lost, result.error = True, str(exc)
                 except StateError as exc:  # acted, but this tick's memory is not kept
                     result.error = str(exc)
+                if not result.lease_lost:  # another tick measures this minute now
+                    result.load_error = self._write_load(
+                        deployment, loads_of(decisions, memory, now), now)
         if observation is not None:
             self.previous = observation
         return result
+
+    def _write_load(self, deployment: str, loads: dict[str, LoadMinute],
+                    now: float) -> str | None:
+        """Write the minutes that ended, and those a failed write left: the history is no
+        reason to fail a tick (the policy does not need it). A failure is a warning; its
+        minutes wait for the next tick (the last ``UNSENT_MINUTES`` of each target)."""
+        for target, ended in self._ended_minutes(loads, now).items():
+            waiting = self.unsent_load.setdefault(target, {})
+            if ended.minute in waiting:
+                waiting[ended.minute].add(ended)
+            else:
+                waiting[ended.minute] = ended
+        assert self.store is not None
+        failed: str | None = None
+        for target, waiting in list(self.unsent_load.items()):
+            for minute in sorted(waiting):
+                if failed:
+                    break
+                try:  # one target a call: a retry never adds a written minute again
+                    self.store.add_load(deployment, {target: waiting[minute]})
+                except StateError as exc:
+                    failed = (f"load history not written ({exc}); its minutes are "
+                              "retried next tick")
+                    break
+                del waiting[minute]
+            for minute in sorted(waiting)[:-UNSENT_MINUTES]:
+                del waiting[minute]
+            if not waiting:
+                del self.unsent_load[target]
+        return failed
 
     def _ended_minutes(self, loads: dict[str, LoadMinute], now: float) -> dict[str, LoadMinute]:
         """This tick's load samples join their minute here; a minute is handed to the store
         once a later tick shows it has ended: one write per busy target a minute rather than
         one a tick (each is billed). A container that Lambda destroys takes at most its last
-        minute with it, which the forecaster reads as a minute not measured."""
+        minute with it, which the forecaster reads as no load, like any minute without an
+        item (one minute of one day does not move its median of days)."""
         ended: dict[str, LoadMinute] = {}
         for target, sample in loads.items():
             held = self.unwritten_load.get(target)

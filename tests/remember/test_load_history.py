@@ -64,16 +64,22 @@ def test_dynamodb_minutes_expire_after_load_days(monkeypatch: pytest.MonkeyPatch
         store.add_load("prod", {"emails": sample(6000, 2)})
         items = client.scan(TableName="t")["Items"]
         assert len(items) == 1
-        assert int(items[0]["ttl"]["N"]) == 6000 + 14 * DAY
+        assert int(items[0]["ttl"]["N"]) == 6000 + 15 * DAY, "a day to spare"
         assert item_bytes(items[0]) < 1024, "one write unit per tick"
 
 
-def test_sqlite_deletes_expired_minutes(tmp_path: Any) -> None:
+def test_sqlite_deletes_expired_minutes_once_an_hour(tmp_path: Any) -> None:
+    """Minutes expire a day after load_days (the forecast's oldest day never flickers);
+    the DELETE runs at the first write and then at most once an hour, at any minute."""
     store = SQLiteStateStore(tmp_path / "state.db")
-    store.load_days = 1
+    store.load_days, clock = 1, [0.0]
+    store.clock = lambda: clock[0]
     store.add_load("prod", {"emails": sample(3600, 5)})
-    store.add_load("prod", {"emails": sample(3600 + DAY - 60, 5)})
-    assert len(store.load_history("prod", "emails", 0, 10 * DAY)) == 2
-    store.add_load("prod", {"emails": sample(3600 + DAY + 3600, 5)})  # an hour's first
+    store.add_load("prod", {"emails": sample(3600 + 2 * DAY - 60, 5)})
+    assert len(store.load_history("prod", "emails", 0, 10 * DAY)) == 2, "not yet expired"
+    store.add_load("prod", {"emails": sample(3600 + 2 * DAY + 120, 5)})
+    assert len(store.load_history("prod", "emails", 0, 10 * DAY)) == 3, "within the hour"
+    clock[0] = 3600.0
+    store.add_load("prod", {"emails": sample(3600 + 2 * DAY + 180, 5)})  # not an hh:00
     assert [m.minute for m in store.load_history("prod", "emails", 0, 10 * DAY)] == [
-        3600 + DAY - 60, 3600 + DAY + 3600]
+        3600 + 2 * DAY - 60, 3600 + 2 * DAY + 120, 3600 + 2 * DAY + 180]

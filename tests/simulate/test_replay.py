@@ -5,6 +5,7 @@ candidate setting, and ``--tune``'s settings to paste."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,42 @@ def test_a_forecast_target_replays_with_the_history_before_since(
     rows = {p["policy"]: p for p in json.loads(out.out)["policies"]}
     assert rows["capacity"]["p99_wait"] < rows["candidate"]["p99_wait"]
     assert rows["capacity"]["max_wait"] < rows["candidate"]["max_wait"]
+
+
+def test_a_forecast_target_replays_with_the_default_policies(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """cwod has no forecast: its row replays the target without it instead of refusing."""
+    record(SQLiteStateStore(tmp_path / "state.db"))
+    path = tmp_path / "ondemand.yaml"
+    path.write_text(yaml.safe_dump({"broker_url": "redis://localhost/0",
+                                    "state_file": str(tmp_path / "state.db"), "targets": [
+        {"name": "t", "queues": ["q"], "scaler": "local", "command": "true",
+         "worker_concurrency": 4, "max_workers": 30, "forecast": True,
+         "forecast_min_days": 3}]}))
+    status = main(["simulate", "--history", "--config", str(path), "--target", "t",
+                   "--since", "2026-09-21T14:14", "--until", "2026-09-21T15:14", "--json"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    rows = {p["policy"].split(" ")[0] for p in json.loads(out.out)["policies"]}
+    assert {"capacity", "cwod", "keda", "oracle"} <= rows
+
+
+def test_a_deployed_stacks_table_and_deployment_are_given_on_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack sets its table and deployment in the Lambda's environment, not in the
+    YAML: --table and --deployment read its history all the same."""
+    fake_credentials(monkeypatch)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "stack-state")
+        store = DynamoDBStateStore("stack-state", client)
+        total = record(store)
+        for minute in store.load_history("default", "t", 0, 2e9):  # twice the load
+            store.add_load("prod", {"t": replace(minute, arrivals=2 * minute.arrivals)})
+        status, out, err = replay(tmp_path, capsys, "--policy", "capacity", "--json",
+                                  "--table", "stack-state", "--deployment", "prod",
+                                  state_table="celery-ondemand")
+    assert status == 0, err
+    assert json.loads(out)["tasks"] == 2 * total, "prod's minutes, not default's"

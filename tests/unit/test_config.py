@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,33 @@ def test_a_yaml_error_does_not_quote_the_line_it_stumbled_on() -> None:
     assert "at line 1" in str(raised.value)
     assert "p4ss" not in str(raised.value) and "w0rd" not in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+@pytest.mark.parametrize(("top", "target", "message"), [
+    ({"load_history_days": 5}, {"forecast": True},
+     "targets[0].forecast_min_days: the forecast needs 7 days of load history, but "
+     "load_history_days keeps 5"),
+    ({"load_history_days": 1.5}, {}, "load_history_days: must be a whole number, got 1.5"),
+    ({"load_history_days": 0}, {}, "load_history_days: must be ≥ 1"),
+    ({}, {"forecast": True, "forecast_lead_seconds": 3600},
+     "targets[0].forecast_lead_seconds: must be ≤ 1800"),
+])
+def test_the_forecast_settings_are_checked(top: dict[str, Any], target: dict[str, Any],
+                                           message: str) -> None:
+    from celery_ondemand.config import settings_from_mapping
+
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        settings_from_mapping({**document(**target), **top})
+
+
+def test_a_forecast_needs_the_capacity_policy_or_a_subclass() -> None:
+    from celery_ondemand.config import settings_from_mapping
+    from celery_ondemand.decide import build_agents
+
+    kept = settings_from_mapping({**document(forecast=True), "load_history_days": 7})
+    assert kept.load_history_days == 7 and build_agents(kept)
+    custom = settings_from_mapping(document(forecast=True,
+                                            policy="celery_ondemand.decide.agent:Agent"))
+    with pytest.raises(ConfigError, match=r"^targets\[0\]\.forecast: policy "
+                                          r"celery_ondemand\.decide\.agent:Agent has no"):
+        build_agents(custom)

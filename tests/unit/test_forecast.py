@@ -3,14 +3,16 @@ pre-scaling ahead of a forecast rise (and stepping back when the rise does not c
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable
 
 import pytest
 
+from celery_ondemand.config import Settings, settings_from_mapping
 from celery_ondemand.decide import TargetMemory, decide
-from celery_ondemand.decide.forecast import read_and_learn
+from celery_ondemand.decide.forecast import read_and_learn, refresh
 from celery_ondemand.decide.load import LoadLog, LoadMinute
 from celery_ondemand.simulate import SimConfig, arrivals_from, simulate
 from celery_ondemand.simulate.ondemand import OnDemandPolicy
@@ -88,7 +90,21 @@ def test_the_weekly_shape_scales_the_daily_one() -> None:
     saturday = 3 * WEEK + 5 * DAY + 12 * 3600
     assert learnt(history(week, 22, saturday), saturday) == pytest.approx([0.5] * 63)
     two_weeks = learnt(history(week, 14, saturday), saturday, max_days=14)
-    assert two_weeks == pytest.approx([4.0] * 63), "two weeks: no weekly shape yet"
+    assert two_weeks == pytest.approx([4.0] * 63), "two weeks: the daily level, no rise"
+
+
+def test_a_weekday_rise_is_not_forecast_on_the_weekend_before_three_weeks() -> None:
+    """Office hours Monday to Friday (days 5 and 6 of each week quiet), ten days known:
+    the daily median rises at 09:00 on Saturday too, but last Saturday did not; Monday's
+    rise, which last Monday showed, is forecast."""
+    def weekdays(second: float) -> float:
+        return 0.4 if second % WEEK >= 5 * DAY else office(second)
+
+    saturday = 2 * WEEK + 5 * DAY + NINE - 30 * 60  # 08:30
+    assert max(learnt(history(weekdays, 10, saturday), saturday)) == pytest.approx(0.4)
+    monday = 2 * WEEK + NINE - 30 * 60
+    rates = learnt(history(weekdays, 10, monday), monday)
+    assert rates[:29] == pytest.approx([0.4] * 29) and rates[-1] == pytest.approx(4.0)
 
 
 def test_nothing_of_the_future_is_read() -> None:
@@ -177,3 +193,147 @@ def test_the_cwod_policy_refuses_a_forecast() -> None:
 
     with pytest.raises(ConfigError, match=r"targets\[0\].forecast: the cwod policy"):
         settings(policy="cwod", forecast=True)
+
+
+def test_a_rise_that_came_early_is_not_added_on_top_of_itself() -> None:
+    """4/s measured while the forecast still expects 0.4/s before 4/s: the target is sized
+    for 4/s (what the reactive policy sizes for), not for 4 + 3.6 = 7.6/s."""
+    rising = {"start": -180, "rates": [0.4] * 4 + [4.0] * 6, "days": 9.0, "weekly": False}
+    wide = {"max_workers": 40, "scale_up_max_step": 40}
+    forecast, _, reason = decided(measured(rising, rate=4.0), 10.0, **wide)
+    reactive, _, _ = decided(measured(None, rate=4.0), 10.0, forecast=False, **wide)
+    assert forecast == reactive, reason
+    ahead, rule, _ = decided(measured(rising, rate=0.4), 10.0, **wide)
+    assert rule == "forecast" and ahead > reactive, "before it came, the rise is planned for"
+
+
+def test_a_rise_from_a_quiet_night_is_planned_for() -> None:
+    """A trickle of 0.02/s expected, nothing measured, 4/s coming: measured 0 of 0.02/s
+    is no reason to distrust the rise."""
+    rising = {"start": -180, "rates": [0.02] * 4 + [4.0] * 6, "days": 9.0, "weekly": False}
+    wide = {"max_workers": 40, "scale_up_max_step": 40}
+    desired, rule, reason = decided(measured(rising, rate=0.0), 10.0, **wide)
+    trusted = {**rising, "rates": [0.4] * 4 + [4.0] * 6}
+    in_full, _, _ = decided(measured(trusted, rate=0.4), 10.0, **wide)
+    assert rule == "forecast" and desired >= 0.8 * in_full, reason
+
+
+class Flaky(LoadLog):
+    """A history whose reads of some targets fail (throttled), counting every read."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__()
+        self.failing, self.reads = failing, {}
+
+    def load_history(self, deployment: str, target: str, since: float,
+                     until: float) -> list[LoadMinute]:
+        from celery_ondemand.errors import StateError
+
+        self.reads[target] = self.reads.get(target, 0) + 1
+        if target in self.failing:
+            raise StateError("DynamoDB table t: query failed: throttled")
+        return super().load_history(deployment, target, since, until)
+
+
+def forecasting(*names: str, **top: object) -> Settings:
+    return settings_from_mapping({"broker_url": "redis://test/0", **top, "targets": [
+        {"name": n, "queues": [n], "scaler": "local", "command": "-", "forecast": True}
+        for n in names]})
+
+
+def test_a_failed_read_spares_the_other_targets_and_waits_ten_minutes() -> None:
+    history = Flaky({"a"})
+    memory: dict[str, TargetMemory] = {}
+    failed = refresh(forecasting("a", "b"), memory, history, 10 * DAY)
+    assert len(failed) == 1 and "target a" in failed[0] and "throttled" in failed[0]
+    assert memory["b"].forecast is not None, "b learnt its forecast all the same"
+    reads = history.reads["a"]
+    assert refresh(forecasting("a", "b"), memory, history, 10 * DAY + 15) == []
+    assert history.reads["a"] == reads, "no new try on the next tick"
+    history.failing.clear()
+    assert refresh(forecasting("a", "b"), memory, history, 10 * DAY + 601) == []
+    assert memory["a"].forecast is not None and memory["a"].forecast_retry_at is None
+
+
+def test_a_tick_learns_a_few_forecasts_within_its_budget() -> None:
+    history = Flaky(set())
+    config, memory = forecasting("a", "b", "c", "d"), {}
+    refresh(config, memory, history, 10 * DAY)
+    assert sorted(history.reads) == ["a", "b"], "two a tick"
+    refresh(config, memory, history, 10 * DAY + 15)
+    assert sorted(history.reads) == ["a", "b", "c", "d"], "the others the next"
+    for kept in memory.values():
+        kept.forecast = None
+    refresh(config, memory, history, 10 * DAY + 30, deadline=5.0, clock=lambda: 6.0)
+    assert all(kept.forecast is None for kept in memory.values()), "past the budget: none"
+
+
+def test_turning_the_forecast_off_clears_it_from_the_memory() -> None:
+    memory = {"a": TargetMemory(forecast={"start": 0, "rates": [1.0], "days": 9.0},
+                                forecast_checks=[[1.0, 2.0, 0.5]])}
+    refresh(settings(name="a", queues=["a"], forecast=False), memory, LoadLog(), 10 * DAY)
+    assert memory["a"].forecast is None and memory["a"].forecast_checks == []
+
+
+def test_office_hours_stay_at_nine_local_across_the_spring_change() -> None:
+    """Berlin office hours (4/s from 09:00 to 17:00 local): four days after the clocks
+    went forward on 29 March 2026, six days before it. Comparing UTC days, the median
+    would put 09:00 an hour late (10:00 CEST) for days; the forecaster compares local days."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def office_in_berlin(second: float) -> float:
+        local = datetime.fromtimestamp(second, berlin)
+        return 4.0 if 9 <= local.hour < 17 else 0.4
+
+    now = int(datetime(2026, 4, 2, 8, 30, tzinfo=berlin).timestamp())
+    log = history(office_in_berlin, 10, now)
+    rates = read_and_learn(log, "d", "t", now, 60.0, 10, "Europe/Berlin")["rates"][3:]
+    assert rates[:29] == pytest.approx([0.4] * 29), "08:30-08:58: the night rate"
+    assert rates[31:] == pytest.approx([4.0] * len(rates[31:])), "from 09:01 on: the day's"
+    in_utc = read_and_learn(log, "d", "t", now, 60.0, 10)["rates"][3:]
+    assert in_utc[31:60] == pytest.approx([0.4] * 29), "UTC days: an hour late"
+
+
+def test_the_forecast_zone_defaults_to_the_schedules() -> None:
+    scheduled = settings(forecast=True, schedules=[{
+        "days": "mon-fri", "from": "08:00", "to": "18:00", "timezone": "Europe/Paris",
+        "min_workers": 1}])
+    assert scheduled.targets[0].forecast_zone == "Europe/Paris"
+    assert settings(forecast=True).targets[0].forecast_zone == "UTC"
+    assert settings(forecast_timezone="Asia/Tokyo").targets[0].forecast_zone == "Asia/Tokyo"
+    from celery_ondemand import ConfigError
+    with pytest.raises(ConfigError, match=r"^targets\[0\]\.forecast_timezone: unknown"):
+        settings(forecast_timezone="Mars/Olympus")
+
+
+def test_the_lead_counts_the_configured_tick_not_the_last_ticks_length() -> None:
+    """After an outage the last tick measured minutes: the lead is still lead + one tick
+    (a rise 10 minutes away is not pre-scaled for yet)."""
+    rates = [0.4] * 13 + [4.0] * 6  # the rise 10 minutes from now
+    memory = measured({"start": -180, "rates": rates, "days": 9.0, "weekly": False})
+    memory.observed_at, memory.work, memory.processed = 10.0 - 900, 2, {"w0": 100}
+    memory.running = 2  # last read 15 minutes ago: this tick measures 900 s
+    assert decided(memory, 10.0, scale_up_max_step=20)[1] != "forecast"
+    memory.forecast = {"start": -180, "rates": [0.4] * 4 + [4.0] * 6, "days": 9.0}
+    assert decided(memory, 10.0, scale_up_max_step=20)[1] == "forecast", "within the lead"
+
+
+def test_the_pre_scales_to_judge_stay_few_and_rounded() -> None:
+    """A pre-scale every tick for ten minutes keeps one check a minute, rounded."""
+    rising = {"start": -180, "rates": [0.4] * 4 + [4.0] * 20, "days": 9.0, "weekly": False}
+    config = settings(worker_concurrency=4, max_workers=12, forecast=True,
+                      forecast_lead_seconds=1200)
+    workers = [worker("w0", ["q"], active=2, processed=100)]
+    memory = {"t": measured(rising)}
+    for now in range(10, 610, 15):
+        memory["t"].forecast = rising
+        memory["t"].arrival_rate, memory["t"].service_rate = 1 / 3, 0.2
+        _, memory = decide(observation({"q": (0, 2)}, workers), config, memory, float(now),
+                           current={"t": 1})
+    checks = memory["t"].forecast_checks
+    assert 1 < len(checks) <= 10
+    assert all(b[0] - a[0] >= 60 for a, b in itertools.pairwise(checks))
+    assert all(c == [round(c[0]), round(c[1], 4), round(c[2], 4)] for c in checks)

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..config import Settings, TargetConfig
+from ..errors import ConfigError
 from ..imports import load_class
 from ..model import Observation
 from ..schedules import Window
@@ -44,6 +45,9 @@ def build_agents(settings: Settings) -> dict[str, Agent]:
     for i, target in enumerate(settings.targets):
         cls = POLICIES.get(target.policy) or load_class(target.policy, Agent,
                                                          f"targets[{i}].policy")
+        if target.forecast and not issubclass(cls, CapacityAgent):
+            raise ConfigError(f"targets[{i}].forecast: policy {target.policy} has no forecast "
+                              "(only capacity and its subclasses have one)")
         agents[target.name] = cls(target)
     return agents
 
@@ -75,7 +79,8 @@ def decide(observation: Observation | None, settings: Settings,
         view = target_view(target, observation, before, now, current,
                            (running or {}).get(target.name),
                            transport_options=settings.broker_transport_options)
-        view = replace(view, memory=remember(view, before))
+        view = replace(view, memory=remember(view, before),
+                       tick_seconds=settings.tick_interval_seconds)
         if target.paused:
             decision = Decision(target.name, view.current, view.current, "paused",
                                 "paused: deciding nothing", dry_run=True, paused=True,

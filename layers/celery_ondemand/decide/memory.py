@@ -42,7 +42,8 @@ class TargetMemory:
     - ``forecast``: the arrivals the forecast expects, ``{"start", "rates", "days"}`` (see
       :mod:`.forecast`); ``forecast_checks``: pre-scales waiting to be proven, ``[due,
       expected rate, rate when taken]``; ``forecast_off_until``: the forecast stepped back
-      after a wrong one, until then.
+      after a wrong one, until then; ``forecast_retry_at``: a read of the history failed,
+      none again before then.
     """
 
     recommendations: list[list[float]] = field(default_factory=list)
@@ -72,6 +73,7 @@ class TargetMemory:
     forecast: dict[str, Any] | None = None
     forecast_checks: list[list[float]] = field(default_factory=list)
     forecast_off_until: float | None = None
+    forecast_retry_at: float | None = None
 
     def arrival_deviation(self, seconds: float) -> float:
         """Standard deviation of the tasks arriving over ``seconds``, from the per-tick

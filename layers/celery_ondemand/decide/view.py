@@ -32,6 +32,8 @@ class TargetView:
     """What the platform says runs (ECS tasks, InService instances), where known."""
     workers_audible: bool = True
     """Whether the broker lets workers be heard (False on SQS: no events, no control)."""
+    tick_seconds: float = 15.0
+    """The deployment's ``tick_interval_seconds``: when the next tick comes."""
 
     @property
     def complete(self) -> bool:

@@ -79,7 +79,9 @@ class StateStore(ABC):
         ``until``, oldest first; minutes nothing measured are absent."""
 
     def load_expiry(self, minute: int) -> int:
-        return int(minute + self.load_days * 86400)
+        """A day past ``load_days``: the forecast reads the same hour ``load_days`` days
+        back, which must not come and go as the TTL deletes minutes of it."""
+        return int(minute + (self.load_days + 1) * 86400)
 
     @abstractmethod
     def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:

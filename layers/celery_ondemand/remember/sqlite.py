@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from .base import (
     encode_memory,
     encode_status,
 )
+
+PRUNE_SECONDS = 3600.0
+"""Expired load minutes are deleted at most this often (one DELETE, not one a write)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS lease (
@@ -50,6 +54,9 @@ class SQLiteStateStore(StateStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.clock: Callable[[], float] = time.monotonic
+        """When expired minutes were last deleted is measured on this clock."""
+        self._pruned_at: float | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(self.path, timeout=10)) as db:
@@ -136,8 +143,10 @@ class SQLiteStateStore(StateStore):
             db.executemany(f"INSERT INTO load VALUES ({', '.join('?' * 11)}) "
                            f"ON CONFLICT(deployment, target, minute) DO UPDATE SET {sums}",
                            rows)
-            # No TTL here either: expired minutes go once an hour, as its first is written.
-            if any(m.minute % 3600 == 0 for m in loads.values()):
+            # No TTL here: expired minutes go at most once an hour of this process's time
+            # (the minutes' own clock may be a simulated one: expiry is measured on it).
+            if self._pruned_at is None or self.clock() - self._pruned_at >= PRUNE_SECONDS:
+                self._pruned_at = self.clock()
                 db.execute("DELETE FROM load WHERE deployment = ? AND expires_at < ?",
                            (deployment, max(m.minute for m in loads.values())))
 

@@ -53,10 +53,9 @@ class OnDemandPolicy:
                                               hidden=running, running=running, reserved=0,
                                               oldest_age=snapshot.oldest_age)
         now = self.clock + snapshot.now
-        if self.history is not None:
-            forecast.refresh(self.settings, self.memory, self.history, now)
         decisions, self.memory = decide(observation, self.settings, self.memory, now,
                                         current={"sim": snapshot.current}, agents=self.agents)
-        if self.history is not None:
+        if self.history is not None:  # after deciding, as the tick does
+            forecast.refresh(self.settings, self.memory, self.history, now)
             self.history.add_load("sim", loads_of(decisions, self.memory, now))
         return decisions[0].desired
