@@ -170,14 +170,14 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str],
     replies: dict[str, dict[str, Any]] = {command: {} for command in commands}
     if not expected:
         return replies
-    mailbox = app.control.mailbox(connection)
+    mailbox: Any = app.control.mailbox(connection)  # type: ignore[attr-defined]
     channel: Any = connection.default_channel
     tickets = {uuid.uuid4().hex: command for command in commands}
     waiting = len(expected) * len(commands)
 
     def on_reply(body: Any, message: Any) -> None:
         nonlocal waiting
-        command = tickets.get((message.headers or {}).get("ticket"))
+        command = tickets.get(str((message.headers or {}).get("ticket")))
         if command is None or not isinstance(body, dict):
             return  # a late reply to an earlier round
         for hostname, reply in body.items():
