@@ -180,8 +180,12 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
     app = Celery("ondemand-tests", broker=broker_url, set_as_current=False)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    with Connection(broker_url, heartbeat=0) as connection:
-        events_channel = connection.channel()
+    # Events go out on a connection of their own, as a real worker's do: py-amqp reads the
+    # socket on every publish, which on the consumers' connection would run their
+    # callbacks (and their replies) re-entrantly inside a heartbeat.
+    with Connection(broker_url, heartbeat=0) as connection, \
+            Connection(broker_url, heartbeat=0) as events_connection:
+        events_channel = events_connection.channel()
         workers: list[SimulatedWorker] = []
         for hostname, names in specs:
             # Two channels, as a real worker has: on Redis a channel whose prefetch is
@@ -191,7 +195,7 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
             queues = [Queue(name, routing_key=name) for name in names]
             worker = SimulatedWorker(hostname, queues, concurrency, prefetch)
             worker.dispatcher = app.events.Dispatcher(
-                connection, hostname=hostname, channel=events_channel, groups=["worker"],
+                events_connection, hostname=hostname, channel=events_channel, groups=["worker"],
                 enabled=True)
             Consumer(channel, queues, callbacks=[worker.on_task], accept=["json"]).consume()
             node = app.control.mailbox.Node(hostname, state=worker, channel=control,
@@ -204,7 +208,8 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
         turn = 0
         if ready_file is not None:
             ready_file.write_text("ready")
-        while not stopping:
+        parent = os.getppid()
+        while not stopping and os.getppid() == parent:  # an orphan stops
             now = time.monotonic()
             while next_beat <= now and workers:
                 workers[turn % len(workers)].beat()
