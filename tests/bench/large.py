@@ -98,7 +98,7 @@ def _profiled(call: Any) -> Any:
 
     profiler = cProfile.Profile()
     result = profiler.runcall(call)
-    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     return result
 
 

@@ -339,8 +339,8 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
     has_replies = "events" in observation.sources  # no worker heard: nothing runs
     serving: dict[str, list[WorkerStatus]] = {}  # one pass, not a scan per queue
     for status in observation.workers.values():
-        for queue_name in dict.fromkeys(status.queues):
-            serving.setdefault(queue_name, []).append(status)
+        for served in dict.fromkeys(status.queues):
+            serving.setdefault(served, []).append(status)
     for name in names:
         depth = depths.get(name, QueueDepth(ready=0))
         observation.queues[name] = QueueStatus(
