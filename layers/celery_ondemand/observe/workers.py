@@ -194,15 +194,17 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str],
                              channel=channel, timeout=timeout)
 
     try:
+        published = False
         if _bulk_readable(channel):
             mailbox.reply_queue(channel).declare()
             publish()
-            _pop_replies(channel, mailbox.reply_queue.name, mailbox.accept, take,
-                         lambda: waiting > 0, timeout)
-        else:
+            published = _pop_replies(channel, mailbox.reply_queue.name, mailbox.accept, take,
+                                     lambda: waiting > 0, timeout)
+        if not published:  # another broker, or a Redis older than 6.2
             with Consumer(channel, [mailbox.reply_queue], accept=mailbox.accept, no_ack=True,
                           callbacks=[lambda body, message: take(body, message.headers)]):
-                publish()
+                if not _bulk_readable(channel):
+                    publish()
                 while waiting > 0:
                     try:
                         connection.drain_events(timeout=timeout)
@@ -222,28 +224,36 @@ def _bulk_readable(channel: Any) -> bool:
 
 def _pop_replies(channel: Any, queue: str, accept: Collection[str],
                  take: Callable[[Any, Any], None], pending: Callable[[], bool],
-                 timeout: float, batch: int = 200) -> None:
+                 timeout: float, batch: int = 200) -> bool:
     """Redis: the replies popped ``batch`` at a time (``RPOP`` with a count), not one
     blocking ``BRPOP`` round trip each as kombu's consumer does: at a thousand workers
     those round trips were most of the control round. Waits at most ``timeout`` seconds
-    for a next reply."""
+    for a next reply. False, having read nothing, on a Redis older than 6.2 (no count)."""
+    from redis import exceptions as redis_errors  # a Redis channel: redis is there
+
     allowed = prepare_accept_content(accept)
     keys = list(dict.fromkeys(channel._q_for_pri(queue, pri) for pri in channel.priority_steps))
     client = channel.client
+    try:
+        first = [item for key in keys for item in (client.rpop(key, batch) or [])]
+    except redis_errors.ResponseError:  # ERR wrong number of arguments: Redis < 6.2
+        return False
+    items = first
     while pending():
-        items = [item for key in keys for item in (client.rpop(key, batch) or [])]
         if not items:
             found = client.brpop(keys, timeout=timeout)  # the next one, or a silent round
             if not found:
-                return
+                return True
             items = [found[1]]
         for item in items:
-            message = channel.Message(loads(bytes_to_str(item)), channel=channel,
-                                      accept=allowed)
             try:
+                message = channel.Message(loads(bytes_to_str(item)), channel=channel,
+                                          accept=allowed)
                 take(message.decode(), message.headers)
             except Exception:  # a reply we may not or cannot decode: no answer
                 continue
+        items = [item for key in keys for item in (client.rpop(key, batch) or [])]
+    return True
 
 
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
