@@ -63,6 +63,8 @@ def test_rig_replies_as_a_real_worker_does() -> None:
     for command in COMMANDS:
         assert shape(replies[command][hostname]) == shape(replies[command][real.hostname]), \
             command
+    started = [replies["active"][host][0]["time_start"] for host in (hostname, real.hostname)]
+    assert abs(started[0] - started[1]) < 30  # both on the epoch clock
     assert set(beats[hostname]) == set(beats[real.hostname])
     assert beats[hostname]["freq"] == beats[real.hostname]["freq"] == 2.0
 

@@ -89,8 +89,8 @@ class SimulatedWorker:
             "worker_pid": None,
         }
         if len(self.active) < self.concurrency:
-            # Celery stamps time_start with the pool's time.monotonic() at acceptance.
-            info.update(time_start=time.monotonic(), worker_pid=os.getpid())
+            # Celery's Request.on_accepted turns the pool's monotonic stamp into epoch time.
+            info.update(time_start=time.time(), worker_pid=os.getpid())
             self.active.append((message, info))
             self.processed += 1
         else:
