@@ -98,7 +98,7 @@ def _profiled(call: Any) -> Any:
 
     profiler = cProfile.Profile()
     result = profiler.runcall(call)
-    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
     return result
 
 
@@ -158,7 +158,7 @@ def private_broker(label: str) -> Iterator[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--brokers", default="redis,rabbitmq")
     parser.add_argument("--sizes", default=",".join(f"{w}x{q}" for w, q in SIZES),
                         help="workers x queues, comma separated")
