@@ -156,7 +156,7 @@ INSPECTED = {"active_queues": {}, "active": {"safe": None}, "reserved": {}, "sch
 sends."""
 
 
-def gather(app: Celery, connection: Connection, hostnames: Collection[str],
+def gather(app: Celery, connection: Connection, hostnames: Collection[str] | None,
            commands: Mapping[str, dict[str, Any]], timeout: float = 1.0
            ) -> dict[str, dict[str, Any]]:
     """Every command's replies by hostname: all commands sent at once, replies read in one
@@ -167,16 +167,17 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str],
     the next: at a thousand workers five rounds each wait out the slowest worker of the
     thousand. And its ``limit=`` counts reads, not replies. The broadcast names no
     destination (a list of a thousand names would be copied to every worker, five times a
-    tick); replies from workers not named are dropped.
+    tick); replies from workers not named are dropped. ``hostnames`` None takes every
+    reply until ``timeout`` passes without one (nobody knows who will answer).
     """
-    expected = set(hostnames)
+    expected = set(hostnames) if hostnames is not None else None
     replies: dict[str, dict[str, Any]] = {command: {} for command in commands}
-    if not expected:
+    if expected is not None and not expected:
         return replies
     mailbox: Any = app.control.mailbox(connection)  # type: ignore[attr-defined]
     channel: Any = connection.default_channel
     tickets = {uuid.uuid4().hex: command for command in commands}
-    waiting = len(expected) * len(commands)
+    waiting = len(expected) * len(commands) if expected is not None else -1
 
     def take(body: Any, headers: Any) -> None:
         nonlocal waiting
@@ -184,7 +185,7 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str],
         if command is None or not isinstance(body, dict):
             return  # a late reply to an earlier round
         for hostname, reply in body.items():
-            if hostname in expected and hostname not in replies[command]:
+            if (expected is None or hostname in expected) and hostname not in replies[command]:
                 replies[command][hostname] = reply
                 waiting -= 1
 
@@ -199,13 +200,13 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str],
             mailbox.reply_queue(channel).declare()
             publish()
             published = _pop_replies(channel, mailbox.reply_queue.name, mailbox.accept, take,
-                                     lambda: waiting > 0, timeout)
+                                     lambda: waiting != 0, timeout)
         if not published:  # another broker, or a Redis older than 6.2
             with Consumer(channel, [mailbox.reply_queue], accept=mailbox.accept, no_ack=True,
                           callbacks=[lambda body, message: take(body, message.headers)]):
                 if not _bulk_readable(channel):
                     publish()
-                while waiting > 0:
+                while waiting != 0:
                     try:
                         connection.drain_events(timeout=timeout)
                     except TimeoutError:
@@ -308,8 +309,9 @@ def discover(app: Celery, connection: Connection, known: Collection[str],
     ``timeout``: the observer asks only when the burst left a reason to.
     """
     now = time.time()
-    replies = app.control.ping(timeout=timeout, connection=connection) or []
-    names = {name for reply in replies if isinstance(reply, dict) for name in reply}
+    # Our own round, not Celery's ping: on Redis kombu's consumer leaves a BRPOP pending
+    # when its wait ends, which takes the next round's first reply and loses it.
+    names = set(gather(app, connection, None, {"ping": {}}, timeout)["ping"])
     return {name: HeardWorker(name, now, by_events=False)
             for name in sorted(names - set(known))}
 
