@@ -98,6 +98,7 @@ bench: $(STAMP) $(BUILT) $(RUNTIME_STAMP)
 	$(BIN)/python -m tests.bench.reaction
 	$(BIN)/python -m tests.bench.cost
 	$(BIN)/python -m tests.bench.forecast
+	$(BIN)/python -m tests.bench.large
 
 demo: $(STAMP)
 	$(BIN)/ondemand demo $(DEMO_ARGS)

@@ -22,6 +22,7 @@ from .act.ecs import ECSScaler
 from .config import Settings
 from .model import Observation
 from .observe import Observer
+from .observe.workers import gather
 
 DEFAULT_VISIBILITY = {"redis": 3600.0, "rediss": 3600.0, "valkey": 3600.0, "sqs": 1800.0}
 """kombu's ``visibility_timeout`` when the app sets none (Redis; Celery's SQS)."""
@@ -77,16 +78,18 @@ def examine(settings: Settings, observer: Observer, *, aws: bool = True) -> list
 
 
 def ask_workers(observer: Observer, observation: Observation) -> list[WorkerFacts]:
-    """``conf``, ``stats`` and ``active`` from every live worker, in one round each."""
+    """``conf``, ``stats``, ``active`` and ``scheduled`` from every live worker, in one
+    round."""
     hosts = sorted(observation.live_workers)
     if not hosts:
         return []
-    inspect = observer.app.control.inspect(destination=hosts, limit=len(hosts), timeout=2.0,
-                                           connection=observer.probe.connection)
-    confs = inspect.conf(with_defaults=True) or {}
-    stats = inspect.stats() or {}
-    active = inspect.active() or {}
-    scheduled = inspect.scheduled() or {}
+    # One round, read until every worker has answered (Celery's inspect with limit= counts
+    # reads, and a read left over on the observer's connection took a reply's place).
+    replies = gather(observer.app, observer.probe.connection, hosts, {
+        "conf": {"with_defaults": True}, "stats": {}, "active": {"safe": None},
+        "scheduled": {}}, timeout=2.0)
+    confs, stats = replies["conf"], replies["stats"]
+    active, scheduled = replies["active"], replies["scheduled"]
     now = time.time()
     return [WorkerFacts(host, confs.get(host) or {}, stats.get(host) or {},
                         [now - float(t["time_start"]) for t in active.get(host) or []

@@ -106,9 +106,8 @@ def test_safe_url_masks_only_a_password() -> None:
 def test_an_odd_control_reply_blinds_only_its_own_worker() -> None:
     """Another program on the broker answering our control round oddly (an error reply,
     a string, entries that are not records) must not fail the read of every worker: that
-    worker alone is unanswered. The replies stand in for Celery's ``inspect`` at its
-    boundary (they are what a broadcast collects)."""
-    from celery_ondemand.observe.workers import ask
+    worker alone is unanswered. The replies are what a control round gathers."""
+    from celery_ondemand.observe.workers import apply_replies
 
     good = [{"name": "q", "exchange": {"name": "q"}, "routing_key": "q"}]
     replies = {
@@ -120,19 +119,8 @@ def test_an_odd_control_reply_blinds_only_its_own_worker() -> None:
         "stats": {"good@h": {"pool": {"max-concurrency": 4}}, "odd@h": ["not", "a", "dict"]},
     }
 
-    class Inspect:
-        def __getattr__(self, name: str) -> object:
-            return lambda: replies.get(name)
-
-    class Control:
-        def inspect(self, **_: object) -> Inspect:
-            return Inspect()
-
-    class App:
-        control = Control()
-
     workers = {name: HeardWorker(name, 0.0) for name in ("good@h", "odd@h", "worse@h")}
-    ask(App(), None, workers)  # type: ignore[arg-type]
+    apply_replies(workers, replies)
     assert workers["good@h"].replied and workers["good@h"].queues == good
     assert (workers["good@h"].active, workers["good@h"].concurrency) == (1, 4)
     assert workers["good@h"].scheduled == [{"id": "t2"}]

@@ -337,12 +337,16 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
         observation.workers[hostname] = status
 
     has_replies = "events" in observation.sources  # no worker heard: nothing runs
+    serving: dict[str, list[WorkerStatus]] = {}  # one pass, not a scan per queue
+    for status in observation.workers.values():
+        for served in dict.fromkeys(status.queues):
+            serving.setdefault(served, []).append(status)
     for name in names:
         depth = depths.get(name, QueueDepth(ready=0))
         observation.queues[name] = QueueStatus(
             name=name,
             size=depth.ready,
-            workers=[w for w in observation.workers.values() if name in w.queues],
+            workers=serving.get(name, []),
             running=0 if has_replies else None,
             reserved=0 if has_replies else None,
             delayed=depth.delayed,

@@ -11,23 +11,26 @@ A worker that sends no events at all (``--without-heartbeat`` without ``-E``) is
 ``ping`` broadcast instead (:func:`discover`), asked only when the burst heard nobody or
 missed a worker found that way before.
 
-Then one round of each inspect command (``active_queues``, ``active``, ``reserved``,
-``scheduled``, ``stats``) goes only to the workers heard, with ``limit=`` their number, so
-each round returns as soon as the last of them replies rather than after the whole
-timeout.
+Then the inspect commands (``active_queues``, ``active``, ``reserved``, ``scheduled``,
+``stats``) go out together in one round (:func:`gather`), which returns as soon as every
+worker heard has answered all of them rather than after a timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Collection
+import uuid
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from celery import Celery
 from kombu import Connection, Consumer
+from kombu.serialization import prepare_accept_content
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
 
 _TASK_EVENT_FIELDS = {
     "task-received": "last_task_received_at",
@@ -147,30 +150,140 @@ def _records(reply: Any) -> list[dict[str, Any]]:
     return [dict(item) for item in reply if isinstance(item, dict)]
 
 
+INSPECTED = {"active_queues": {}, "active": {"safe": None}, "reserved": {}, "scheduled": {},
+             "stats": {}}
+"""The inspect commands of one control round, with the arguments Celery's ``inspect``
+sends."""
+
+
+def gather(app: Celery, connection: Connection, hostnames: Collection[str] | None,
+           commands: Mapping[str, dict[str, Any]], timeout: float = 1.0
+           ) -> dict[str, dict[str, Any]]:
+    """Every command's replies by hostname: all commands sent at once, replies read in one
+    pass until every worker named has answered every command, or ``timeout`` seconds pass
+    without a reply.
+
+    Celery's ``inspect`` asks one command at a time and waits for its last reply before
+    the next: at a thousand workers five rounds each wait out the slowest worker of the
+    thousand. And its ``limit=`` counts reads, not replies. The broadcast names no
+    destination (a list of a thousand names would be copied to every worker, five times a
+    tick); replies from workers not named are dropped. ``hostnames`` None takes every
+    reply until ``timeout`` passes without one (nobody knows who will answer).
+    """
+    expected = set(hostnames) if hostnames is not None else None
+    replies: dict[str, dict[str, Any]] = {command: {} for command in commands}
+    if expected is not None and not expected:
+        return replies
+    mailbox: Any = app.control.mailbox(connection)  # type: ignore[attr-defined]
+    channel: Any = connection.default_channel
+    tickets = {uuid.uuid4().hex: command for command in commands}
+    waiting = len(expected) * len(commands) if expected is not None else -1
+
+    def take(body: Any, headers: Any) -> None:
+        nonlocal waiting
+        command = tickets.get(str((headers or {}).get("ticket")))
+        if command is None or not isinstance(body, dict):
+            return  # a late reply to an earlier round
+        for hostname, reply in body.items():
+            if (expected is None or hostname in expected) and hostname not in replies[command]:
+                replies[command][hostname] = reply
+                waiting -= 1
+
+    def publish() -> None:
+        for ticket, command in tickets.items():
+            mailbox._publish(command, dict(commands[command]), reply_ticket=ticket,
+                             channel=channel, timeout=timeout)
+
+    try:
+        published = False
+        if _bulk_readable(channel):
+            mailbox.reply_queue(channel).declare()
+            publish()
+            published = _pop_replies(channel, mailbox.reply_queue.name, mailbox.accept, take,
+                                     lambda: waiting != 0, timeout)
+        if not published:  # another broker, or a Redis older than 6.2
+            with Consumer(channel, [mailbox.reply_queue], accept=mailbox.accept, no_ack=True,
+                          callbacks=[lambda body, message: take(body, message.headers)]):
+                if not _bulk_readable(channel):
+                    publish()
+                while waiting != 0:
+                    try:
+                        connection.drain_events(timeout=timeout)
+                    except TimeoutError:
+                        break  # nobody answered for a whole timeout: the rest are silent
+    finally:
+        with contextlib.suppress(Exception):
+            channel.after_reply_message_received(mailbox.reply_queue.name)
+    return replies
+
+
+def _bulk_readable(channel: Any) -> bool:
+    """Whether replies can be popped in bulk: kombu's Redis channel (a list per queue)."""
+    return callable(getattr(channel, "_q_for_pri", None)) and hasattr(channel, "client") \
+        and hasattr(channel, "priority_steps")
+
+
+def _pop_replies(channel: Any, queue: str, accept: Collection[str],
+                 take: Callable[[Any, Any], None], pending: Callable[[], bool],
+                 timeout: float, batch: int = 200) -> bool:
+    """Redis: the replies popped ``batch`` at a time (``RPOP`` with a count), not one
+    blocking ``BRPOP`` round trip each as kombu's consumer does: at a thousand workers
+    those round trips were most of the control round. Waits at most ``timeout`` seconds
+    for a next reply. False, having read nothing, on a Redis older than 6.2 (no count)."""
+    from redis import exceptions as redis_errors  # a Redis channel: redis is there
+
+    allowed = prepare_accept_content(accept)
+    keys = list(dict.fromkeys(channel._q_for_pri(queue, pri) for pri in channel.priority_steps))
+    client = channel.client
+    try:
+        first = [item for key in keys for item in (client.rpop(key, batch) or [])]
+    except redis_errors.ResponseError:  # ERR wrong number of arguments: Redis < 6.2
+        return False
+    items = first
+    while pending():
+        if not items:
+            found = client.brpop(keys, timeout=timeout)  # the next one, or a silent round
+            if not found:
+                return True
+            items = [found[1]]
+        for item in items:
+            try:
+                message = channel.Message(loads(bytes_to_str(item)), channel=channel,
+                                          accept=allowed)
+                take(message.decode(), message.headers)
+            except Exception:  # a reply we may not or cannot decode: no answer
+                continue
+        items = [item for key in keys for item in (client.rpop(key, batch) or [])]
+    return True
+
+
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
         timeout: float = 1.0) -> None:
     """Fill in queues, running and waiting tasks, and pool size from one round of replies."""
-    if not workers:
-        return
-    inspect = app.control.inspect(destination=list(workers), limit=len(workers),
-                                  timeout=timeout, connection=connection)
-    for hostname, queues in (inspect.active_queues() or {}).items():
+    if workers:
+        apply_replies(workers, gather(app, connection, workers, INSPECTED, timeout))
+
+
+def apply_replies(workers: dict[str, HeardWorker],
+                  replies: Mapping[str, Mapping[str, Any]]) -> None:
+    """Fill in each worker from its replies, by command; an odd reply is no answer."""
+    for hostname, queues in replies.get("active_queues", {}).items():
         if hostname in workers and isinstance(queues, list):
             workers[hostname].queues = _records(queues)
             workers[hostname].replied = True  # an odd reply (an error) is no answer
-    for hostname, tasks in (inspect.active() or {}).items():
+    for hostname, tasks in replies.get("active", {}).items():
         if hostname in workers:
             workers[hostname].running = _records(tasks)
             workers[hostname].active = len(workers[hostname].running)
-    for hostname, tasks in (inspect.reserved() or {}).items():
+    for hostname, tasks in replies.get("reserved", {}).items():
         if hostname in workers:
             workers[hostname].waiting = _records(tasks)
-    for hostname, entries in (inspect.scheduled() or {}).items():  # ETA / countdown
+    for hostname, entries in replies.get("scheduled", {}).items():  # ETA / countdown
         if hostname in workers:
             workers[hostname].scheduled = [dict(entry.get("request") or {})
                                            for entry in _records(entries)
                                            if isinstance(entry.get("request") or {}, dict)]
-    for hostname, stats in (inspect.stats() or {}).items():
+    for hostname, stats in replies.get("stats", {}).items():
         if hostname in workers and isinstance(stats, dict):
             pool = stats.get("pool") or {}
             concurrency = pool.get("max-concurrency") if isinstance(pool, dict) else None
@@ -196,8 +309,9 @@ def discover(app: Celery, connection: Connection, known: Collection[str],
     ``timeout``: the observer asks only when the burst left a reason to.
     """
     now = time.time()
-    replies = app.control.ping(timeout=timeout, connection=connection) or []
-    names = {name for reply in replies if isinstance(reply, dict) for name in reply}
+    # Our own round, not Celery's ping: on Redis kombu's consumer leaves a BRPOP pending
+    # when its wait ends, which takes the next round's first reply and loses it.
+    names = set(gather(app, connection, None, {"ping": {}}, timeout)["ping"])
     return {name: HeardWorker(name, now, by_events=False)
             for name in sorted(names - set(known))}
 

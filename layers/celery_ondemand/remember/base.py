@@ -96,9 +96,24 @@ class StateStore(ABC):
 
 
 def encode_status(status: dict[str, Any], at: float) -> bytes:
-    """Compressed JSON: a status of hundreds of queues stays far below item size limits."""
+    """Compressed JSON: 1,000 queues and 2,000 workers take about 100 KB (see
+    :func:`trim_status` for a larger one)."""
     record = {"schema_version": SCHEMA_VERSION, "saved_at": at, "status": status}
     return zlib.compress(json.dumps(record, separators=(",", ":")).encode())
+
+
+def trim_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The status without its per-worker detail: what fits one stored item at any scale.
+
+    Every queue keeps its figures and its number of workers, every decision is kept; the
+    workers' records (and the queues' lists of worker names) give way to their count.
+    ``trimmed`` says so, for whoever reads the status endpoint.
+    """
+    workers = status.get("workers") or {}
+    queues = {name: {**queue, "workers": []} if isinstance(queue, dict) else queue
+              for name, queue in (status.get("queues") or {}).items()}
+    return {**status, "queues": queues, "workers": {},
+            "trimmed": f"{len(workers)} workers' records left out to fit the stored item"}
 
 
 def decode_status(blob: bytes) -> dict[str, Any]:

@@ -7,7 +7,8 @@ pk                              sk               attributes
 ==============================  ===============  ==========================================
 ``deployment#<name>``           ``lease``        ``owner``, ``expires_at``
 ``deployment#<name>``           ``target#<t>``   ``record`` (JSON memory), ``updated_at``
-``deployment#<name>``           ``status``       ``record`` (zlib-compressed JSON, binary)
+``deployment#<name>``           ``status``       ``record`` (zlib-compressed JSON, binary;
+                                                 trimmed of workers' records past 390 KB)
 ``deployment#<name>#history``   ``<at>#<t>``     ``record`` (JSON decision), ``ttl``
 ``deployment#<name>#load#<t>``  ``<minute>``     the minute's sums (numbers), ``ttl``
 ==============================  ===============  ==========================================
@@ -49,11 +50,15 @@ from .base import (
     decode_status,
     encode_memory,
     encode_status,
+    trim_status,
 )
 
 DEFAULT_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
                                connect_timeout=3, read_timeout=5)
 TTL_ATTRIBUTE = "ttl"
+STATUS_BUDGET = 390 * 1024
+"""Bytes of compressed status one item holds: DynamoDB's 400 KB item limit counts the
+attribute names and keys too."""
 
 
 class DynamoDBStateStore(StateStore):
@@ -193,9 +198,17 @@ class DynamoDBStateStore(StateStore):
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:
+        """The status, trimmed of its workers' records if it would not fit an item."""
+        blob = encode_status(status, at)
+        if len(blob) > STATUS_BUDGET:
+            blob = encode_status(trim_status(status), at)
+        if len(blob) > STATUS_BUDGET:
+            raise StateError(f"deployment {deployment!r}: the status takes {len(blob)} bytes "
+                             f"even without its workers' records (at most {STATUS_BUDGET} "
+                             "fit a DynamoDB item): split the deployment")
         self._call("put_item", Item={
             "pk": _s(_pk(deployment)), "sk": _s("status"),
-            "record": {"B": encode_status(status, at)}, "schema_version": _n(SCHEMA_VERSION)})
+            "record": {"B": blob}, "schema_version": _n(SCHEMA_VERSION)})
 
     def load_status(self, deployment: str) -> dict[str, Any] | None:
         item = self._call("get_item", Key={"pk": _s(_pk(deployment)), "sk": _s("status")},

@@ -1,0 +1,59 @@
+"""The control round at scale, over the load rig on a private Redis: five commands in one
+round, every reply of every worker named read (popped in bulk, or one by one where Redis
+is older than 6.2), none of a worker not named, and the observer hears and reads every
+worker and queue without a gap."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_ondemand import Observer
+from celery_ondemand.observe.workers import INSPECTED, gather
+from tests.support.brokers import private_redis
+from tests.support.rig import plan, start_rig
+
+
+def _as_before_redis_6_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RPOP with a count answers as Redis 6.0 and older do: an error."""
+    rpop = redis.Redis.rpop
+
+    def old_rpop(self: redis.Redis, name: str, count: int | None = None) -> object:
+        if count is not None:
+            raise redis.exceptions.ResponseError("wrong number of arguments for 'rpop' command")
+        return rpop(self, name)
+
+    monkeypatch.setattr(redis.Redis, "rpop", old_rpop)
+
+
+def test_one_round_reads_every_reply_of_the_workers_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with private_redis() as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        names = [f"scale-{i}" for i in range(30)]
+        workers = plan(60, names)
+        rig = start_rig(url, workers, per_process=30, timeout=60)
+        app = Celery("scale", broker=url, set_as_current=False)
+        try:
+            named = [hostname for hostname, _ in workers[1:]]
+            with app.connection_for_read() as connection:
+                replies = gather(app, connection, named, INSPECTED, timeout=2.0)
+                with monkeypatch.context() as patch:
+                    _as_before_redis_6_2(patch)
+                    one_by_one = gather(app, connection, named, INSPECTED, timeout=2.0)
+            with Observer(url) as observer:
+                first = observer.observe()
+                second = observer.observe(previous=first)
+        finally:
+            rig.stop()
+            app.close()
+    for read in (replies, one_by_one):  # popped in bulk; one by one on an older Redis
+        assert set(read) == set(INSPECTED)
+        for command, by_host in read.items():
+            assert sorted(by_host) == sorted(named), command  # the unnamed worker's dropped
+    for observation in (first, second):
+        assert sorted(observation.live_workers) == sorted(h for h, _ in workers)
+        assert sorted(observation.queues) == sorted(names)
+        assert not observation.problems and not observation.queue_problems
+        assert all(w.concurrency == 2 for w in observation.workers.values())
