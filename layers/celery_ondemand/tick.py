@@ -1,4 +1,4 @@
-"""One tick: observe → lease → read capacity → decide → act → remember.
+"""One tick: lease → observe → read capacity → decide → act → remember.
 
 :class:`Ticker` runs ticks for one deployment, so the Lambda, ``ondemand tick`` / ``run``,
 ``CeleryWorkerOnDemand.run()`` and the tests share one loop. What can fail is contained:
@@ -159,19 +159,15 @@ class Ticker:
         now = time.time() if now is None else now
         began = time.monotonic()  # ``now`` may be a simulated clock: measure on top of it
         deployment = self.settings.deployment
-        # The broker first: reading it changes nothing, so the lease is only needed from the
-        # decision on, and a cold start reaches the broker before creating its DynamoDB
-        # client (a tick that then finds the lease taken has read for nothing: rare).
-        self.credentials_refused = False
-        observation, error = self._observe()
         try:
             if self.store is not None and not dry_run and not self.store.acquire_lease(
                     deployment, self.owner, now, self.lease_seconds):
                 return TickResult(None, [], lease_lost=True, started_at=now)
             memory = self.store.load_memory(deployment) if self.store else self.memory
         except StateError as exc:  # no lease, no memory: acting now would be blind
-            return TickResult(None, [], f"{exc}; not acting", started_at=now,
-                              credentials_refused=self.credentials_refused)
+            return TickResult(None, [], f"{exc}; not acting", started_at=now)
+        self.credentials_refused = False
+        observation, error = self._observe()
         current, running, target_errors, rollouts, bounds = self._capacities(observation)
         decisions, memory = decide(observation, self.settings, memory, now, current=current,
                                    running=running, agents=self.agents, dry_run=dry_run,
