@@ -30,6 +30,10 @@ from .workers import HeardWorker, ask, discover, listen
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_BURST_SECONDS = 2.5
 DEFAULT_QUIET_SECONDS = 0.25
+DEFAULT_CONTROL_ROUND_SECONDS = 20.0
+"""The longest a control round may last, however many replies keep coming: a tick must
+end well inside the Lambda's 60 s (a round at 2,000 workers on Redis took 43-64 s on the
+load rig). Workers not answered by then are a gap, as a silent worker is."""
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 FOREIGN_AFTER_SECONDS = 60.0
 """A worker that beats but answers no control command this long is taken for another
@@ -53,7 +57,8 @@ class Observer:
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  burst_seconds: float = DEFAULT_BURST_SECONDS,
                  quiet_seconds: float = DEFAULT_QUIET_SECONDS,
-                 control_timeout: float = 1.0) -> None:
+                 control_timeout: float = 1.0,
+                 control_round_seconds: float = DEFAULT_CONTROL_ROUND_SECONDS) -> None:
         own_app = app is None
         if app is None:
             app = Celery("celery-ondemand", broker=broker_url, set_as_current=False)
@@ -70,6 +75,7 @@ class Observer:
         self.burst_seconds = burst_seconds
         self.quiet_seconds = quiet_seconds
         self.control_timeout = control_timeout
+        self.control_round_seconds = control_round_seconds
         self.blocked: str | None = None
         """Why RabbitMQ blocks our publishing connection (``connection.blocked``), if it
         does: a memory or disk alarm."""
@@ -159,11 +165,13 @@ class Observer:
                     observation.sources.append("events")
                     if ping or _worth_a_ping(heard, previous):
                         found = discover(self.app, probe.connection, heard,
-                                         timeout=self.control_timeout)
+                                         timeout=self.control_timeout,
+                                         max_seconds=self.control_round_seconds)
                         heard.update(found)
                         if found:
                             observation.sources.append("ping")
-                    ask(self.app, probe.connection, heard, timeout=self.control_timeout)
+                    ask(self.app, probe.connection, heard, timeout=self.control_timeout,
+                        max_seconds=self.control_round_seconds)
                     if any(worker.replied for worker in heard.values()):
                         observation.sources.append("control")
                     self._scope_silent(observation, heard)

@@ -150,6 +150,10 @@ def _records(reply: Any) -> list[dict[str, Any]]:
     return [dict(item) for item in reply if isinstance(item, dict)]
 
 
+REPLY_EXPIRES_SECONDS = 10.0
+"""How long an unread reply list lives when its queue names no ``expires`` (kombu's
+default for the reply queue, Celery's ``control_queue_expires``)."""
+
 INSPECTED = {"active_queues": {}, "active": {"safe": None}, "reserved": {}, "scheduled": {},
              "stats": {}}
 """The inspect commands of one control round, with the arguments Celery's ``inspect``
@@ -157,11 +161,13 @@ sends."""
 
 
 def gather(app: Celery, connection: Connection, hostnames: Collection[str] | None,
-           commands: Mapping[str, dict[str, Any]], timeout: float = 1.0
-           ) -> dict[str, dict[str, Any]]:
+           commands: Mapping[str, dict[str, Any]], timeout: float = 1.0,
+           max_seconds: float | None = None) -> dict[str, dict[str, Any]]:
     """Every command's replies by hostname: all commands sent at once, replies read in one
     pass until every worker named has answered every command, or ``timeout`` seconds pass
-    without a reply.
+    without a reply, and never longer than ``max_seconds`` in all (a stream of replies
+    from workers not awaited would otherwise keep restarting ``timeout``: at 2,000 workers
+    a round outlasted the Lambda's 60 s). Workers not answered by then are unanswered.
 
     Celery's ``inspect`` asks one command at a time and waits for its last reply before
     the next: at a thousand workers five rounds each wait out the slowest worker of the
@@ -177,6 +183,7 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
     mailbox: Any = app.control.mailbox(connection)  # type: ignore[attr-defined]
     channel: Any = connection.default_channel
     tickets = {uuid.uuid4().hex: command for command in commands}
+    ends_at = time.monotonic() + (max_seconds if max_seconds is not None else float("inf"))
     waiting = len(expected) * len(commands) if expected is not None else -1
 
     def take(body: Any, headers: Any) -> None:
@@ -199,16 +206,17 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
         if _bulk_readable(channel):
             mailbox.reply_queue(channel).declare()
             publish()
-            published = _pop_replies(channel, mailbox.reply_queue.name, mailbox.accept, take,
-                                     lambda: waiting != 0, timeout)
+            published = _pop_replies(channel, mailbox.reply_queue, mailbox.accept, take,
+                                     lambda: waiting != 0, timeout, ends_at)
         if not published:  # another broker, or a Redis older than 6.2
             with Consumer(channel, [mailbox.reply_queue], accept=mailbox.accept, no_ack=True,
                           callbacks=[lambda body, message: take(body, message.headers)]):
                 if not _bulk_readable(channel):
                     publish()
-                while waiting != 0:
+                while waiting != 0 and time.monotonic() < ends_at:
                     try:
-                        connection.drain_events(timeout=timeout)
+                        connection.drain_events(
+                            timeout=min(timeout, max(ends_at - time.monotonic(), 0.001)))
                     except TimeoutError:
                         break  # nobody answered for a whole timeout: the rest are silent
     finally:
@@ -223,26 +231,46 @@ def _bulk_readable(channel: Any) -> bool:
         and hasattr(channel, "priority_steps")
 
 
-def _pop_replies(channel: Any, queue: str, accept: Collection[str],
+def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
                  take: Callable[[Any, Any], None], pending: Callable[[], bool],
-                 timeout: float, batch: int = 200) -> bool:
+                 timeout: float, ends_at: float, batch: int = 200) -> bool:
     """Redis: the replies popped ``batch`` at a time (``RPOP`` with a count), not one
     blocking ``BRPOP`` round trip each as kombu's consumer does: at a thousand workers
     those round trips were most of the control round. Waits at most ``timeout`` seconds
-    for a next reply. False, having read nothing, on a Redis older than 6.2 (no count)."""
+    for a next reply, and not past ``ends_at`` (monotonic). False, having read nothing, on
+    a Redis older than 6.2 (no count).
+
+    Each read also sets the reply lists' expiry (``PEXPIRE``, the queue's ``expires``), as
+    kombu's own reads do: replies arriving after the round must not stay for good."""
     from redis import exceptions as redis_errors  # a Redis channel: redis is there
 
     allowed = prepare_accept_content(accept)
-    keys = list(dict.fromkeys(channel._q_for_pri(queue, pri) for pri in channel.priority_steps))
+    keys = list(dict.fromkeys(channel._q_for_pri(queue.name, pri)
+                              for pri in channel.priority_steps))
+    expires_ms = int(1000 * (queue.expires or REPLY_EXPIRES_SECONDS))
     client = channel.client
+
+    def pop() -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.rpop(key, batch)
+                pipe.pexpire(key, expires_ms)
+            results = pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, redis_errors.ResponseError):
+                raise result
+        return [item for found in results[::2] for item in (found or [])]
+
     try:
-        first = [item for key in keys for item in (client.rpop(key, batch) or [])]
+        items = pop()
     except redis_errors.ResponseError:  # ERR wrong number of arguments: Redis < 6.2
         return False
-    items = first
     while pending():
         if not items:
-            found = client.brpop(keys, timeout=timeout)  # the next one, or a silent round
+            left = ends_at - time.monotonic()
+            if left <= 0:
+                return True
+            found = client.brpop(keys, timeout=min(timeout, left))  # next, or a silent round
             if not found:
                 return True
             items = [found[1]]
@@ -253,15 +281,19 @@ def _pop_replies(channel: Any, queue: str, accept: Collection[str],
                 take(message.decode(), message.headers)
             except Exception:  # a reply we may not or cannot decode: no answer
                 continue
-        items = [item for key in keys for item in (client.rpop(key, batch) or [])]
+        if time.monotonic() >= ends_at:
+            return True  # the round's time is up: whoever has not answered did not
+        items = pop()
     return True
 
 
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
-        timeout: float = 1.0) -> None:
-    """Fill in queues, running and waiting tasks, and pool size from one round of replies."""
+        timeout: float = 1.0, max_seconds: float | None = None) -> None:
+    """Fill in queues, running and waiting tasks, and pool size from one round of replies
+    (at most ``max_seconds`` long)."""
     if workers:
-        apply_replies(workers, gather(app, connection, workers, INSPECTED, timeout))
+        apply_replies(workers, gather(app, connection, workers, INSPECTED, timeout,
+                                      max_seconds))
 
 
 def apply_replies(workers: dict[str, HeardWorker],
@@ -301,7 +333,8 @@ def apply_replies(workers: dict[str, HeardWorker],
 
 
 def discover(app: Celery, connection: Connection, known: Collection[str],
-             timeout: float = 1.0) -> dict[str, HeardWorker]:
+             timeout: float = 1.0, max_seconds: float | None = None
+             ) -> dict[str, HeardWorker]:
     """Workers that send no events, found by a ``ping`` broadcast.
 
     A worker started with ``--without-heartbeat`` (and without ``-E``) never beats, but it
@@ -311,7 +344,8 @@ def discover(app: Celery, connection: Connection, known: Collection[str],
     now = time.time()
     # Our own round, not Celery's ping: on Redis kombu's consumer leaves a BRPOP pending
     # when its wait ends, which takes the next round's first reply and loses it.
-    names = set(gather(app, connection, None, {"ping": {}}, timeout)["ping"])
+    names = set(gather(app, connection, None, {"ping": {}}, timeout,
+                       max_seconds)["ping"])
     return {name: HeardWorker(name, now, by_events=False)
             for name in sorted(names - set(known))}
 

@@ -1,0 +1,97 @@
+"""The control round's own bounds, against real brokers: a round ends by its deadline
+however many stray replies keep arriving, and on Redis the reply list it reads never lives
+forever."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from kombu.pidbox import Mailbox
+
+from celery_ondemand.observe.workers import INSPECTED, _pop_replies, gather
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def app(broker_url: str) -> Iterator[Celery]:
+    app = Celery("control-round", broker=broker_url, set_as_current=False)
+    yield app
+    app.close()
+
+
+def _reply_queue_name(app: Celery, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The round's reply queue, named in advance so that the test can reply to it (kombu
+    names it from the id of each copy of the mailbox, a new one every round)."""
+    oid = f"control-round-{uuid.uuid4().hex}"
+    monkeypatch.setattr(Mailbox, "oid", property(lambda self: oid))
+    mailbox: Any = app.control.mailbox  # type: ignore[attr-defined]
+    return str(mailbox.reply_queue.name)
+
+
+def _stray_replies(app: Celery, count: int, ticket: str = "an-earlier-round",
+                   declare: bool = False) -> None:
+    """``count`` replies to a round long over, on our reply queue, as late workers send."""
+    mailbox: Any = app.control.mailbox  # type: ignore[attr-defined]
+    with app.connection_for_write() as connection:
+        bound = mailbox(connection)
+        if declare:  # Redis: the binding; on RabbitMQ the round's queue is exclusive
+            bound.reply_queue(connection.default_channel).declare()
+        for i in range(count):
+            bound._publish_reply({f"late-{i}@elsewhere": "pong"}, bound.reply_exchange.name,
+                                 bound.oid, ticket)
+
+
+def test_a_round_ends_by_its_deadline_while_stray_replies_keep_coming(
+        app: Celery, monkeypatch: pytest.MonkeyPatch) -> None:
+    _reply_queue_name(app, monkeypatch)
+    stop = threading.Event()
+
+    def keep_replying() -> None:
+        while not stop.wait(0.3):
+            _stray_replies(app, 1)
+
+    thread = threading.Thread(target=keep_replying, daemon=True)
+    thread.start()
+    try:
+        with app.connection_for_read() as connection:
+            started = time.monotonic()
+            replies = gather(app, connection, ["never-answers@nowhere"], INSPECTED,
+                             timeout=1.0, max_seconds=2.0)
+            took = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert took < 3.5, f"the round lasted {took:.1f}s past its 2 s deadline"
+    assert all(not by_host.get("never-answers@nowhere") for by_host in replies.values())
+
+
+def test_the_redis_reply_list_left_by_a_cut_round_expires(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round killed after a read (the Lambda's timeout) never reaches the end that
+    deletes its reply list: the read itself gives the list its expiry, as kombu's does."""
+    app = Celery("control-round", broker=redis_url, set_as_current=False)
+    try:
+        key = _reply_queue_name(app, monkeypatch)
+        _stray_replies(app, 300, declare=True)  # more than one bulk read takes
+        mailbox: Any = app.control.mailbox  # type: ignore[attr-defined]
+        with app.connection_for_read() as connection:
+            channel: Any = connection.default_channel
+            taken: list[Any] = []
+            _pop_replies(channel, mailbox.reply_queue, mailbox.accept,
+                         lambda body, headers: taken.append(body), lambda: True,
+                         timeout=1.0, ends_at=0.0)  # cut after one read
+        client = redis.Redis.from_url(redis_url)
+        left, ttl = client.llen(key), client.pttl(key)
+        client.delete(key)
+    finally:
+        app.close()
+    assert 0 < len(taken) < 300 and left == 300 - len(taken)
+    assert 0 < ttl <= 10_000, f"reply list {key} left with ttl {ttl} ms"
