@@ -15,7 +15,10 @@ import redis
 from celery import Celery
 from kombu.pidbox import Mailbox
 
+from celery_ondemand import Observer
 from celery_ondemand.observe.workers import INSPECTED, _pop_replies, gather
+from tests.support.brokers import Queues
+from tests.support.workers import Fleet
 
 pytestmark = pytest.mark.broker
 
@@ -95,3 +98,24 @@ def test_the_redis_reply_list_left_by_a_cut_round_expires(
         app.close()
     assert 0 < len(taken) < 300 and left == 300 - len(taken)
     assert 0 < ttl <= 10_000, f"reply list {key} left with ttl {ttl} ms"
+
+
+def test_a_worker_without_events_next_to_one_that_beats_is_found_by_control(
+        broker_url: str, queues: Queues, fleet: Fleet) -> None:
+    """The burst hears the worker that beats, so no ping goes out; the worker that sends
+    no events still answers the round's broadcast, and that makes it heard."""
+    loud, quiet = queues.new("loud"), queues.new("quiet")
+    beating = fleet.start([loud], name="beats", concurrency=1, wait=False)
+    silent = fleet.start([quiet], name="no-events", concurrency=3, wait=False,
+                         options=["--without-heartbeat"])  # and no -E, no gossip
+    fleet.wait_ready()
+    with Observer(broker_url) as observer:
+        first = observer.observe([loud, quiet])
+        again = observer.observe([loud, quiet], previous=first)
+    for status in (first, again):
+        assert status.live_workers[beating.hostname].heard_by == "events"
+        found = status.live_workers.get(silent.hostname)
+        assert found is not None, "a worker without events went unheard"
+        assert found.heard_by == "control" and found.concurrency == 3
+        assert quiet in found.queues and status.queues[quiet].many_workers == 1
+    assert "ping" not in first.sources  # found by the round itself, not by a ping

@@ -173,8 +173,9 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
     the next: at a thousand workers five rounds each wait out the slowest worker of the
     thousand. And its ``limit=`` counts reads, not replies. The broadcast names no
     destination (a list of a thousand names would be copied to every worker, five times a
-    tick); replies from workers not named are dropped. ``hostnames`` None takes every
-    reply until ``timeout`` passes without one (nobody knows who will answer).
+    tick); a worker not named that answers is awaited too, for all its replies (a worker
+    that sends no events is heard no other way). ``hostnames`` None takes every reply until
+    ``timeout`` passes without one (nobody knows who will answer).
     """
     expected = set(hostnames) if hostnames is not None else None
     replies: dict[str, dict[str, Any]] = {command: {} for command in commands}
@@ -192,9 +193,13 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
         if command is None or not isinstance(body, dict):
             return  # a late reply to an earlier round
         for hostname, reply in body.items():
-            if (expected is None or hostname in expected) and hostname not in replies[command]:
-                replies[command][hostname] = reply
-                waiting -= 1
+            if hostname in replies[command]:
+                continue
+            if expected is not None and hostname not in expected:
+                expected.add(hostname)  # one not named answers: await the rest of its replies
+                waiting += len(commands)
+            replies[command][hostname] = reply
+            waiting -= 1
 
     def publish() -> None:
         for ticket, command in tickets.items():
@@ -290,10 +295,21 @@ def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
         timeout: float = 1.0, max_seconds: float | None = None) -> None:
     """Fill in queues, running and waiting tasks, and pool size from one round of replies
-    (at most ``max_seconds`` long)."""
-    if workers:
-        apply_replies(workers, gather(app, connection, workers, INSPECTED, timeout,
-                                      max_seconds))
+    (at most ``max_seconds`` long).
+
+    A worker that answered the round but was not heard (it sends no events: no ``-E``,
+    ``--without-heartbeat``) is added, as one found by ``ping`` is: in a fleet where
+    others beat, no ping is sent, and it would never be found."""
+    if not workers:
+        return
+    replies = gather(app, connection, workers, INSPECTED, timeout, max_seconds)
+    now = time.time()
+    for hostname, queues in replies.get("active_queues", {}).items():
+        answered_all = all(hostname in replies.get(command, {}) for command in INSPECTED)
+        if hostname not in workers and isinstance(queues, list) and answered_all:
+            # Only whole answers: one cut by the deadline could hide its running tasks.
+            workers[hostname] = HeardWorker(hostname, now, by_events=False)
+    apply_replies(workers, replies)
 
 
 def apply_replies(workers: dict[str, HeardWorker],
