@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -207,17 +208,15 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
                              channel=channel, timeout=timeout)
 
     try:
-        published = False
-        if _bulk_readable(channel):
+        if _is_redis(channel):
             mailbox.reply_queue(channel).declare()
             publish()
-            published = _pop_replies(channel, mailbox.reply_queue, mailbox.accept, take,
-                                     lambda: waiting != 0, timeout, ends_at)
-        if not published:  # another broker, or a Redis older than 6.2
+            _pop_replies(channel, mailbox.reply_queue, mailbox.accept, take,
+                         lambda: waiting != 0, timeout, ends_at)
+        else:
             with Consumer(channel, [mailbox.reply_queue], accept=mailbox.accept, no_ack=True,
                           callbacks=[lambda body, message: take(body, message.headers)]):
-                if not _bulk_readable(channel):
-                    publish()
+                publish()
                 while waiting != 0 and time.monotonic() < ends_at:
                     try:
                         connection.drain_events(
@@ -230,32 +229,50 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
     return replies
 
 
-def _bulk_readable(channel: Any) -> bool:
-    """Whether replies can be popped in bulk: kombu's Redis channel (a list per queue)."""
-    return callable(getattr(channel, "_q_for_pri", None)) and hasattr(channel, "client") \
+def _is_redis(channel: Any) -> bool:
+    """Whether the channel is kombu's Redis channel (a list per queue, on a client pool)."""
+    return callable(getattr(channel, "_q_for_pri", None)) and hasattr(channel, "pool") \
         and hasattr(channel, "priority_steps")
+
+
+_NO_RPOP_COUNT: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+"""Connection pools whose Redis refused ``RPOP`` with a count (older than 6.2): asked once
+per connection, not once a round."""
+
+
+def _own_client(channel: Any) -> Any:
+    """A client of our own on the channel's pool.
+
+    Not ``channel.client``: once kombu has registered a ``BRPOP`` on the channel, that
+    client is pinned to the connection of kombu's pending ``BRPOP``, whose reply would
+    take one of ours (a reply lost, the rest shifted). Not kombu's prefixing client
+    either: keys are named here in full, ``global_keyprefix`` included."""
+    import redis  # a Redis channel: redis is there
+
+    return redis.Redis(connection_pool=channel.pool)
 
 
 def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
                  take: Callable[[Any, Any], None], pending: Callable[[], bool],
-                 timeout: float, ends_at: float, batch: int = 200) -> bool:
+                 timeout: float, ends_at: float, batch: int = 200) -> None:
     """Redis: the replies popped ``batch`` at a time (``RPOP`` with a count), not one
     blocking ``BRPOP`` round trip each as kombu's consumer does: at a thousand workers
     those round trips were most of the control round. Waits at most ``timeout`` seconds
-    for a next reply, and not past ``ends_at`` (monotonic). False, having read nothing, on
-    a Redis older than 6.2 (no count).
+    for a next reply, and not past ``ends_at`` (monotonic). On a Redis older than 6.2 (no
+    count) one ``BRPOP`` a reply, on our own client too.
 
     Each read also sets the reply lists' expiry (``PEXPIRE``, the queue's ``expires``), as
     kombu's own reads do: replies arriving after the round must not stay for good."""
     from redis import exceptions as redis_errors  # a Redis channel: redis is there
 
     allowed = prepare_accept_content(accept)
-    keys = list(dict.fromkeys(channel._q_for_pri(queue.name, pri)
-                              for pri in channel.priority_steps))
+    prefix = str(getattr(channel, "global_keyprefix", "") or "")
+    keys = [prefix + key for key in dict.fromkeys(channel._q_for_pri(queue.name, pri)
+                                                  for pri in channel.priority_steps)]
     expires_ms = int(1000 * (queue.expires or REPLY_EXPIRES_SECONDS))
-    client = channel.client
+    client = _own_client(channel)
 
-    def pop() -> list[Any]:
+    def pop_many() -> list[Any]:
         with client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.rpop(key, batch)
@@ -266,19 +283,32 @@ def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
                 raise result
         return [item for found in results[::2] for item in (found or [])]
 
-    try:
-        items = pop()
-    except redis_errors.ResponseError:  # ERR wrong number of arguments: Redis < 6.2
-        return False
+    def pop_next(wait: float) -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.brpop(keys, timeout=wait)
+            for key in keys:
+                pipe.pexpire(key, expires_ms)
+            found = pipe.execute()[0]
+        return [found[1]] if found else []
+
+    def pop() -> list[Any]:
+        if _NO_RPOP_COUNT.get(channel.pool):
+            return []
+        try:
+            return pop_many()
+        except redis_errors.ResponseError:  # ERR wrong number of arguments: Redis < 6.2
+            _NO_RPOP_COUNT[channel.pool] = True
+            return []
+
+    items = pop()
     while pending():
         if not items:
             left = ends_at - time.monotonic()
             if left <= 0:
-                return True
-            found = client.brpop(keys, timeout=min(timeout, left))  # next, or a silent round
-            if not found:
-                return True
-            items = [found[1]]
+                return
+            items = pop_next(min(timeout, left))  # the next one, or a silent round
+            if not items:
+                return
         for item in items:
             try:
                 message = channel.Message(loads(bytes_to_str(item)), channel=channel,
@@ -287,9 +317,8 @@ def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
             except Exception:  # a reply we may not or cannot decode: no answer
                 continue
         if time.monotonic() >= ends_at:
-            return True  # the round's time is up: whoever has not answered did not
+            return  # the round's time is up: whoever has not answered did not
         items = pop()
-    return True
 
 
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
