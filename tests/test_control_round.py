@@ -157,3 +157,22 @@ def test_rounds_in_a_row_on_a_redis_without_rpop_count_lose_no_reply(
     for replies in rounds:
         assert {command for command, by_host in replies.items()
                 if redis_worker in by_host} == set(INSPECTED)
+
+
+def test_a_round_that_waits_longer_than_the_redis_socket_timeout_is_not_blind(
+        redis_url: str, redis_worker: str) -> None:
+    """With ``socket_timeout`` 1 s in the transport options, a BRPOP waiting 1.5 s for a
+    worker that never answers must not fail the round (redis-py keeps the socket timeout
+    for blocking commands)."""
+    app = Celery("control-round", broker=redis_url, set_as_current=False)
+    app.conf.broker_transport_options = {"socket_timeout": 1}
+    try:
+        with app.connection_for_read() as connection:
+            started = time.monotonic()
+            replies = gather(app, connection, [redis_worker, "gone@nowhere"], INSPECTED,
+                             timeout=1.5, max_seconds=10.0)
+            took = time.monotonic() - started
+    finally:
+        app.close()
+    assert all(redis_worker in by_host for by_host in replies.values())
+    assert 1.4 < took < 5.0  # it waited out the silent worker's 1.5 s, no more

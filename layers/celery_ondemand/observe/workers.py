@@ -283,13 +283,22 @@ def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
                 raise result
         return [item for found in results[::2] for item in (found or [])]
 
+    # redis-py does not stretch the socket timeout for a blocking command: a BRPOP that
+    # waits as long as ``socket_timeout`` fails with TimeoutError. Wait in shorter steps.
+    socket_timeout = channel.pool.connection_kwargs.get("socket_timeout")
+    step = max(float(socket_timeout) / 2, 0.01) if socket_timeout else float("inf")
+
     def pop_next(wait: float) -> list[Any]:
-        with client.pipeline(transaction=False) as pipe:
-            pipe.brpop(keys, timeout=wait)
-            for key in keys:
-                pipe.pexpire(key, expires_ms)
-            found = pipe.execute()[0]
-        return [found[1]] if found else []
+        until = time.monotonic() + wait
+        while (left := until - time.monotonic()) > 0:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.brpop(keys, timeout=max(min(step, left), 0.01))  # 0 would block for good
+                for key in keys:
+                    pipe.pexpire(key, expires_ms)
+                found = pipe.execute()[0]
+            if found:
+                return [found[1]]
+        return []
 
     def pop() -> list[Any]:
         if _NO_RPOP_COUNT.get(channel.pool):
