@@ -41,7 +41,7 @@ def _reply_queue_name(app: Celery, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _stray_replies(app: Celery, count: int, ticket: str = "an-earlier-round",
-                   declare: bool = False) -> None:
+                   declare: bool = False, serializer: str = "json") -> None:
     """``count`` replies to a round long over, on our reply queue, as late workers send."""
     mailbox: Any = app.control.mailbox  # type: ignore[attr-defined]
     with app.connection_for_write() as connection:
@@ -50,7 +50,7 @@ def _stray_replies(app: Celery, count: int, ticket: str = "an-earlier-round",
             bound.reply_queue(connection.default_channel).declare()
         for i in range(count):
             bound._publish_reply({f"late-{i}@elsewhere": "pong"}, bound.reply_exchange.name,
-                                 bound.oid, ticket)
+                                 bound.oid, ticket, serializer=serializer)
 
 
 def test_a_round_ends_by_its_deadline_while_stray_replies_keep_coming(
@@ -176,3 +176,28 @@ def test_a_round_that_waits_longer_than_the_redis_socket_timeout_is_not_blind(
         app.close()
     assert all(redis_worker in by_host for by_host in replies.values())
     assert 1.4 < took < 5.0  # it waited out the silent worker's 1.5 s, no more
+
+
+def test_replies_in_a_serializer_not_accepted_are_dropped_and_counted(
+        app: Celery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another app's worker on the same control exchange may answer in pickle: on
+    RabbitMQ kombu's consumer raised ContentDisallowed out of the round (the whole tick
+    failed); now such replies are dropped and counted, on both brokers."""
+    _reply_queue_name(app, monkeypatch)
+    stop = threading.Event()
+
+    def keep_replying() -> None:
+        while not stop.wait(0.2):
+            _stray_replies(app, 1, serializer="pickle")
+
+    thread = threading.Thread(target=keep_replying, daemon=True)
+    thread.start()
+    try:
+        with app.connection_for_read() as connection:
+            replies = gather(app, connection, ["never-answers@nowhere"], INSPECTED,
+                             timeout=1.0, max_seconds=1.5)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert replies.undecodable >= 1
+    assert all(not by_host for by_host in replies.values())

@@ -170,8 +170,13 @@ class Observer:
                         heard.update(found)
                         if found:
                             observation.sources.append("ping")
-                    ask(self.app, probe.connection, heard, timeout=self.control_timeout,
-                        max_seconds=self.control_round_seconds)
+                    undecodable = ask(self.app, probe.connection, heard,
+                                      timeout=self.control_timeout,
+                                      max_seconds=self.control_round_seconds)
+                    if undecodable:
+                        observation.warnings.append(
+                            f"{undecodable} control replies in a serializer not accepted "
+                            "(another app's workers on the same control exchange?): dropped")
                     if any(worker.replied for worker in heard.values()):
                         observation.sources.append("control")
                     self._scope_silent(observation, heard)

@@ -161,9 +161,17 @@ INSPECTED = {"active_queues": {}, "active": {"safe": None}, "reserved": {}, "sch
 sends."""
 
 
+class Replies(dict[str, dict[str, Any]]):
+    """A control round's replies by command, then by hostname."""
+
+    undecodable: int = 0
+    """Replies dropped unread: in a serializer we do not accept (pickle or msgpack from
+    another app's worker on the same control exchange), or not a message at all."""
+
+
 def gather(app: Celery, connection: Connection, hostnames: Collection[str] | None,
            commands: Mapping[str, dict[str, Any]], timeout: float = 1.0,
-           max_seconds: float | None = None) -> dict[str, dict[str, Any]]:
+           max_seconds: float | None = None) -> Replies:
     """Every command's replies by hostname: all commands sent at once, replies read in one
     pass until every worker named has answered every command, or ``timeout`` seconds pass
     without a reply, and never longer than ``max_seconds`` in all (a stream of replies
@@ -179,7 +187,7 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
     ``timeout`` passes without one (nobody knows who will answer).
     """
     expected = set(hostnames) if hostnames is not None else None
-    replies: dict[str, dict[str, Any]] = {command: {} for command in commands}
+    replies = Replies({command: {} for command in commands})
     if expected is not None and not expected:
         return replies
     mailbox: Any = app.control.mailbox(connection)  # type: ignore[attr-defined]
@@ -202,6 +210,9 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
             replies[command][hostname] = reply
             waiting -= 1
 
+    def drop(message: Any, error: Exception) -> None:  # kombu's on_decode_error
+        replies.undecodable += 1
+
     def publish() -> None:
         for ticket, command in tickets.items():
             mailbox._publish(command, dict(commands[command]), reply_ticket=ticket,
@@ -212,10 +223,12 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
             mailbox.reply_queue(channel).declare()
             publish()
             _pop_replies(channel, mailbox.reply_queue, mailbox.accept, take,
-                         lambda: waiting != 0, timeout, ends_at)
+                         lambda: waiting != 0, timeout, ends_at, drop)
         else:
+            # A reply we may not decode is dropped, not raised: it would fail the round.
             with Consumer(channel, [mailbox.reply_queue], accept=mailbox.accept, no_ack=True,
-                          callbacks=[lambda body, message: take(body, message.headers)]):
+                          callbacks=[lambda body, message: take(body, message.headers)],
+                          on_decode_error=drop):
                 publish()
                 while waiting != 0 and time.monotonic() < ends_at:
                     try:
@@ -254,7 +267,9 @@ def _own_client(channel: Any) -> Any:
 
 def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
                  take: Callable[[Any, Any], None], pending: Callable[[], bool],
-                 timeout: float, ends_at: float, batch: int = 200) -> None:
+                 timeout: float, ends_at: float,
+                 drop: Callable[[Any, Exception], None] = lambda message, error: None,
+                 batch: int = 200) -> None:
     """Redis: the replies popped ``batch`` at a time (``RPOP`` with a count), not one
     blocking ``BRPOP`` round trip each as kombu's consumer does: at a thousand workers
     those round trips were most of the control round. Waits at most ``timeout`` seconds
@@ -322,24 +337,26 @@ def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
             try:
                 message = channel.Message(loads(bytes_to_str(item)), channel=channel,
                                           accept=allowed)
-                take(message.decode(), message.headers)
-            except Exception:  # a reply we may not or cannot decode: no answer
+                body = message.decode()
+            except Exception as error:  # a reply we may not or cannot decode: no answer
+                drop(item, error)
                 continue
+            take(body, message.headers)
         if time.monotonic() >= ends_at:
             return  # the round's time is up: whoever has not answered did not
         items = pop()
 
 
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
-        timeout: float = 1.0, max_seconds: float | None = None) -> None:
+        timeout: float = 1.0, max_seconds: float | None = None) -> int:
     """Fill in queues, running and waiting tasks, and pool size from one round of replies
-    (at most ``max_seconds`` long).
+    (at most ``max_seconds`` long). Returns how many replies could not be decoded.
 
     A worker that answered the round but was not heard (it sends no events: no ``-E``,
     ``--without-heartbeat``) is added, as one found by ``ping`` is: in a fleet where
     others beat, no ping is sent, and it would never be found."""
     if not workers:
-        return
+        return 0
     replies = gather(app, connection, workers, INSPECTED, timeout, max_seconds)
     now = time.time()
     for hostname, queues in replies.get("active_queues", {}).items():
@@ -348,6 +365,7 @@ def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
             # Only whole answers: one cut by the deadline could hide its running tasks.
             workers[hostname] = HeardWorker(hostname, now, by_events=False)
     apply_replies(workers, replies)
+    return replies.undecodable
 
 
 def apply_replies(workers: dict[str, HeardWorker],
