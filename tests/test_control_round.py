@@ -110,7 +110,8 @@ def test_a_worker_without_events_next_to_one_that_beats_is_found_by_control(
     silent = fleet.start([quiet], name="no-events", concurrency=3, wait=False,
                          options=["--without-heartbeat"])  # and no -E, no gossip
     fleet.wait_ready()
-    with Observer(broker_url) as observer:
+    # A long burst window: waiting for a worker that never beats would wait it all out.
+    with Observer(broker_url, burst_seconds=6.0) as observer:
         # Found when it answers before the round's awaited workers are done: on a busy
         # machine that can take a tick or two.
         first = observer.observe([loud, quiet])
@@ -126,6 +127,7 @@ def test_a_worker_without_events_next_to_one_that_beats_is_found_by_control(
         assert found.heard_by == "control" and found.concurrency == 3
         assert quiet in found.queues and status.queues[quiet].many_workers == 1
     assert "ping" not in first.sources  # found by the round itself, not by a ping
+    assert again.duration < 4.5, "the burst waited for a worker that never beats"
 
 
 @pytest.fixture(scope="module")

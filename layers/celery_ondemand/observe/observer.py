@@ -158,7 +158,10 @@ class Observer:
             probe.check()
             heard: dict[str, HeardWorker] = {}
             if probe.supports_workers:
-                expected = list(previous.live_workers) if previous else []
+                # Workers found by control never beat: waiting for them in the burst
+                # would only wait out its whole window.
+                expected = [name for name, worker in previous.live_workers.items()
+                            if worker.heard_by == "events"] if previous else []
                 with probe.errors("listening to workers on"):
                     heard = listen(self.app, probe.connection, expected=expected,
                                    max_seconds=self.burst_seconds, quiet=self.quiet_seconds)
