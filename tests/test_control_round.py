@@ -202,4 +202,5 @@ def test_replies_in_a_serializer_not_accepted_are_dropped_and_counted(
         stop.set()
         thread.join(timeout=10)
     assert replies.undecodable >= 1
-    assert all(not by_host for by_host in replies.values())
+    # Other tests' workers on the shared broker may answer the broadcast; ours may not.
+    assert not any(host.startswith("late-") for by_host in replies.values() for host in by_host)
