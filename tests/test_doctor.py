@@ -123,7 +123,7 @@ def test_a_worker_that_answers_no_control_is_not_said_to_have_acks_late_off(
         settings = settings_from_mapping({"broker_url": redis_url, "targets": [{
             "name": "deaf", "queues": [name], "scaler": "local", "command": "celery worker"}]})
         # It does not hear the wake-up: a burst as long as its 2 s beat period hears it.
-        with Observer(redis_url, quiet_seconds=2.5) as observer:
+        with Observer(redis_url, quiet_seconds=2.5, control_timeout=0.5) as observer:
             findings = examine(settings, observer, aws=False)
     finally:
         fleet.stop()
