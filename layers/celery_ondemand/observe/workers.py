@@ -7,13 +7,15 @@ answered and a short quiet period brings no new one, and never later than ``max_
 The subscription must be live before the wake-up is sent: on Redis a wake-up published
 earlier is lost.
 
-A worker that sends no events at all (``--without-heartbeat`` without ``-E``) is found by a
-``ping`` broadcast instead (:func:`discover`), asked only when the burst heard nobody or
-missed a worker found that way before.
+A worker that sends no events at all (``--without-heartbeat`` without ``-E``) answers the
+control round's broadcast all the same, which makes it heard (:func:`ask`); when the burst
+heard nobody, or missed a worker found that way before, a ``ping`` broadcast looks for such
+workers first (:func:`discover`).
 
 Then the inspect commands (``active_queues``, ``active``, ``reserved``, ``scheduled``,
 ``stats``) go out together in one round (:func:`gather`), which returns as soon as every
-worker heard has answered all of them rather than after a timeout.
+worker heard has answered all of them rather than after a timeout, and never later than
+its deadline.
 """
 
 from __future__ import annotations
