@@ -109,3 +109,25 @@ def test_a_task_outliving_the_visibility_and_the_ecs_stop_timeout(
         fleet.stop()
         long_task.close()
         queues.delete_all()
+
+
+def test_a_worker_that_answers_no_control_is_not_said_to_have_acks_late_off(
+        redis_url: str, tmp_path: Path) -> None:
+    """A worker that beats but answers control elsewhere (its own control exchange, or
+    remote control off) sends no ``conf``: its settings are unknown, not off."""
+    queues, fleet = Queues(redis_url), Fleet(redis_url)
+    name = queues.new("deaf")
+    try:
+        deaf = fleet.start([name], name="deaf",
+                           env={"ONDEMAND_TEST_CONTROL_EXCHANGE": unique("elsewhere")})
+        settings = settings_from_mapping({"broker_url": redis_url, "targets": [{
+            "name": "deaf", "queues": [name], "scaler": "local", "command": "celery worker"}]})
+        # It does not hear the wake-up: a burst as long as its 2 s beat period hears it.
+        with Observer(redis_url, quiet_seconds=2.5, control_timeout=0.5) as observer:
+            findings = examine(settings, observer, aws=False)
+    finally:
+        fleet.stop()
+        queues.delete_all()
+    about = {f.problem for f in findings if deaf.hostname in f.subject}
+    assert any(p.startswith("no control reply") for p in about), findings
+    assert not any("task_acks_late" in p for p in about), findings

@@ -51,6 +51,8 @@ class WorkerFacts:
     running_seconds: list[float]
     due_in: list[float] = field(default_factory=list)
     """Seconds until each ETA/countdown task it holds is due."""
+    answered: bool = True
+    """Whether it answered ``conf``: without an answer its settings are unknown, not off."""
 
     @property
     def prefetch_multiplier(self) -> float | None:
@@ -95,7 +97,7 @@ def ask_workers(observer: Observer, observation: Observation) -> list[WorkerFact
                         [now - float(t["time_start"]) for t in active.get(host) or []
                          if isinstance(t, dict) and t.get("time_start")],
                         [due - now for due in map(_when, scheduled.get(host) or [])
-                         if due is not None])
+                         if due is not None], answered=host in confs)
             for host in hosts]
 
 
@@ -117,6 +119,12 @@ def worker_findings(facts: Iterable[WorkerFacts], observation: Observation,
 
     for worker in facts:
         conf, host = worker.conf, worker.hostname
+        if not worker.answered:  # its settings unknown: not "off"
+            note("warning", "no control reply (worker_enable_remote_control off?): its "
+                 "settings cannot be checked, and the observer cannot see what it runs",
+                 "set worker_enable_remote_control=True and use the observer's "
+                 "control_exchange", host)
+            continue
         if not conf.get("task_acks_late"):
             note("error", "task_acks_late is off: a task is acknowledged when received, so "
                  "one running on a worker that is stopped or dies is lost",

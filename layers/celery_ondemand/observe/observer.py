@@ -30,6 +30,10 @@ from .workers import HeardWorker, ask, discover, listen
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_BURST_SECONDS = 2.5
 DEFAULT_QUIET_SECONDS = 0.25
+DEFAULT_CONTROL_ROUND_SECONDS = 20.0
+"""The longest a control round may last, however many replies keep coming: a tick must
+end well inside the Lambda's 60 s (a round at 2,000 workers on Redis took 43-64 s on the
+load rig). Workers not answered by then are a gap, as a silent worker is."""
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 FOREIGN_AFTER_SECONDS = 60.0
 """A worker that beats but answers no control command this long is taken for another
@@ -53,7 +57,8 @@ class Observer:
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  burst_seconds: float = DEFAULT_BURST_SECONDS,
                  quiet_seconds: float = DEFAULT_QUIET_SECONDS,
-                 control_timeout: float = 1.0) -> None:
+                 control_timeout: float = 1.0,
+                 control_round_seconds: float = DEFAULT_CONTROL_ROUND_SECONDS) -> None:
         own_app = app is None
         if app is None:
             app = Celery("celery-ondemand", broker=broker_url, set_as_current=False)
@@ -70,6 +75,7 @@ class Observer:
         self.burst_seconds = burst_seconds
         self.quiet_seconds = quiet_seconds
         self.control_timeout = control_timeout
+        self.control_round_seconds = control_round_seconds
         self.blocked: str | None = None
         """Why RabbitMQ blocks our publishing connection (``connection.blocked``), if it
         does: a memory or disk alarm."""
@@ -152,18 +158,28 @@ class Observer:
             probe.check()
             heard: dict[str, HeardWorker] = {}
             if probe.supports_workers:
-                expected = list(previous.live_workers) if previous else []
+                # Workers found by control never beat: waiting for them in the burst
+                # would only wait out its whole window.
+                expected = [name for name, worker in previous.live_workers.items()
+                            if worker.heard_by == "events"] if previous else []
                 with probe.errors("listening to workers on"):
                     heard = listen(self.app, probe.connection, expected=expected,
                                    max_seconds=self.burst_seconds, quiet=self.quiet_seconds)
                     observation.sources.append("events")
                     if ping or _worth_a_ping(heard, previous):
                         found = discover(self.app, probe.connection, heard,
-                                         timeout=self.control_timeout)
+                                         timeout=self.control_timeout,
+                                         max_seconds=self.control_round_seconds)
                         heard.update(found)
                         if found:
                             observation.sources.append("ping")
-                    ask(self.app, probe.connection, heard, timeout=self.control_timeout)
+                    undecodable = ask(self.app, probe.connection, heard,
+                                      timeout=self.control_timeout,
+                                      max_seconds=self.control_round_seconds)
+                    if undecodable:
+                        observation.warnings.append(
+                            f"{undecodable} control replies in a serializer not accepted "
+                            "(another app's workers on the same control exchange?): dropped")
                     if any(worker.replied for worker in heard.values()):
                         observation.sources.append("control")
                     self._scope_silent(observation, heard)

@@ -7,13 +7,15 @@ answered and a short quiet period brings no new one, and never later than ``max_
 The subscription must be live before the wake-up is sent: on Redis a wake-up published
 earlier is lost.
 
-A worker that sends no events at all (``--without-heartbeat`` without ``-E``) is found by a
-``ping`` broadcast instead (:func:`discover`), asked only when the burst heard nobody or
-missed a worker found that way before.
+A worker that sends no events at all (``--without-heartbeat`` without ``-E``) answers the
+control round's broadcast all the same, which makes it heard (:func:`ask`); when the burst
+heard nobody, or missed a worker found that way before, a ``ping`` broadcast looks for such
+workers first (:func:`discover`).
 
 Then the inspect commands (``active_queues``, ``active``, ``reserved``, ``scheduled``,
 ``stats``) go out together in one round (:func:`gather`), which returns as soon as every
-worker heard has answered all of them rather than after a timeout.
+worker heard has answered all of them rather than after a timeout, and never later than
+its deadline.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -150,33 +153,49 @@ def _records(reply: Any) -> list[dict[str, Any]]:
     return [dict(item) for item in reply if isinstance(item, dict)]
 
 
+REPLY_EXPIRES_SECONDS = 10.0
+"""How long an unread reply list lives when its queue names no ``expires`` (kombu's
+default for the reply queue, Celery's ``control_queue_expires``)."""
+
 INSPECTED = {"active_queues": {}, "active": {"safe": None}, "reserved": {}, "scheduled": {},
              "stats": {}}
 """The inspect commands of one control round, with the arguments Celery's ``inspect``
 sends."""
 
 
+class Replies(dict[str, dict[str, Any]]):
+    """A control round's replies by command, then by hostname."""
+
+    undecodable: int = 0
+    """Replies dropped unread: in a serializer we do not accept (pickle or msgpack from
+    another app's worker on the same control exchange), or not a message at all."""
+
+
 def gather(app: Celery, connection: Connection, hostnames: Collection[str] | None,
-           commands: Mapping[str, dict[str, Any]], timeout: float = 1.0
-           ) -> dict[str, dict[str, Any]]:
+           commands: Mapping[str, dict[str, Any]], timeout: float = 1.0,
+           max_seconds: float | None = None) -> Replies:
     """Every command's replies by hostname: all commands sent at once, replies read in one
     pass until every worker named has answered every command, or ``timeout`` seconds pass
-    without a reply.
+    without a reply, and never longer than ``max_seconds`` in all (a stream of replies
+    from workers not awaited would otherwise keep restarting ``timeout``: at 2,000 workers
+    a round outlasted the Lambda's 60 s). Workers not answered by then are unanswered.
 
     Celery's ``inspect`` asks one command at a time and waits for its last reply before
     the next: at a thousand workers five rounds each wait out the slowest worker of the
     thousand. And its ``limit=`` counts reads, not replies. The broadcast names no
     destination (a list of a thousand names would be copied to every worker, five times a
-    tick); replies from workers not named are dropped. ``hostnames`` None takes every
-    reply until ``timeout`` passes without one (nobody knows who will answer).
+    tick); a worker not named that answers is awaited too, for all its replies (a worker
+    that sends no events is heard no other way). ``hostnames`` None takes every reply until
+    ``timeout`` passes without one (nobody knows who will answer).
     """
     expected = set(hostnames) if hostnames is not None else None
-    replies: dict[str, dict[str, Any]] = {command: {} for command in commands}
+    replies = Replies({command: {} for command in commands})
     if expected is not None and not expected:
         return replies
     mailbox: Any = app.control.mailbox(connection)  # type: ignore[attr-defined]
     channel: Any = connection.default_channel
     tickets = {uuid.uuid4().hex: command for command in commands}
+    ends_at = time.monotonic() + (max_seconds if max_seconds is not None else float("inf"))
     waiting = len(expected) * len(commands) if expected is not None else -1
 
     def take(body: Any, headers: Any) -> None:
@@ -185,9 +204,16 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
         if command is None or not isinstance(body, dict):
             return  # a late reply to an earlier round
         for hostname, reply in body.items():
-            if (expected is None or hostname in expected) and hostname not in replies[command]:
-                replies[command][hostname] = reply
-                waiting -= 1
+            if hostname in replies[command]:
+                continue
+            if expected is not None and hostname not in expected:
+                expected.add(hostname)  # one not named answers: await the rest of its replies
+                waiting += len(commands)
+            replies[command][hostname] = reply
+            waiting -= 1
+
+    def drop(message: Any, error: Exception) -> None:  # kombu's on_decode_error
+        replies.undecodable += 1
 
     def publish() -> None:
         for ticket, command in tickets.items():
@@ -195,20 +221,21 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
                              channel=channel, timeout=timeout)
 
     try:
-        published = False
-        if _bulk_readable(channel):
+        if _is_redis(channel):
             mailbox.reply_queue(channel).declare()
             publish()
-            published = _pop_replies(channel, mailbox.reply_queue.name, mailbox.accept, take,
-                                     lambda: waiting != 0, timeout)
-        if not published:  # another broker, or a Redis older than 6.2
+            _pop_replies(channel, mailbox.reply_queue, mailbox.accept, take,
+                         lambda: waiting != 0, timeout, ends_at, drop)
+        else:
+            # A reply we may not decode is dropped, not raised: it would fail the round.
             with Consumer(channel, [mailbox.reply_queue], accept=mailbox.accept, no_ack=True,
-                          callbacks=[lambda body, message: take(body, message.headers)]):
-                if not _bulk_readable(channel):
-                    publish()
-                while waiting != 0:
+                          callbacks=[lambda body, message: take(body, message.headers)],
+                          on_decode_error=drop):
+                publish()
+                while waiting != 0 and time.monotonic() < ends_at:
                     try:
-                        connection.drain_events(timeout=timeout)
+                        connection.drain_events(
+                            timeout=min(timeout, max(ends_at - time.monotonic(), 0.001)))
                     except TimeoutError:
                         break  # nobody answered for a whole timeout: the rest are silent
     finally:
@@ -217,51 +244,130 @@ def gather(app: Celery, connection: Connection, hostnames: Collection[str] | Non
     return replies
 
 
-def _bulk_readable(channel: Any) -> bool:
-    """Whether replies can be popped in bulk: kombu's Redis channel (a list per queue)."""
-    return callable(getattr(channel, "_q_for_pri", None)) and hasattr(channel, "client") \
+def _is_redis(channel: Any) -> bool:
+    """Whether the channel is kombu's Redis channel (a list per queue, on a client pool)."""
+    return callable(getattr(channel, "_q_for_pri", None)) and hasattr(channel, "pool") \
         and hasattr(channel, "priority_steps")
 
 
-def _pop_replies(channel: Any, queue: str, accept: Collection[str],
+_NO_RPOP_COUNT: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+"""Connection pools whose Redis refused ``RPOP`` with a count (older than 6.2): asked once
+per connection, not once a round."""
+
+
+def _own_client(channel: Any) -> Any:
+    """A client of our own on the channel's pool.
+
+    Not ``channel.client``: once kombu has registered a ``BRPOP`` on the channel, that
+    client is pinned to the connection of kombu's pending ``BRPOP``, whose reply would
+    take one of ours (a reply lost, the rest shifted). Not kombu's prefixing client
+    either: keys are named here in full, ``global_keyprefix`` included."""
+    import redis  # a Redis channel: redis is there
+
+    return redis.Redis(connection_pool=channel.pool)
+
+
+def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
                  take: Callable[[Any, Any], None], pending: Callable[[], bool],
-                 timeout: float, batch: int = 200) -> bool:
+                 timeout: float, ends_at: float,
+                 drop: Callable[[Any, Exception], None] = lambda message, error: None,
+                 batch: int = 200) -> None:
     """Redis: the replies popped ``batch`` at a time (``RPOP`` with a count), not one
     blocking ``BRPOP`` round trip each as kombu's consumer does: at a thousand workers
     those round trips were most of the control round. Waits at most ``timeout`` seconds
-    for a next reply. False, having read nothing, on a Redis older than 6.2 (no count)."""
+    for a next reply, and not past ``ends_at`` (monotonic). On a Redis older than 6.2 (no
+    count) one ``BRPOP`` a reply, on our own client too.
+
+    Each read also sets the reply lists' expiry (``PEXPIRE``, the queue's ``expires``), as
+    kombu's own reads do: replies arriving after the round must not stay for good."""
     from redis import exceptions as redis_errors  # a Redis channel: redis is there
 
     allowed = prepare_accept_content(accept)
-    keys = list(dict.fromkeys(channel._q_for_pri(queue, pri) for pri in channel.priority_steps))
-    client = channel.client
-    try:
-        first = [item for key in keys for item in (client.rpop(key, batch) or [])]
-    except redis_errors.ResponseError:  # ERR wrong number of arguments: Redis < 6.2
-        return False
-    items = first
+    prefix = str(getattr(channel, "global_keyprefix", "") or "")
+    keys = [prefix + key for key in dict.fromkeys(channel._q_for_pri(queue.name, pri)
+                                                  for pri in channel.priority_steps)]
+    expires_ms = int(1000 * (queue.expires or REPLY_EXPIRES_SECONDS))
+    client = _own_client(channel)
+
+    def pop_many() -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.rpop(key, batch)
+                pipe.pexpire(key, expires_ms)
+            results = pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, redis_errors.ResponseError):
+                raise result
+        return [item for found in results[::2] for item in (found or [])]
+
+    # redis-py does not stretch the socket timeout for a blocking command: a BRPOP that
+    # waits as long as ``socket_timeout`` fails with TimeoutError. Wait in shorter steps.
+    socket_timeout = channel.pool.connection_kwargs.get("socket_timeout")
+    step = max(float(socket_timeout) / 2, 0.01) if socket_timeout else float("inf")
+
+    def pop_next(wait: float) -> list[Any]:
+        until = time.monotonic() + wait
+        while (left := until - time.monotonic()) > 0:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.brpop(keys, timeout=max(min(step, left), 0.01))  # 0 would block for good
+                for key in keys:
+                    pipe.pexpire(key, expires_ms)
+                found = pipe.execute()[0]
+            if found:
+                return [found[1]]
+        return []
+
+    def pop() -> list[Any]:
+        if _NO_RPOP_COUNT.get(channel.pool):
+            return []
+        try:
+            return pop_many()
+        except redis_errors.ResponseError:  # ERR wrong number of arguments: Redis < 6.2
+            _NO_RPOP_COUNT[channel.pool] = True
+            return []
+
+    items = pop()
     while pending():
         if not items:
-            found = client.brpop(keys, timeout=timeout)  # the next one, or a silent round
-            if not found:
-                return True
-            items = [found[1]]
+            left = ends_at - time.monotonic()
+            if left <= 0:
+                return
+            items = pop_next(min(timeout, left))  # the next one, or a silent round
+            if not items:
+                return
         for item in items:
             try:
                 message = channel.Message(loads(bytes_to_str(item)), channel=channel,
                                           accept=allowed)
-                take(message.decode(), message.headers)
-            except Exception:  # a reply we may not or cannot decode: no answer
+                body = message.decode()
+            except Exception as error:  # a reply we may not or cannot decode: no answer
+                drop(item, error)
                 continue
-        items = [item for key in keys for item in (client.rpop(key, batch) or [])]
-    return True
+            take(body, message.headers)
+        if time.monotonic() >= ends_at:
+            return  # the round's time is up: whoever has not answered did not
+        items = pop()
 
 
 def ask(app: Celery, connection: Connection, workers: dict[str, HeardWorker],
-        timeout: float = 1.0) -> None:
-    """Fill in queues, running and waiting tasks, and pool size from one round of replies."""
-    if workers:
-        apply_replies(workers, gather(app, connection, workers, INSPECTED, timeout))
+        timeout: float = 1.0, max_seconds: float | None = None) -> int:
+    """Fill in queues, running and waiting tasks, and pool size from one round of replies
+    (at most ``max_seconds`` long). Returns how many replies could not be decoded.
+
+    A worker that answered the round but was not heard (it sends no events: no ``-E``,
+    ``--without-heartbeat``) is added, as one found by ``ping`` is: in a fleet where
+    others beat, no ping is sent, and it would never be found."""
+    if not workers:
+        return 0
+    replies = gather(app, connection, workers, INSPECTED, timeout, max_seconds)
+    now = time.time()
+    for hostname, queues in replies.get("active_queues", {}).items():
+        answered_all = all(hostname in replies.get(command, {}) for command in INSPECTED)
+        if hostname not in workers and isinstance(queues, list) and answered_all:
+            # Only whole answers: one cut by the deadline could hide its running tasks.
+            workers[hostname] = HeardWorker(hostname, now, by_events=False)
+    apply_replies(workers, replies)
+    return replies.undecodable
 
 
 def apply_replies(workers: dict[str, HeardWorker],
@@ -301,7 +407,8 @@ def apply_replies(workers: dict[str, HeardWorker],
 
 
 def discover(app: Celery, connection: Connection, known: Collection[str],
-             timeout: float = 1.0) -> dict[str, HeardWorker]:
+             timeout: float = 1.0, max_seconds: float | None = None
+             ) -> dict[str, HeardWorker]:
     """Workers that send no events, found by a ``ping`` broadcast.
 
     A worker started with ``--without-heartbeat`` (and without ``-E``) never beats, but it
@@ -311,7 +418,8 @@ def discover(app: Celery, connection: Connection, known: Collection[str],
     now = time.time()
     # Our own round, not Celery's ping: on Redis kombu's consumer leaves a BRPOP pending
     # when its wait ends, which takes the next round's first reply and loses it.
-    names = set(gather(app, connection, None, {"ping": {}}, timeout)["ping"])
+    names = set(gather(app, connection, None, {"ping": {}}, timeout,
+                       max_seconds)["ping"])
     return {name: HeardWorker(name, now, by_events=False)
             for name in sorted(names - set(known))}
 
