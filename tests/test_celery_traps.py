@@ -107,6 +107,7 @@ def test_eta_tasks_hold_their_worker_and_add_no_demand(
     assert decisions[0].desired == 1, "never to zero, never up, while ETA tasks are held"
 
 
+@pytest.mark.timeout(300)  # each wait below says what it saw when it gives up
 def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
         broker_url: str, queues: Queues, producer: Celery, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +151,7 @@ def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
 
 
 def tick_until(ticker: Ticker, done: Callable[[TickResult], bool],
-               timeout: float = 120) -> TickResult:
+               timeout: float = 90) -> TickResult:
     deadline = time.monotonic() + timeout
     while True:
         result = ticker.tick()
