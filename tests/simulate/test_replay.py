@@ -39,11 +39,14 @@ def record(store: StateStore, minutes: int = 60) -> int:
     return total
 
 
-def config(tmp_path: Path, **top: Any) -> Path:
+def config(tmp_path: Path, target: dict[str, Any] | None = None, **top: Any) -> Path:
+    """The configuration file of one local target 't' on queue 'q', 4 slots a worker;
+    ``target`` replaces its other settings (default: at most 30 workers, a 60 s wait)."""
+    settings = {"max_workers": 30, "target_wait_seconds": 60} if target is None else target
     path = tmp_path / "ondemand.yaml"
     path.write_text(yaml.safe_dump({"broker_url": "redis://localhost/0", **top, "targets": [
         {"name": "t", "queues": ["q"], "scaler": "local", "command": "true",
-         "worker_concurrency": 4, "max_workers": 30, "target_wait_seconds": 60}]}))
+         "worker_concurrency": 4, **settings}]}))
     return path
 
 
@@ -150,12 +153,8 @@ def test_a_forecast_target_replays_with_the_history_before_since(
             rate = 10.0 if minute % day >= 9 * 3600 else 1.0
             store.add_load("default", {"t": LoadMinute(minute, 60.0, rate * 60, rate * 60,
                                                        rate * 60 * 4.0, ticks=4)})
-    path = tmp_path / "ondemand.yaml"
-    path.write_text(yaml.safe_dump({"broker_url": "redis://localhost/0",
-                                    "state_file": str(tmp_path / "state.db"), "targets": [
-        {"name": "t", "queues": ["q"], "scaler": "local", "command": "true",
-         "worker_concurrency": 4, "max_workers": 40, "forecast": True,
-         "forecast_min_days": 3}]}))
+    path = config(tmp_path, {"max_workers": 40, "forecast": True, "forecast_min_days": 3},
+                  state_file=str(tmp_path / "state.db"))
     status = main(["simulate", "--history", "--config", str(path), "--target", "t",
                    "--since", "2026-09-24T08:00", "--until", "2026-09-24T09:30", "--warmup",
                    "1800", "--policy", "capacity", "--set", "forecast=false", "--json"])
@@ -170,12 +169,8 @@ def test_a_forecast_target_replays_with_the_default_policies(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """cwod has no forecast: its row replays the target without it instead of refusing."""
     record(SQLiteStateStore(tmp_path / "state.db"))
-    path = tmp_path / "ondemand.yaml"
-    path.write_text(yaml.safe_dump({"broker_url": "redis://localhost/0",
-                                    "state_file": str(tmp_path / "state.db"), "targets": [
-        {"name": "t", "queues": ["q"], "scaler": "local", "command": "true",
-         "worker_concurrency": 4, "max_workers": 30, "forecast": True,
-         "forecast_min_days": 3}]}))
+    path = config(tmp_path, {"max_workers": 30, "forecast": True, "forecast_min_days": 3},
+                  state_file=str(tmp_path / "state.db"))
     status = main(["simulate", "--history", "--config", str(path), "--target", "t",
                    "--since", "2026-09-21T14:14", "--until", "2026-09-21T15:14", "--json"])
     out = capsys.readouterr()
