@@ -253,7 +253,7 @@ def start_rig(broker_url: str, workers: list[tuple[str, list[str]]], *, concurre
               prefetch: int | None = None, per_process: int = WORKERS_PER_PROCESS,
               timeout: float = 300.0) -> RigProcesses:
     """Start the simulated ``workers`` over as many processes as need be; wait until every
-    one consumes."""
+    one consumes and answers a broadcast."""
     logdir = Path(tempfile.mkdtemp(prefix="rig-"))
     processes = []
     readies = []
@@ -280,10 +280,31 @@ def start_rig(broker_url: str, workers: list[tuple[str, list[str]]], *, concurre
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rig not ready within {timeout:.0f}s")
             time.sleep(0.1)
+        _await_pings(broker_url, set(rig.hostnames), deadline)
     except BaseException:
         rig.stop()
         raise
     return rig
+
+
+def _await_pings(broker_url: str, hostnames: set[str], deadline: float) -> None:
+    """Wait until every worker answers a broadcast ``ping``.
+
+    A process's ready file says its consumers are declared, not that they hear a
+    broadcast: on Redis the ``celery.pidbox`` fanout is pub/sub, and kombu sends the
+    ``SUBSCRIBE`` only at the process's first read. A broadcast sent before it is lost
+    for that whole process (seen on a loaded CI: thirty workers silent for a round)."""
+    app = Celery("ondemand-tests", broker=broker_url, set_as_current=False)
+    heard: set[str] = set()
+    try:
+        while not hostnames <= heard:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(hostnames - heard)} rig workers never answered a "
+                                   f"ping, e.g. {sorted(hostnames - heard)[:3]}")
+            for reply in app.control.ping(timeout=1.0) or []:
+                heard.update(reply)
+    finally:
+        app.close()
 
 
 def main() -> None:
