@@ -86,6 +86,7 @@ def test_nothing_is_lost_through_scaling_kills_and_a_broker_restart(
     published: list[str] = []
     killed: list[str] = []
     outage: list[float] = []
+    down, seen_down = threading.Event(), threading.Event()
     started = time.monotonic()
 
     def publish() -> None:
@@ -107,8 +108,13 @@ def test_nothing_is_lost_through_scaling_kills_and_a_broker_restart(
             if what == "restart":
                 outage.append(time.time())
                 broker.stop()
-                time.sleep(2.0)
+                down.set()
+                # Down until a tick has run into it (at most 30 s): on a loaded machine a
+                # tick can take longer than a fixed outage.
+                seen_down.wait(timeout=30.0)
+                time.sleep(1.0)
                 broker.start()
+                down.clear()
                 outage.append(time.time())
                 continue
             victims = [w for w in scaler.workers() if not w.stopping]
@@ -132,6 +138,8 @@ def test_nothing_is_lost_through_scaling_kills_and_a_broker_restart(
             observation = result.observation
             decision = result.decisions[0]
             outages += int(observation is None)
+            if observation is None and down.is_set():
+                seen_down.set()
             blind = observation is None or bool(decision.inputs.get("problems"))
             blind_shrinks += int(blind and decision.action == "down" and
                                  decision.target in result.applied)

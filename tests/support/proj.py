@@ -27,10 +27,13 @@ app.conf.update(
 if os.environ.get("ONDEMAND_TEST_VISIBILITY"):
     # Redis redelivers an unacknowledged task after the visibility timeout, on a running
     # consumer's restore cycle (kombu: every 10th call, every 10 s). The soak test shortens
-    # both so a killed worker's tasks come back within the run.
+    # both so a killed worker's tasks come back within the run; and the restore's lock: a
+    # worker SIGKILLed while restoring holds it for ``unacked_mutex_expire`` (300 s by
+    # default), and nobody restores anything meanwhile (seen: 4 tasks stranded 270 s).
     app.conf.broker_transport_options = {
         "visibility_timeout": float(os.environ["ONDEMAND_TEST_VISIBILITY"]),
-        "unacked_restore_interval": 2, "unacked_restore_throttle": 1}
+        "unacked_restore_interval": 2, "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 15}
 if os.environ.get("ONDEMAND_TEST_TRANSPORT_OPTIONS"):
     # A deployment's own broker settings (priority steps, key prefix, SQS queue prefix).
     app.conf.broker_transport_options = {
