@@ -139,7 +139,7 @@ def run(redis_url: str) -> Iterator[Run]:
                 clients["ssm"].put_parameter(
                     Name=f"{PATH}/{deployment}", Type="String", Value=yaml.safe_dump({
                         "deployment": "ignored", "broker_url_secret": secrets[deployment],
-                        "tick_interval_seconds": 5, "targets": [{
+                        "tick_interval_seconds": 10, "targets": [{
                             "name": "web", "queues": [names[deployment]], "scaler": "ecs",
                             "cluster": "prod", "service": service, "worker_concurrency": 2,
                             "max_workers": 10}]}))
@@ -161,7 +161,7 @@ def run(redis_url: str) -> Iterator[Run]:
                     # interval), run as Lambda's poller would.
                 answer = clients["sqs"].receive_message(
                     QueueUrl=os.environ["ONDEMAND_TICK_QUEUE_URL"],
-                    MaxNumberOfMessages=1, WaitTimeSeconds=10)
+                    MaxNumberOfMessages=1, WaitTimeSeconds=15)
                 bodies = [m["Body"] for m in answer.get("Messages", [])]
                 queued = [b for b in bodies if json.loads(b)["deployment"] == "eu"][:1]
                 assert queued, f"eu, with work, queued its minute's ticks: {bodies}"
