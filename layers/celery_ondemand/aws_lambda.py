@@ -12,8 +12,18 @@ The schedule's payload carries the time it was scheduled for (``scheduled_time``
 by EventBridge Scheduler) and its period (``period_seconds``): the last tick ends before the
 next invocation is due however long this one took to start (a cold start's init counts).
 
+A stack of several deployments (``ONDEMAND_DEPLOYMENTS``) fans out: the scheduled
+invocation invokes the function once per deployment, and each of those ticks its
+deployment as above (see :mod:`celery_ondemand.fanout`).
+
 Environment:
 
+- ``ONDEMAND_DEPLOYMENTS``: the stack's deployments, comma-separated (empty: one
+  deployment, ``ONDEMAND_DEPLOYMENT``); each reads its configuration from
+  ``<ONDEMAND_CONFIG_PARAMETER>/<name>``, and names its own broker;
+- ``ONDEMAND_RESERVED_CONCURRENCY``, ``ONDEMAND_QUEUED_TICK_CONCURRENCY``: the stack's
+  reserved concurrency and its tick queue's, which the dispatcher checks against the
+  number of deployments;
 - ``ONDEMAND_CONFIG_PARAMETER``: SSM parameter holding the YAML config, else
   ``ONDEMAND_CONFIG_FILE`` (default ``ondemand.yaml`` beside the handler);
 - ``ONDEMAND_CONFIG_MAX_AGE``: seconds the config and the broker secret are cached by a warm
@@ -22,7 +32,8 @@ Environment:
   config's ``broker_url_secret``);
 - ``ONDEMAND_STATE_TABLE``: the stack's DynamoDB table (overrides ``state_table``);
 - ``ONDEMAND_DEPLOYMENT``: the stack's deployment name (overrides ``deployment``), the
-  dimension its alarms watch;
+  dimension its alarms watch (with ``ONDEMAND_DEPLOYMENTS``: the stack's own name, under
+  which the dispatcher counts the deployments it starts and those that ticked);
 - ``ONDEMAND_IDLE_RETURN``, ``ONDEMAND_METRICS_DETAIL``: the stack's choices for
   ``idle_return`` and ``metrics_detail``, when not empty;
 - ``ONDEMAND_TICK_QUEUE_URL``: the SQS queue a scheduled invocation queues its period's
@@ -52,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import parameters
 
-from . import metrics, scale_events
+from . import fanout, metrics, scale_events
 from .config import Settings, load_settings, parse_settings
 from .errors import OnDemandError
 from .model import Observation
@@ -82,6 +93,10 @@ class _Warm:
 
 
 _warm: _Warm | None = None
+"""The stack's one deployment's (without ``ONDEMAND_DEPLOYMENTS``)."""
+
+_warm_listed: dict[str, _Warm] = {}
+"""Each listed deployment's: a container may serve several of them in turn."""
 
 
 class _Clients:
@@ -105,6 +120,10 @@ class _Clients:
     @cached_property
     def events(self) -> Any:
         return _client("events")
+
+    @cached_property
+    def invoker(self) -> Any:
+        return _client("lambda")
 
 
 def _client(service: str) -> Any:
@@ -132,8 +151,13 @@ def _cached(kind: str, name: str) -> str:
     return str(getattr(_clients(), kind).get(name, max_age=max_age))
 
 
-def load_lambda_settings() -> Settings:
-    """The config from SSM (cached) or the bundled file, with the stack's overrides."""
+def load_lambda_settings(deployment: str | None = None) -> Settings:
+    """The config from SSM (cached) or the bundled file, with the stack's overrides.
+
+    ``deployment``: one of the stack's listed deployments, whose configuration is its own
+    parameter under ``ONDEMAND_CONFIG_PARAMETER``; the stack imposes its name, and no
+    broker (each deployment may watch a broker of its own).
+    """
     overrides: dict[str, Any] = {key: os.environ[variable] for key, variable in (
         ("broker_url_secret", "ONDEMAND_BROKER_SECRET"), ("state_table", "ONDEMAND_STATE_TABLE"),
         ("deployment", "ONDEMAND_DEPLOYMENT"), ("metrics_detail", "ONDEMAND_METRICS_DETAIL"))
@@ -141,6 +165,13 @@ def load_lambda_settings() -> Settings:
     if os.environ.get("ONDEMAND_IDLE_RETURN"):
         overrides["idle_return"] = os.environ["ONDEMAND_IDLE_RETURN"].lower() == "true"
     name = os.environ.get("ONDEMAND_CONFIG_PARAMETER")
+    if deployment is not None:
+        if not name:
+            raise OnDemandError("ONDEMAND_DEPLOYMENTS needs ONDEMAND_CONFIG_PARAMETER: "
+                                "each deployment's configuration is a parameter under it")
+        name = fanout.config_parameter(name, deployment)
+        overrides["deployment"] = deployment
+        overrides.pop("broker_url_secret", None)
     if name:
         try:
             text = _cached("parameter", name)
@@ -184,21 +215,27 @@ class _TracedObserver:
         self.observer.close()
 
 
-def _ticker(settings: Settings) -> Ticker:
-    """The warm container's Ticker, rebuilt only when the config or broker URL changed."""
+def _ticker(settings: Settings, listed: bool = False) -> Ticker:
+    """The warm container's Ticker for this deployment (``listed``: one of the stack's
+    several), rebuilt only when its config or broker URL changed."""
     global _warm
     broker_url = resolve_broker_url(settings, _secret)
-    if _warm is None or _warm.settings != settings or _warm.broker_url != broker_url:
-        if _warm is not None:
-            _warm.ticker.close()
+    warm = _warm_listed.get(settings.deployment) if listed else _warm
+    if warm is None or warm.settings != settings or warm.broker_url != broker_url:
+        if warm is not None:
+            warm.ticker.close()
         observer: Any = Observer(broker_url,
                                  transport_options=settings.broker_transport_options)
         tracer = _tracer()
         if tracer is not None:
             observer = _TracedObserver(observer, tracer)
         ticker = Ticker(settings, observer=observer, store=store_for(settings))
-        _warm = _Warm(settings, broker_url, ticker)
-    return _warm.ticker
+        warm = _Warm(settings, broker_url, ticker)
+        if listed:
+            _warm_listed[settings.deployment] = warm
+        else:
+            _warm = warm
+    return warm.ticker
 
 
 def run_schedule(context: Any, event: dict[str, Any] | None = None,
@@ -214,15 +251,20 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
     tick is planned only if, as slow as the slowest so far, it ends before the next
     invocation is due; and with ``idle_return`` a deployment at rest plans none: the next
     schedule wakes it.
+
+    In a stack of several deployments the payload names the one to tick (the dispatcher's
+    invocation, :func:`run_dispatch`), which must be one the stack lists.
     """
     started = clock()
     event = event or {}
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", metrics.DEFAULT_NAMESPACE)
+    deployment = None
     try:
-        settings = load_lambda_settings()
-        ticker = _ticker(settings)
+        deployment = fanout.deployment_for(event, fanout.listed_deployments())
+        settings = load_lambda_settings(deployment)
+        ticker = _ticker(settings, listed=deployment is not None)
     except OnDemandError as exc:  # a missing or invalid config: nothing to tick, say why
-        return _failed(exc, namespace)
+        return _failed(exc, namespace, deployment)
     scheduled = scheduled_time(event)
     origin = scheduled if scheduled is not None and scheduled <= started else started
     next_schedule = origin + _period(event) - NEXT_SCHEDULE_MARGIN_SECONDS
@@ -251,7 +293,35 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
             sleep(max(0.0, slots[0] - now))
     finally:
         _end_invocation(ticker)
+        if deployment is not None:  # counted against the dispatcher's minute
+            metrics.publish_deployment_ticked(
+                _stack_deployment(), any(r.ok and not r.lease_lost for r in results),
+                origin, namespace)
     return {**_summary(results), "queued": queued}
+
+
+def run_dispatch(context: Any, event: dict[str, Any],
+                 deployments: tuple[str, ...]) -> dict[str, Any]:
+    """A scheduled invocation of a stack of several deployments: the function invoked
+    asynchronously once per deployment (each ticks its own), nothing ticked here."""
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", metrics.DEFAULT_NAMESPACE)
+    problem = fanout.concurrency_problem(deployments)
+    if problem:
+        logger.error(problem)
+    done = fanout.dispatch(_clients().invoker, context.function_name, event, deployments)
+    for name, why in done.failed.items():
+        logger.error(f"deployment {name}: its invocation failed: {why}")
+    logger.info("dispatched", extra={"deployments": done.invoked})
+    due = scheduled_time(event)
+    metrics.publish_dispatch(_stack_deployment(), len(deployments), len(done.failed),
+                             due if due is not None else time.time(), namespace)
+    errors = [*([problem] if problem else []),
+              *(f"deployment {name}: {why}" for name, why in done.failed.items())]
+    return {"dispatched": done.invoked, "ok": not errors, "errors": errors}
+
+
+def _stack_deployment() -> str:
+    return os.environ.get("ONDEMAND_DEPLOYMENT", "default")
 
 
 def run_queued(context: Any, event: dict[str, Any],
@@ -259,11 +329,15 @@ def run_queued(context: Any, event: dict[str, Any],
     """A tick queued by a scheduled invocation for its slot: one tick, unless the slot is
     stale (the next one is due already: a late or repeated delivery)."""
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", metrics.DEFAULT_NAMESPACE)
+    deployment = None
     try:
-        settings = load_lambda_settings()
-        ticker = _ticker(settings)
+        listed = fanout.listed_deployments()
+        if listed:  # a queued tick names its deployment (the queue holds one message)
+            deployment = fanout.deployment_for(_body(event.get("Records", [{}])[0]), listed)
+        settings = load_lambda_settings(deployment)
+        ticker = _ticker(settings, listed=deployment is not None)
     except OnDemandError as exc:
-        return _failed(exc, namespace)
+        return _failed(exc, namespace, deployment)
     slots = [_slot(record) for record in event.get("Records", [])]
     due = [slot for slot in slots if slot is not None
            and clock() < slot + settings.tick_interval_seconds]
@@ -325,17 +399,23 @@ def _queue_ticks(queue_url: str, deployment: str, slots: list[float],
     return slots
 
 
-def _slot(record: dict[str, Any]) -> float | None:
+def _body(record: dict[str, Any]) -> dict[str, Any]:
     try:
-        slot = json.loads(record.get("body") or "{}").get("slot")
+        body = json.loads(record.get("body") or "{}")
     except (ValueError, AttributeError):
-        return None
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _slot(record: dict[str, Any]) -> float | None:
+    slot = _body(record).get("slot")
     return float(slot) if isinstance(slot, int | float) else None
 
 
-def _failed(exc: OnDemandError, namespace: str) -> dict[str, Any]:
+def _failed(exc: OnDemandError, namespace: str,
+            deployment: str | None = None) -> dict[str, Any]:
     logger.error(str(exc))
-    metrics.publish_failure(os.environ.get("ONDEMAND_DEPLOYMENT", "default"), namespace)
+    metrics.publish_failure(deployment or _stack_deployment(), namespace)
     return {"ticks": 0, "ok": False, "lease_lost": False, "errors": [str(exc)],
             "decisions": []}
 
@@ -397,10 +477,19 @@ def report_tick(result: TickResult, settings: Settings, duration: float,
 
 @logger.inject_lambda_context
 def autoscaler_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The autoscaler: a scheduled invocation, or a tick it queued (an SQS record)."""
+    """The autoscaler: a scheduled invocation, or a tick it queued (an SQS record); in a
+    stack of several deployments, the schedule's invocation dispatches, and each invocation
+    it makes names its deployment."""
     def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if event.get("Records"):
             return run_queued(context, event)
+        try:
+            listed = fanout.listed_deployments()
+        except OnDemandError as exc:
+            return _failed(exc, os.environ.get("POWERTOOLS_METRICS_NAMESPACE",
+                                               metrics.DEFAULT_NAMESPACE))
+        if listed and "deployment" not in event:
+            return run_dispatch(context, event, listed)
         return run_schedule(context, event)
 
     tracer = _tracer()
@@ -412,9 +501,15 @@ def autoscaler_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 def status_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The status URL: the last tick's status in cwod's JSON shape, plus its decisions."""
+    """The status URL: the last tick's status in cwod's JSON shape, plus its decisions (in
+    a stack of several deployments, of the one named by ``?deployment=``)."""
     try:
-        settings = load_lambda_settings()
+        listed = fanout.listed_deployments()
+        deployment = fanout.deployment_for(event.get("queryStringParameters") or {}, listed)
+    except OnDemandError as exc:  # none named, or one the stack does not list
+        return _response(400, {"error": str(exc)})
+    try:
+        settings = load_lambda_settings(deployment)
         status = store_for(settings).load_status(settings.deployment)
     except OnDemandError as exc:  # no config, or the table unreadable: said, not a crash
         logger.error(str(exc))
@@ -429,5 +524,6 @@ def _response(code: int, body: dict[str, Any]) -> dict[str, Any]:
             "body": json.dumps(body)}
 
 
-__all__ = ["DynamoDBStateStore", "autoscaler_handler", "run_queued", "run_schedule",
+__all__ = ["DynamoDBStateStore", "autoscaler_handler", "run_dispatch", "run_queued",
+           "run_schedule",
            "scheduled_time", "status_handler"]

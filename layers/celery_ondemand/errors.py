@@ -15,6 +15,10 @@ class ConfigError(OnDemandError, ValueError):
     """A setting is missing, malformed or impossible; the message names it."""
 
 
+class UnknownDeployment(ConfigError):
+    """An invocation named a deployment its stack does not list (or named none)."""
+
+
 class UnknownBroker(ConfigError):
     """The broker URL's scheme is not one we can observe."""
 

@@ -19,6 +19,13 @@ when it says something:
 
 A metric left out means zero (the alarms treat missing data as not breaching, except the
 no-tick alarm, which counts ``SuccessfulTicks``).
+
+A stack of several deployments (:mod:`celery_ondemand.fanout`) also prints, under the
+stack's own ``deployment`` name and stamped with the schedule's due time (so that both fall
+in the same minute however late an invocation ran): ``DeploymentsScheduled`` (the
+dispatcher: how many deployments it was to start) and ``DeploymentsTicked`` (1 from each
+deployment's scheduled invocation in which a tick succeeded). Its no-tick alarm fires when
+the second falls short of the first.
 """
 
 from __future__ import annotations
@@ -116,6 +123,21 @@ def publish_failure(deployment: str, namespace: str = DEFAULT_NAMESPACE) -> None
     _emit(namespace, {"deployment": deployment}, {"Errors": 1, "SuccessfulTicks": 0})
 
 
+def publish_dispatch(stack_deployment: str, scheduled: int, failed: int,
+                     due: float, namespace: str = DEFAULT_NAMESPACE) -> None:
+    """The dispatcher's minute: how many deployments it was to start, and how many of their
+    invocations were refused (``Errors``)."""
+    _emit(namespace, {"deployment": stack_deployment},
+          {"DeploymentsScheduled": scheduled, "Errors": failed}, timestamp=due)
+
+
+def publish_deployment_ticked(stack_deployment: str, ticked: bool, due: float,
+                              namespace: str = DEFAULT_NAMESPACE) -> None:
+    """One deployment's scheduled invocation: whether a tick of it succeeded."""
+    _emit(namespace, {"deployment": stack_deployment}, {"DeploymentsTicked": int(ticked)},
+          timestamp=due)
+
+
 def _target_values(target: TargetConfig, decision: Decision, result: TickResult,
                    observation: Observation | None, detail: bool) -> dict[str, float]:
     queues = [observation.queues[name] for name in target.queues
@@ -148,8 +170,10 @@ def _over_wait(target: TargetConfig, observation: Observation | None) -> int:
                and (observation.queues[name].oldest_age or 0) > target.target_wait_seconds)
 
 
-def _emit(namespace: str, dimensions: dict[str, str], values: dict[str, float]) -> None:
-    """One EMF blob: these dimensions, every value not left out for being zero."""
+def _emit(namespace: str, dimensions: dict[str, str], values: dict[str, float],
+          timestamp: float | None = None) -> None:
+    """One EMF blob: these dimensions, every value not left out for being zero, at
+    ``timestamp`` (seconds; default now)."""
     from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
     units: dict[str, Any] = {"TickDuration": MetricUnit.Milliseconds,
@@ -163,4 +187,6 @@ def _emit(namespace: str, dimensions: dict[str, str], values: dict[str, float]) 
         metrics.add_dimension(name=dimension, value=label)
     for name, value in printed.items():
         metrics.add_metric(name=name, unit=units.get(name, MetricUnit.Count), value=value)
+    if timestamp is not None:
+        metrics.set_timestamp(int(timestamp * 1000))
     metrics.flush_metrics()

@@ -8,12 +8,14 @@ before the transform and miss what the transform produces; these tests read its 
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from typing import Any
 
 import pytest
 
+from tests.support.aws_calls import allowed
 from tests.support.cloudformation import (
     ACCOUNT,
     INTRINSICS,
@@ -245,3 +247,86 @@ def _name(requirement: str) -> str:
 def _actions(statement: dict[str, Any]) -> list[str]:
     actions = statement["Action"]
     return actions if isinstance(actions, list) else [actions]
+
+
+DEPLOYMENTS = {"Deployments": "eu,us", "ReservedConcurrency": "6",
+               "QueuedTickConcurrency": "3", "DeploymentName": "estate",
+               "BrokerSecretArns": f"{SECRET_ARN},{SECRET_ARN}2"}
+"""A stack of two deployments (issue 21)."""
+
+
+@pytest.fixture(scope="module")
+def deployments() -> Stack:
+    return Stack(transformed(DEPLOYMENTS), DEPLOYMENTS)
+
+
+def test_a_stack_of_several_deployments_is_valid_cloudformation(deployments: Stack) -> None:
+    assert lint(deployments.template) == []
+    assert intrinsics_in(deployments.template) <= set(INTRINSICS)
+
+
+def test_only_several_deployments_name_the_function_and_let_it_invoke_itself(
+        defaults: Stack, deployments: Stack) -> None:
+    assert "FunctionName" not in defaults.resource("AutoscalerFunction")
+    assert "ONDEMAND_DEPLOYMENTS" not in \
+        defaults.resource("AutoscalerFunction")["Environment"]["Variables"]
+    assert not any(a.startswith("lambda:") for p in defaults.policies("AutoscalerFunctionRole")
+                   for s in p["Statement"] for a in _actions(s))
+    function = deployments.resource("AutoscalerFunction")
+    arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{function['FunctionName']}"
+    invoking = [s for p in deployments.policies("AutoscalerFunctionRole")
+                for s in p["Statement"] if any(a.startswith("lambda:") for a in _actions(s))]
+    assert invoking == [{"Sid": "StartEachDeploymentsInvocation", "Effect": "Allow",
+                         "Action": "lambda:InvokeFunction", "Resource": arn}]
+    assert function["FunctionName"] == "celery-ondemand-autoscaler"
+    assert not any(s for p in deployments.policies("StatusFunctionRole")
+                   for s in p["Statement"] if any(a.startswith("lambda:") for a in _actions(s)))
+    # Built from the name, not the function: the role does not wait for the function it
+    # serves (CloudFormation would refuse the circle).
+    role = json.dumps(deployments.template["Resources"]["AutoscalerFunctionRole"])
+    assert '"AutoscalerFunction"' not in role and "AutoscalerFunction.Arn" not in role
+    variables = function["Environment"]["Variables"]
+    assert (variables["ONDEMAND_DEPLOYMENTS"], variables["ONDEMAND_DEPLOYMENT"],
+            variables["ONDEMAND_RESERVED_CONCURRENCY"],
+            variables["ONDEMAND_QUEUED_TICK_CONCURRENCY"]) == ("eu,us", "estate", "6", "3")
+
+
+def test_each_listed_deployments_parameter_and_only_those_are_readable(
+        deployments: Stack) -> None:
+    parameter = f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter"
+    for role in ("AutoscalerFunctionRole", "StatusFunctionRole"):
+        policies = deployments.policies(role)
+        for name in ("eu", "us"):
+            assert allowed(policies, "ssm:GetParameter",
+                           f"{parameter}/celery-ondemand/config/{name}"), (role, name)
+        for name in ("/celery-ondemand/config", "/celery-ondemand/config/asia",
+                     "/other/eu", "/celery-ondemand/config/eu-2"):
+            assert not allowed(policies, "ssm:GetParameter", f"{parameter}{name}"), name
+
+
+def test_the_deployments_broker_secrets_are_readable(deployments: Stack) -> None:
+    policies = deployments.policies("AutoscalerFunctionRole")
+    for secret in (SECRET_ARN, f"{SECRET_ARN}2"):
+        assert allowed(policies, "secretsmanager:GetSecretValue", secret)
+    assert not allowed(policies, "secretsmanager:GetSecretValue", f"{SECRET_ARN}3")
+
+
+def test_queued_ticks_of_several_deployments_may_run_side_by_side(deployments: Stack) -> None:
+    mapping = deployments.resource("QueuedTicks")
+    assert str(mapping["ScalingConfig"]["MaximumConcurrency"]) == "3"
+
+
+def test_every_alarm_watches_every_deployment(deployments: Stack) -> None:
+    alarms = {name: deployments.resource(name) for name, r in
+              deployments.template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert len(alarms) == 4
+    errors = alarms["ErrorsAlarm"]["Metrics"][0]["Expression"]
+    assert errors == ('SELECT SUM(Errors) FROM SCHEMA("CeleryOnDemand", deployment) WHERE '
+                      "deployment = 'estate' OR deployment = 'eu' OR deployment = 'us'")
+    over_wait = alarms["QueueOverWaitTargetAlarm"]["Metrics"][0]["Expression"]
+    assert over_wait.endswith("WHERE deployment = 'eu' OR deployment = 'us'")
+    ticks = alarms["NoSuccessfulTickAlarm"]
+    assert "MetricName" not in ticks and ticks["TreatMissingData"] == "breaching"
+    assert [m["Id"] for m in ticks["Metrics"] if m["ReturnData"]] == ["missing"]
+    for name, alarm in alarms.items():
+        assert "MetricName" not in alarm or alarm["Namespace"] == "AWS/Lambda", name

@@ -141,6 +141,9 @@ def resource_of(call: AwsCall, world: World) -> list[tuple[str, str]]:
         "autoscaling:TerminateInstanceInAutoScalingGroup": lambda: [
             (action, world.group_arns[world.instance_groups[p["InstanceId"]]])],
         "ec2:DescribeInstances": lambda: [(action, "*")],
+        "lambda:Invoke": lambda: [("lambda:InvokeFunction", p["FunctionName"] if p[
+            "FunctionName"].startswith("arn:") else _arn("lambda",
+                                                          f"function:{p['FunctionName']}"))],
         "sqs:ListQueues": lambda: [(action, "*")],
         "events:PutEvents": lambda: [(action, e.get("EventBusName") if str(
             e.get("EventBusName", "")).startswith("arn:") else _arn(
