@@ -197,7 +197,12 @@ def run(redis_url: str) -> Iterator[Run]:
                       physical={"StateTable": TABLE, "TickQueue": TICK_QUEUE})
         yield Run(stack, recorder.calls, dispatched, payloads, summaries, refused, statuses,
                   store, emf(output.getvalue()), names, secrets)
-        server.stop()
+    # moto's configuration is the process's: back to its default, or every later mock_aws
+    # test in this process accepts invocations of functions that do not exist.
+    urllib.request.urlopen(urllib.request.Request(
+        f"{endpoint}/moto-api/config", method="POST",
+        data=json.dumps({"lambda": {"use_docker": True}}).encode()))
+    server.stop()
 
 
 def test_the_schedule_fans_out_once_per_deployment_with_its_name(run: Run) -> None:
