@@ -95,8 +95,12 @@ def test_nothing_is_lost_through_scaling_kills_and_a_broker_restart(
             time.sleep(max(0.0, started + at - time.monotonic()))
             for _ in range(count):
                 key = f"ondemand-soak-{run}-{len(published)}"
+                # A producer retries through the restart, as one should (a RabbitMQ node
+                # on a loaded machine took 25 s to come back): at most about a minute.
                 producer.send_task("tests.count", args=(rng.uniform(0.5, 2.0), key),
-                                   queue="soak")
+                                   queue="soak", retry=True, retry_policy={
+                                       "max_retries": 60, "interval_start": 0,
+                                       "interval_step": 0.5, "interval_max": 1.0})
                 published.append(key)
                 time.sleep(6.0 / count)
         producer.close()
