@@ -18,21 +18,29 @@ baseline that also meets the target.
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from celery_ondemand.config import TargetConfig
+from celery_ondemand.decide.capacity import CapacityAgent
+from celery_ondemand.decide.view import TargetView
 from celery_ondemand.simulate import SimConfig, arrivals_from, compare, read_counts, simulate
 from celery_ondemand.simulate.engine import Snapshot, Task
 from celery_ondemand.simulate.ondemand import OnDemandPolicy
 from celery_ondemand.simulate.planners import oracle_of, plan_all, smallest
 from celery_ondemand.simulate.traces import service_times
 
-TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces"
+TRACES = Path(os.environ.get("BENCH_TRACES") or
+              Path(__file__).resolve().parents[2].parent / "shared" / "traces")
+"""shared/traces beside the project, or BENCH_TRACES (a worktree elsewhere)."""
 BASELINES = ["cwod", "keda", "aws-target-tracking"]
 GOAL_RATIO, GOAL_ACTIONS = 1.10, 2.0
 
@@ -164,6 +172,91 @@ def gap(counts: list[int], case: Case, config: SimConfig, start: int, length: in
     return ratios
 
 
+class Foreseeing(CapacityAgent):
+    """The capacity policy told how many tasks arrive over the next T, in place of its
+    estimate λT + s: not a policy (it reads the future), the measure of what that
+    foresight alone is worth. ``coming(now)`` is None where it has nothing to say."""
+
+    def __init__(self, target: TargetConfig,
+                 coming: Callable[[float], float | None]) -> None:
+        super().__init__(target)
+        self.coming = coming
+
+    def workers_at(self, view: TargetView, goal: float, arriving: float) -> float:
+        coming = self.coming(view.now)
+        if coming is None:
+            return super().workers_at(view, goal, arriving)
+        rate, horizon = view.memory.service_rate or 1e-9, self.target.target_wait_seconds
+        return max(view.ready / (rate * goal),
+                   (view.ready + coming) / (rate * (goal + horizon)))
+
+
+def exact_count(tasks: list[Task], horizon: float) -> Callable[[float], float | None]:
+    """How many tasks arrive within ``horizon`` seconds of each instant: foresight."""
+    instants = [arrival for arrival, _ in tasks]
+
+    def coming(now: float) -> float:
+        return float(bisect.bisect_left(instants, now + horizon)
+                     - bisect.bisect_left(instants, now))
+    return coming
+
+
+def linear_forecast(tasks: list[Task], horizon: int, tick: int, warmup: int, end: int,
+                    deviations: float, past: int = 12) -> Callable[[float], float | None]:
+    """The best linear forecast of the tasks arriving within ``horizon`` of each tick from
+    the ``past`` ticks' counts (least squares, fitted on the measured part of this very
+    window: hindsight no causal forecaster has, a trend term being one of them), plus
+    ``deviations`` standard deviations of its error."""
+    import numpy as np
+
+    per_second = np.zeros(end + horizon + 1)
+    for arrival, _ in tasks:
+        per_second[min(int(arrival), end + horizon)] += 1
+    cumulative = np.concatenate([[0.0], np.cumsum(per_second)])
+    ticks = np.arange(tick * past, end, tick)
+    actual = cumulative[ticks + horizon] - cumulative[ticks]
+    columns = [cumulative[ticks - tick * k] - cumulative[ticks - tick * (k + 1)]
+               for k in range(past)]
+    inputs = np.column_stack([np.ones(len(ticks)), *columns])
+    measured = ticks >= warmup
+    weights, *_ = np.linalg.lstsq(inputs[measured], actual[measured], rcond=None)
+    forecast = inputs @ weights
+    margin = deviations * float(np.std((actual - forecast)[measured]))
+    by_tick = {int(t): max(0.0, float(f)) + margin for t, f in zip(ticks, forecast, strict=True)}
+    return lambda now: by_tick.get(int(now))
+
+
+FORESIGHT: list[tuple[str, Callable[..., Callable[[float], float | None]] | None,
+                      dict[str, Any]]] = [
+    ("as benched", None, {}),
+    ("next T known", exact_count, {}),
+    ("best linear forecast + 1 sd", linear_forecast, {"deviations": 1.0}),
+    ("+ 0.5 sd", linear_forecast, {"deviations": 0.5}),
+]
+
+
+def foresight(counts: list[int], case: Case, config: SimConfig, start: int, length: int,
+              warmup: int) -> list[tuple[float, float]]:
+    """(ours / oracle, p95 wait) for the capacity policy as benched, then given the exact
+    count of the next T's arrivals, then the best linear forecast of it (FORESIGHT)."""
+    sampler, _ = service_times(case.service)
+    tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
+    horizon, wait = warmup + length, int(config.wait_target)
+    oracle = oracle_of(plan_all(tasks, config, horizon, measure_from=warmup),
+                       config.wait_target)
+    rows = []
+    for _, build, options in FORESIGHT:
+        ours = OnDemandPolicy(config, "capacity")
+        if build is exact_count:
+            ours.agents["sim"] = Foreseeing(ours.settings.targets[0], exact_count(tasks, wait))
+        elif build is not None:
+            ours.agents["sim"] = Foreseeing(ours.settings.targets[0], build(
+                tasks, wait, config.tick_seconds, warmup, horizon, **options))
+        result = simulate(tasks, ours, config, horizon, measure_from=warmup)
+        rows.append((result.worker_minutes / oracle.worker_minutes, result.percentile(0.95)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=8)
@@ -173,6 +266,9 @@ def main() -> None:
     parser.add_argument("--gap", type=int, default=0, metavar="WINDOWS",
                         help="instead: where the gap to the oracle comes from, over this "
                              "many windows per case")
+    parser.add_argument("--foresight", action="store_true",
+                        help="instead: what foresight of the next T's arrivals is worth to "
+                             "the capacity policy, per window")
     args = parser.parse_args()
     seed = int(os.environ.get("BENCH_SEED") or time.time_ns() % 10**6)
     config = SimConfig(concurrency=4, startup_seconds=60, tick_seconds=15, wait_target=60,
@@ -182,24 +278,34 @@ def main() -> None:
           f"{args.warmup}s warm-up, 4 slots, 60 s startup, 15 s ticks, 60 s wait target "
           f"(BENCH_SEED={seed})")
     rng, traces, results = random.Random(seed), {}, {}
-    for index in args.case or range(len(CASES)):
-        case = CASES[index]
+    chosen = set(args.case or range(len(CASES)))
+    for index, case in enumerate(CASES):
         path = TRACES / case.trace
         if not path.exists():
-            sys.exit(f"bench: {path} not found (shared/traces sits beside the project)")
+            sys.exit(f"bench: {path} not found (shared/traces sits beside the project, "
+                     "or set BENCH_TRACES)")
         counts = traces.setdefault(case.trace, read_counts(path))
+        starts = [rng.randrange(args.warmup, len(counts) - length)
+                  for _ in range(args.gap or args.windows)]
+        if index not in chosen:  # drawn all the same: --case N runs a full run's windows
+            continue
+        if args.foresight:
+            print(f"-- {case.title}: ours / oracle (p95 wait), per window: "
+                  + "; ".join(name for name, _, _ in FORESIGHT))
+            for start in starts:
+                found = foresight(counts, case, config, start, length, args.warmup)
+                print(f"{start / 3600:9.1f} h  " + "  ".join(
+                    f"{ratio:.3f} ({p95:.0f}s)" for ratio, p95 in found), flush=True)
+            continue
         if args.gap:
-            rows = [gap(counts, case, config, rng.randrange(args.warmup, len(counts) - length),
-                        length, args.warmup) for _ in range(args.gap)]
+            rows = [gap(counts, case, config, start, length, args.warmup) for start in starts]
             print(f"-- {case.title}: ours / oracle, mean of {args.gap} windows: " + "; ".join(
                 f"{name} {statistics.mean(r[i] for r in rows):.3f}"
                 for i, (name, _, _) in enumerate(GAP_VARIANTS)))
             continue
         began = time.perf_counter()
-        windows = [run_window(counts, case, config,
-                              rng.randrange(args.warmup, len(counts) - length), length,
-                              args.warmup)
-                   for _ in range(args.windows)]
+        windows = [run_window(counts, case, config, start, length, args.warmup)
+                   for start in starts]
         print(f"\n-- {case.title} ({time.perf_counter() - began:.0f}s to run)")
         results[case.title] = report(case, windows, config.wait_target)
     missed = [title for title, ok in results.items() if not ok]
