@@ -225,6 +225,22 @@ def test_a_users_scaler_that_raises_is_reported_for_its_target_only() -> None:
     assert result.applied == ["fine"] and RecordingUp.started == ["b"]
 
 
+def test_a_users_scaler_that_raises_while_scaling_is_reported_for_its_target_only() -> None:
+    from celery_ondemand.config import settings_from_mapping
+
+    config = settings_from_mapping({"broker_url": "redis://test/0", "targets": [
+        {"name": "broken", "queues": ["a"], "scaler": "tests.support.agents:BrokenWhenScaling"},
+        {"name": "fine", "queues": ["b"], "scaler": "tests.support.agents:RecordingDemand",
+         "policy": "cwod"}]})
+    RecordingUp.started.clear()
+    ticker = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
+        observation({"a": (3, 0), "b": (3, 0)})))
+    result = ticker.tick(now=1000.0)
+    settle(ticker)
+    assert result.target_errors == {"broken": "target broken: scaling failed: KeyError: 'oops'"}
+    assert result.applied == ["fine"] and RecordingUp.started == ["b"]
+
+
 class BuggyObserver:
     """An observer that trips over something nobody foresaw."""
 

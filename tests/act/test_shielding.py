@@ -109,6 +109,17 @@ def test_a_task_ecs_does_not_protect_holds_the_scale_in(aws: dict[str, Any]) -> 
     assert service["desiredCount"] == 3
 
 
+def test_a_task_ecs_does_not_protect_does_not_hold_a_scale_out(aws: dict[str, Any]) -> None:
+    """Shielding is for a scale-in only: a scale-out stops no task, so a refused
+    protection must not hold it."""
+    arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=2)
+    ids = [arn.rsplit("/", 1)[-1] for arn in arns]
+    client = ECSWithProtection(aws["ecs"], refusing={arns[0]})
+    ecs_scaler(client).apply(4, 2, [on(ids[0], busy=True), on(ids[1], busy=False)])
+    service = aws["ecs"].describe_services(cluster="prod", services=["workers"])["services"][0]
+    assert service["desiredCount"] == 4
+
+
 def test_the_tick_holds_and_warns_when_the_shield_fails(aws: dict[str, Any]) -> None:
     arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=2)
     ids = [arn.rsplit("/", 1)[-1] for arn in arns]

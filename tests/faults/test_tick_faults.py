@@ -116,6 +116,22 @@ def test_workers_and_producers_with_skewed_clocks(broker_url: str, queues: Queue
             assert status.alive and abs(status.last_heartbeat_at - before) < 30
         assert reported.metric("IncompleteReads", target="t") == 0
 
+        # A running task's start, dated by the worker's clock, is read on ours: each skewed
+        # worker runs one, and none has been running for anything like an hour.
+        producer = producer_app(broker_url)
+        for _ in range(4):
+            producer.send_task("tests.sleep", args=(6,), queue=name)
+        producer.close()
+        deadline = time.monotonic() + 20
+        while True:
+            running = tick(ticker, capture, now=time.time()).result.observation
+            assert running is not None
+            if all(running.workers[w.hostname].active for w in skewed):
+                break
+            assert time.monotonic() < deadline, "the skewed workers never ran the tasks"
+        ages = running.queues[name].running_ages
+        assert ages and all(0 <= age < 60 for age in ages), ages
+
         if broker_url.startswith("redis"):  # only Redis lets us peek at the oldest message
             waiting = queues.new("skew-waiting")  # no worker takes it
             producer = producer_app(broker_url)

@@ -73,3 +73,13 @@ class BrokenScaler(Scaler):
 
     def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
         raise KeyError("oops")
+
+
+class BrokenWhenScaling(Scaler):
+    """A user's scaler that reads its count (0) but raises when asked to change it."""
+
+    def _read(self, workers: Sequence[WorkerStatus]) -> Capacity:
+        return Capacity(0, 0)
+
+    def _set_desired(self, desired: int, current: int, workers: Sequence[WorkerStatus]) -> None:
+        raise KeyError("oops")
