@@ -11,11 +11,12 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from celery_ondemand import Observation, Observer
+from celery_ondemand import Observation, Observer, aws_lambda
 from celery_ondemand.config import settings_from_mapping
 from celery_ondemand.tick import Ticker
 from tests.support.brokers import Queues, producer_app
@@ -91,8 +92,12 @@ def test_every_task_counted_under_the_workers_own_settings(
         producer.close()
 
 
+@pytest.mark.parametrize("built_by", ["tick", "lambda"])
 def test_a_tick_reads_with_the_configs_transport_options(
-        redis_url: str, options: dict[str, Any], deployment: tuple[Queues, Fleet]) -> None:
+        redis_url: str, options: dict[str, Any], deployment: tuple[Queues, Fleet],
+        built_by: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ticker as the CLI builds it, and as the Lambda's warm container builds it
+    (its own Observer, handed the config's options)."""
     queues, _ = deployment
     name = queues.new("config")
     producer = producer_app(redis_url, options)
@@ -101,9 +106,14 @@ def test_a_tick_reads_with_the_configs_transport_options(
             producer.send_task("tests.sleep", args=(0,), queue=name, priority=priority)
         config = settings_from_mapping({
             "broker_url": redis_url, "broker_transport_options": options,
+            "state_file": str(tmp_path / "state.db"),
             "targets": [{"name": "t", "queues": [name], "scaler": "local",
                          "command": "celery worker", "worker_concurrency": 1}]})
-        ticker = Ticker(config, scalers={})
+        if built_by == "lambda":
+            monkeypatch.setattr(aws_lambda, "_warm", None)
+            ticker = aws_lambda._ticker(config)
+        else:
+            ticker = Ticker(config, scalers={})
         try:
             result = ticker.tick(dry_run=True)
         finally:
