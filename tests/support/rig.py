@@ -20,12 +20,15 @@ It answers ``ping``, ``heartbeat``, ``active_queues``, ``active``, ``reserved``,
 the reply shapes of ``celery worker -P threads`` (``tests/test_rig.py`` compares them key by
 key with a real worker's). Run it against a private broker only: :func:`start_rig` starts
 ``python -m tests.support.rig`` processes and :meth:`RigProcesses.stop` stops them by PID.
+
+Each process also notes, in its log folder and never in a reply, when it sent its replies
+(by ticket) and its wake-up beats (:class:`SentLog`): :meth:`RigProcesses.sent` tells how
+long a round waited for the rig itself, apart from the observer's own work.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -35,21 +38,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from celery.worker.heartbeat import load_average
 from celery.worker.state import SOFTWARE_INFO
-from kombu import Connection, Consumer, Message, Queue
+from kombu import Connection, Consumer, Message, Producer, Queue
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_SECONDS = 2.0
-WORKERS_PER_PROCESS = 100
-"""kombu's Redis poller walks every channel of a connection on each read: a hundred
-workers a process answer a broadcast in milliseconds, a thousand in seconds."""
+WORKERS_PER_PROCESS = 50
+"""kombu's Redis poller walks every channel of a connection on each read (two a worker),
+and a broadcast takes one read per worker: a process's round costs the square of its
+workers. A thousand a process answered in seconds; fifty answer sooner than a hundred
+(tests/bench/large.py at 500 x 500 on Redis, 2026-11-29: the wait for the rig's replies
+1.9 s against 2.7 s, 3.6 s against 4.4-5.0 s on a busier machine)."""
 
 
 @dataclass
@@ -161,6 +168,115 @@ class SimulatedWorker:
                 "scheduled": bind(self.scheduled_tasks), "stats": bind(self.stats)}
 
 
+class SentLog:
+    """When this process sent what: replies by ticket, wake-up beats, each as a count and the
+    epoch times of the first and the last sent.
+
+    Kept in memory and written to ``path`` (one JSON line per ticket) only when the process
+    is idle, so that noting a reply costs a clock read, not a write: the log must not slow
+    the answers it measures. Epoch time, as the observer's process reads it on this machine.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.pending: dict[str, list[float]] = {}
+        self.oldest = 0.0
+
+    def note(self, key: str) -> None:
+        now = time.time()
+        seen = self.pending.get(key)
+        if seen is None:
+            if not self.pending:
+                self.oldest = time.monotonic()
+            self.pending[key] = [1, now, now]
+        else:
+            seen[0] += 1
+            seen[2] = now
+
+    def flush(self, force: bool = False) -> None:
+        """Write what is noted, when idle (``force``) or once it is a second old."""
+        if not self.pending or self.path is None or not (
+                force or time.monotonic() - self.oldest > 1.0):
+            return
+        with self.path.open("a") as out:
+            for key, (count, first, last) in self.pending.items():
+                out.write(json.dumps({"key": key, "count": int(count), "first": first,
+                                      "last": last}) + "\n")
+        self.pending = {}
+
+
+class RedisReplies:
+    """Redis: the replies of a process pushed in one pipeline after each read, not two
+    round trips each.
+
+    kombu's Redis channel sends a reply with a ``SMEMBERS`` of the reply exchange's
+    bindings and then an ``LPUSH``, each on a client it builds for the call: at a hundred
+    workers a process those were most of the rig's time in a round (1.5 ms a reply on a
+    busy machine). Here each control channel's ``_lookup`` of a reply route is kept once
+    found (a tick's reply queue is bound before its broadcast goes out), and its ``_put``
+    queues the message, which :meth:`flush` pushes, in order, with the same key, payload
+    and expiry kombu's ``_put`` would. What the broker receives is unchanged, only
+    sooner."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        self.pending: list[tuple[Any, str, dict[str, Any]]] = []
+        self.clients: dict[int, Any] = {}
+        self.note = note
+        self.notes: list[str] = []
+        """What to note as sent (:class:`SentLog`) once the pipeline has gone out."""
+
+    def adopt(self, channel: Any) -> None:
+        """Route this control channel's replies through the batch."""
+        lookup, routes = channel._lookup, {}
+
+        def cached_lookup(exchange: str, routing_key: str, default: Any = None) -> Any:
+            found = routes.get((exchange, routing_key))
+            if found is None:
+                found = lookup(exchange, routing_key, default)
+                if found and found != [default] and found != [channel.deadletter_queue]:
+                    routes[(exchange, routing_key)] = found
+            return found
+
+        channel._lookup = cached_lookup
+        channel._put = lambda queue, message, **_: self.pending.append(
+            (channel, queue, message))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        from kombu.utils.json import dumps
+
+        pending, self.pending = self.pending, []
+        channel = pending[0][0]
+        client = self.clients.get(id(channel.pool))
+        if client is None:
+            import redis
+
+            client = self.clients[id(channel.pool)] = redis.Redis(
+                connection_pool=channel.pool)
+        with client.pipeline(transaction=False) as pipe:
+            for channel, queue, message in pending:
+                pri = channel._get_message_priority(message, reverse=False)
+                pipe.lpush(channel._q_for_pri(queue, pri), dumps(message))
+                if channel._expires and queue in channel._expires:
+                    for step in channel.priority_steps:
+                        pipe.pexpire(channel._q_for_pri(queue, step),
+                                     channel._expires[queue])
+            pipe.execute()
+        notes = list(self.notes)
+        self.notes.clear()  # in place: the nodes hold its ``append``
+        for key in notes:
+            self.note(key)
+
+
+@dataclass
+class Sent:
+    """What the rig sent in a window of time: how many, and when the last one went out."""
+
+    count: int = 0
+    last: float | None = None
+
+
 def plan(workers: int, queues: Sequence[str], per_worker: int = 3,
          prefix: str = "rig") -> list[tuple[str, list[str]]]:
     """Hostnames and their queues: worker ``i`` consumes ``per_worker`` consecutive queues
@@ -174,9 +290,32 @@ def plan(workers: int, queues: Sequence[str], per_worker: int = 3,
             for i in range(workers)]
 
 
+def _noting(send: Callable[..., Any], note: Callable[[str], None],
+            key: Callable[..., str]) -> Callable[..., Any]:
+    """``send``, then note it under ``key(*its arguments)``: after it went out."""
+    def sent(*args: Any, **kwargs: Any) -> Any:
+        result = send(*args, **kwargs)
+        note(key(*args, **kwargs))
+        return result
+    return sent
+
+
+def _reply_with(producer: Producer, mailbox: Any, data: Any, exchange: str,
+                routing_key: str, ticket: str, **_: Any) -> None:
+    """kombu's ``Node.reply``, through ``producer`` instead of the app's pool."""
+    mailbox._publish_reply(data, exchange, routing_key, ticket, producer=producer,
+                           channel=producer.channel,
+                           serializer=mailbox.serializer)
+
+
 def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
-        prefetch: int, ready_file: Path | None = None) -> None:
-    """Serve ``specs`` (hostname, queue names) until SIGTERM."""
+        prefetch: int, ready_file: Path | None = None, timings: Path | None = None,
+        batch_replies: bool = True) -> None:
+    """Serve ``specs`` (hostname, queue names) until SIGTERM; note what is sent in
+    ``timings`` (:class:`SentLog`). ``batch_replies`` False sends each reply as kombu
+    does (to compare)."""
+    log = SentLog(timings)
+    batch = RedisReplies(log.note)
     app = Celery("ondemand-tests", broker=broker_url, set_as_current=False)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -186,6 +325,12 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
     with Connection(broker_url, heartbeat=0) as connection, \
             Connection(broker_url, heartbeat=0) as events_connection:
         events_channel = events_connection.channel()
+        replier = None
+        if batch_replies and connection.transport.driver_type == "redis":
+            # One producer on a channel of its own for every reply of the process, batched
+            # (:class:`RedisReplies`); elsewhere the app's producer pool, as Celery's.
+            replier = Producer(connection.channel(), auto_declare=False)
+            batch.adopt(replier.channel)
         workers: list[SimulatedWorker] = []
         for hostname, names in specs:
             # Two channels, as a real worker has: on Redis a channel whose prefetch is
@@ -198,8 +343,16 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
                 events_connection, hostname=hostname, channel=events_channel, groups=["worker"],
                 enabled=True)
             Consumer(channel, queues, callbacks=[worker.on_task], accept=["json"]).consume()
+            handlers = worker.handlers()
+            handlers["heartbeat"] = _noting(handlers["heartbeat"], log.note,
+                                            lambda *_, **__: "wake")
             node = app.control.mailbox.Node(hostname, state=worker, channel=control,
-                                            handlers=worker.handlers())
+                                            handlers=handlers)
+            if replier is not None:
+                node.reply = partial(_reply_with, replier, node.mailbox)  # type: ignore[method-assign]
+            node.reply = _noting(  # type: ignore[method-assign]
+                node.reply, batch.notes.append if replier else log.note,
+                lambda *_, ticket=None, **__: f"reply:{ticket}")
             node.listen()
             workers.append(worker)
         # Beats spread evenly over the period, as independent workers' beats are.
@@ -218,8 +371,14 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
             # Beats go out in batches a tenth of a second apart: each read walks every
             # channel (kombu's Redis poller), so waking for each beat cost more than the
             # beats (a few ms late on a 2 s period is nothing).
-            with contextlib.suppress(TimeoutError):
+            try:
                 connection.drain_events(timeout=max(0.001, min(0.1, next_beat + 0.1 - now)))
+                batch.flush()
+                log.flush()
+            except TimeoutError:
+                batch.flush()
+                log.flush(force=True)  # idle: nothing to answer, the write delays nobody
+        log.flush(force=True)
         for worker in workers:  # as a warm shutdown says
             worker.dispatcher.send("worker-offline", **SOFTWARE_INFO)
 
@@ -237,6 +396,20 @@ class RigProcesses:
     def hostnames(self) -> list[str]:
         return [hostname for hostname, _ in self.workers]
 
+    def sent(self, kind: str, since: float, until: float) -> Sent:
+        """What every process sent (``kind``: ``reply`` or ``wake``) from ``since`` to
+        ``until`` (epoch): replies by tickets first sent in that window, counted whole
+        even if late. A process writes its notes once idle: read them a moment after."""
+        found = Sent()
+        for path in self.logdir.glob("timings*.jsonl"):
+            for line in path.read_text().splitlines():
+                entry = json.loads(line)
+                if entry["key"].split(":")[0] != kind or not since <= entry["first"] <= until:
+                    continue
+                found.count += entry["count"]
+                found.last = max(found.last or entry["last"], entry["last"])
+        return found
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -251,7 +424,7 @@ class RigProcesses:
 
 def start_rig(broker_url: str, workers: list[tuple[str, list[str]]], *, concurrency: int = 2,
               prefetch: int | None = None, per_process: int = WORKERS_PER_PROCESS,
-              timeout: float = 300.0) -> RigProcesses:
+              timeout: float = 300.0, batch_replies: bool = True) -> RigProcesses:
     """Start the simulated ``workers`` over as many processes as need be; wait until every
     one consumes and answers a broadcast."""
     logdir = Path(tempfile.mkdtemp(prefix="rig-"))
@@ -266,7 +439,9 @@ def start_rig(broker_url: str, workers: list[tuple[str, list[str]]], *, concurre
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "tests.support.rig", broker_url, str(spec),
                  "--concurrency", str(concurrency), "--prefetch",
-                 str(prefetch or 2 * concurrency), "--ready", str(ready)],
+                 str(prefetch or 2 * concurrency), "--ready", str(ready),
+                 "--timings", str(logdir / f"timings{index}.jsonl"),
+                 *([] if batch_replies else ["--plain-replies"])],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
                 stderr=subprocess.STDOUT))
     rig = RigProcesses(broker_url, workers, processes, logdir)
@@ -314,9 +489,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--prefetch", type=int, default=4)
     parser.add_argument("--ready", type=Path)
+    parser.add_argument("--timings", type=Path, help="where to note when replies went out")
+    parser.add_argument("--plain-replies", action="store_true",
+                        help="send each reply as kombu does, unbatched (to compare)")
     args = parser.parse_args()
     specs = [(hostname, list(names)) for hostname, names in json.loads(args.spec.read_text())]
-    run(args.broker_url, specs, args.concurrency, args.prefetch, args.ready)
+    run(args.broker_url, specs, args.concurrency, args.prefetch, args.ready, args.timings,
+        not args.plain_replies)
 
 
 if __name__ == "__main__":
