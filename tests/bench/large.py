@@ -50,7 +50,7 @@ CONCURRENCY = 2
 
 def measure(url: str, workers: int, queues: int, runs: int,
             profile: bool = False, per_process: int = WORKERS_PER_PROCESS,
-            batch_replies: bool = True) -> dict[str, Any]:
+            plain_rig: bool = False) -> dict[str, Any]:
     """Start the rig, load every worker, tick RUNS times; the figures of this size."""
     from celery_ondemand import Observer
     from celery_ondemand.config import settings_from_mapping
@@ -70,7 +70,7 @@ def measure(url: str, workers: int, queues: int, runs: int,
     _count_reads(read, heard_workers)
     _time_broadcasts(windows, heard_workers, observer_module)
     rig = start_rig(url, layout, concurrency=CONCURRENCY, per_process=per_process,
-                    batch_replies=batch_replies)
+                    plain=plain_rig)
     producer = producer_app(url)
     try:
         with producer.producer_or_acquire() as publisher:
@@ -260,14 +260,14 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile each tick (stderr)")
     parser.add_argument("--per-process", type=int, default=WORKERS_PER_PROCESS,
                         help="simulated workers per rig process")
-    parser.add_argument("--rig-plain-replies", action="store_true",
-                        help="the rig sends each reply as kombu does (Redis: unbatched)")
+    parser.add_argument("--rig-plain", action="store_true",
+                        help="the rig reads and sends as kombu does (Redis: unbatched)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child: url,workers,queues
     args = parser.parse_args()
     if args.one:
         url, workers, queues = args.one.rsplit(",", 2)
         print(json.dumps(measure(url, int(workers), int(queues), args.runs, args.profile,
-                                 args.per_process, not args.rig_plain_replies)))
+                                 args.per_process, args.rig_plain)))
         return
     sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
     print(f"\none tick at scale (load rig, private brokers), {args.runs} warm ticks each")
@@ -279,12 +279,17 @@ def main() -> None:
         try:
             with private_broker(label) as url:
                 for workers, queues in sizes:
-                    child = subprocess.run(
-                        [sys.executable, "-m", "tests.bench.large", "--runs", str(args.runs),
-                         "--per-process", str(args.per_process),
-                         *(["--rig-plain-replies"] if args.rig_plain_replies else []),
-                         "--one", f"{url},{workers},{queues}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+                    try:
+                        child = subprocess.run(
+                            [sys.executable, "-m", "tests.bench.large", "--runs",
+                             str(args.runs), "--per-process", str(args.per_process),
+                             *(["--rig-plain"] if args.rig_plain else []),
+                             "--one", f"{url},{workers},{queues}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+                    except subprocess.TimeoutExpired:
+                        print(f"{label:9} {workers:7} {queues:6} timed out (900 s)",
+                              flush=True)
+                        continue
                     if child.returncode != 0:
                         print(f"{label:9} {workers:7} {queues:6} failed:\n"
                               f"{child.stderr[-2000:]}", flush=True)

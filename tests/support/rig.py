@@ -205,28 +205,28 @@ class SentLog:
         self.pending = {}
 
 
-class RedisReplies:
-    """Redis: the replies of a process pushed in one pipeline after each read, not two
-    round trips each.
+class RedisBatch:
+    """Redis: what a process sends (replies, events) pushed in one pipeline after each read,
+    not one or two round trips a message.
 
     kombu's Redis channel sends a reply with a ``SMEMBERS`` of the reply exchange's
-    bindings and then an ``LPUSH``, each on a client it builds for the call: at a hundred
-    workers a process those were most of the rig's time in a round (1.5 ms a reply on a
-    busy machine). Here each control channel's ``_lookup`` of a reply route is kept once
-    found (a tick's reply queue is bound before its broadcast goes out), and its ``_put``
-    queues the message, which :meth:`flush` pushes, in order, with the same key, payload
-    and expiry kombu's ``_put`` would. What the broker receives is unchanged, only
-    sooner."""
+    bindings and then an ``LPUSH``, and an event with a ``PUBLISH``, each on a client it
+    builds for the call: at a hundred workers a process those were most of the rig's time
+    in a round (1.5 ms a reply on a busy machine). Here a replying channel's ``_lookup`` of
+    a reply route is kept once found (a tick's reply queue is bound before its broadcast
+    goes out), its ``_put`` and an events channel's ``_put_fanout`` queue the message, and
+    :meth:`flush` sends them, in order, with the same keys, payloads and expiry kombu's
+    would. What the broker receives is unchanged, only sooner."""
 
     def __init__(self, note: Callable[[str], None]) -> None:
-        self.pending: list[tuple[Any, str, dict[str, Any]]] = []
+        self.pending: list[tuple[str, Any, tuple[Any, ...]]] = []
         self.clients: dict[int, Any] = {}
         self.note = note
         self.notes: list[str] = []
         """What to note as sent (:class:`SentLog`) once the pipeline has gone out."""
 
-    def adopt(self, channel: Any) -> None:
-        """Route this control channel's replies through the batch."""
+    def adopt_replies(self, channel: Any) -> None:
+        """Send this channel's replies (to direct exchanges) through the batch."""
         lookup, routes = channel._lookup, {}
 
         def cached_lookup(exchange: str, routing_key: str, default: Any = None) -> Any:
@@ -239,7 +239,21 @@ class RedisReplies:
 
         channel._lookup = cached_lookup
         channel._put = lambda queue, message, **_: self.pending.append(
-            (channel, queue, message))
+            ("put", channel, (queue, message)))
+
+    def adopt_events(self, channel: Any) -> None:
+        """Send this channel's events (to fanout exchanges) through the batch."""
+        channel._put_fanout = lambda exchange, message, routing_key, **_: \
+            self.pending.append(("fanout", channel, (exchange, message, routing_key)))
+
+    def _client(self, channel: Any) -> Any:
+        client = self.clients.get(id(channel.pool))
+        if client is None:
+            import redis
+
+            client = self.clients[id(channel.pool)] = redis.Redis(
+                connection_pool=channel.pool)
+        return client
 
     def flush(self) -> None:
         if not self.pending:
@@ -247,22 +261,28 @@ class RedisReplies:
         from kombu.utils.json import dumps
 
         pending, self.pending = self.pending, []
-        channel = pending[0][0]
-        client = self.clients.get(id(channel.pool))
-        if client is None:
-            import redis
-
-            client = self.clients[id(channel.pool)] = redis.Redis(
-                connection_pool=channel.pool)
-        with client.pipeline(transaction=False) as pipe:
-            for channel, queue, message in pending:
+        pipes: dict[int, Any] = {}
+        for kind, channel, args in pending:
+            pipe = pipes.get(id(channel.pool))
+            if pipe is None:
+                pipe = pipes[id(channel.pool)] = self._client(channel).pipeline(
+                    transaction=False)
+            if kind == "put":  # kombu's Channel._put
+                queue, message = args
                 pri = channel._get_message_priority(message, reverse=False)
                 pipe.lpush(channel._q_for_pri(queue, pri), dumps(message))
                 if channel._expires and queue in channel._expires:
                     for step in channel.priority_steps:
                         pipe.pexpire(channel._q_for_pri(queue, step),
                                      channel._expires[queue])
+            else:  # kombu's Channel._put_fanout
+                exchange, message, routing_key = args
+                payload = dumps(message)
+                for topic in channel._get_publish_topics(exchange, routing_key):
+                    pipe.publish(topic, payload)
+        for pipe in pipes.values():
             pipe.execute()
+            pipe.reset()
         notes = list(self.notes)
         self.notes.clear()  # in place: the nodes hold its ``append``
         for key in notes:
@@ -290,6 +310,35 @@ def plan(workers: int, queues: Sequence[str], per_worker: int = 3,
             for i in range(workers)]
 
 
+def _read_every_ready_socket(connection: Connection) -> None:
+    """Redis: one read handles every socket the poll found ready, not only the first.
+
+    kombu's ``MultiChannelPoller.get`` handles the first ready socket and returns; the next
+    read walks every channel of the connection again (two a worker) before it polls. A
+    broadcast makes one socket a worker ready, so a process's round cost the square of its
+    workers. Here the poll hands kombu the first event as before, and its handler then
+    handles the others found ready by the same poll, each as kombu would: the same
+    messages read, the same replies sent, with one walk instead of one a worker."""
+    cycle = connection.transport.cycle
+    rest: list[tuple[int, int]] = []
+    poll, handle_event = cycle.poller.poll, cycle.handle_event
+
+    def first_of_poll(timeout: float | None) -> Any:
+        events = poll(timeout)
+        rest[:] = list(events or [])[1:]
+        return list(events or [])[:1]
+
+    def handle_all(fileno: int, event: int) -> Any:
+        result = handle_event(fileno, event)
+        others, rest[:] = list(rest), []
+        for other in others:
+            handle_event(*other)
+        return result
+
+    cycle.poller.poll = first_of_poll
+    cycle.handle_event = handle_all
+
+
 def _noting(send: Callable[..., Any], note: Callable[[str], None],
             key: Callable[..., str]) -> Callable[..., Any]:
     """``send``, then note it under ``key(*its arguments)``: after it went out."""
@@ -310,12 +359,12 @@ def _reply_with(producer: Producer, mailbox: Any, data: Any, exchange: str,
 
 def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
         prefetch: int, ready_file: Path | None = None, timings: Path | None = None,
-        batch_replies: bool = True) -> None:
+        plain: bool = False) -> None:
     """Serve ``specs`` (hostname, queue names) until SIGTERM; note what is sent in
-    ``timings`` (:class:`SentLog`). ``batch_replies`` False sends each reply as kombu
-    does (to compare)."""
+    ``timings`` (:class:`SentLog`). ``plain``: read and send as kombu does, one socket a
+    read and one message a send (to compare; the same messages either way)."""
     log = SentLog(timings)
-    batch = RedisReplies(log.note)
+    batch = RedisBatch(log.note)
     app = Celery("ondemand-tests", broker=broker_url, set_as_current=False)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -326,11 +375,16 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
             Connection(broker_url, heartbeat=0) as events_connection:
         events_channel = events_connection.channel()
         replier = None
-        if batch_replies and connection.transport.driver_type == "redis":
-            # One producer on a channel of its own for every reply of the process, batched
-            # (:class:`RedisReplies`); elsewhere the app's producer pool, as Celery's.
+        batched = not plain and connection.transport.driver_type == "redis"
+        if batched:
+            # One producer on a channel of its own for every reply of the process, and the
+            # events, batched (:class:`RedisBatch`); elsewhere the app's producer pool, as
+            # Celery's, and a publish a message.
             replier = Producer(connection.channel(), auto_declare=False)
-            batch.adopt(replier.channel)
+            batch.adopt_replies(replier.channel)
+            batch.adopt_events(events_channel)
+            _read_every_ready_socket(connection)
+        note = batch.notes.append if batched else log.note
         workers: list[SimulatedWorker] = []
         for hostname, names in specs:
             # Two channels, as a real worker has: on Redis a channel whose prefetch is
@@ -344,14 +398,14 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
                 enabled=True)
             Consumer(channel, queues, callbacks=[worker.on_task], accept=["json"]).consume()
             handlers = worker.handlers()
-            handlers["heartbeat"] = _noting(handlers["heartbeat"], log.note,
+            handlers["heartbeat"] = _noting(handlers["heartbeat"], note,
                                             lambda *_, **__: "wake")
             node = app.control.mailbox.Node(hostname, state=worker, channel=control,
                                             handlers=handlers)
             if replier is not None:
                 node.reply = partial(_reply_with, replier, node.mailbox)  # type: ignore[method-assign]
             node.reply = _noting(  # type: ignore[method-assign]
-                node.reply, batch.notes.append if replier else log.note,
+                node.reply, note,
                 lambda *_, ticket=None, **__: f"reply:{ticket}")
             node.listen()
             workers.append(worker)
@@ -368,6 +422,7 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
                 workers[turn % len(workers)].beat()
                 turn += 1
                 next_beat += period
+            batch.flush()
             # Beats go out in batches a tenth of a second apart: each read walks every
             # channel (kombu's Redis poller), so waking for each beat cost more than the
             # beats (a few ms late on a 2 s period is nothing).
@@ -424,7 +479,7 @@ class RigProcesses:
 
 def start_rig(broker_url: str, workers: list[tuple[str, list[str]]], *, concurrency: int = 2,
               prefetch: int | None = None, per_process: int = WORKERS_PER_PROCESS,
-              timeout: float = 300.0, batch_replies: bool = True) -> RigProcesses:
+              timeout: float = 300.0, plain: bool = False) -> RigProcesses:
     """Start the simulated ``workers`` over as many processes as need be; wait until every
     one consumes and answers a broadcast."""
     logdir = Path(tempfile.mkdtemp(prefix="rig-"))
@@ -441,7 +496,7 @@ def start_rig(broker_url: str, workers: list[tuple[str, list[str]]], *, concurre
                  "--concurrency", str(concurrency), "--prefetch",
                  str(prefetch or 2 * concurrency), "--ready", str(ready),
                  "--timings", str(logdir / f"timings{index}.jsonl"),
-                 *([] if batch_replies else ["--plain-replies"])],
+                 *(["--plain"] if plain else [])],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
                 stderr=subprocess.STDOUT))
     rig = RigProcesses(broker_url, workers, processes, logdir)
@@ -490,12 +545,12 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=4)
     parser.add_argument("--ready", type=Path)
     parser.add_argument("--timings", type=Path, help="where to note when replies went out")
-    parser.add_argument("--plain-replies", action="store_true",
-                        help="send each reply as kombu does, unbatched (to compare)")
+    parser.add_argument("--plain", action="store_true",
+                        help="read and send as kombu does (Redis: unbatched, to compare)")
     args = parser.parse_args()
     specs = [(hostname, list(names)) for hostname, names in json.loads(args.spec.read_text())]
     run(args.broker_url, specs, args.concurrency, args.prefetch, args.ready, args.timings,
-        not args.plain_replies)
+        args.plain)
 
 
 if __name__ == "__main__":
