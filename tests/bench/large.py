@@ -69,14 +69,18 @@ def measure(url: str, workers: int, queues: int, runs: int,
     windows: dict[str, list[tuple[float, float]]] = {"wake": [], "reply": []}
     _count_reads(read, heard_workers)
     _time_broadcasts(windows, heard_workers, observer_module)
-    rig = start_rig(url, layout, concurrency=CONCURRENCY, per_process=per_process,
-                    plain=plain_rig)
     producer = producer_app(url)
+    rig = None
     try:
+        # The tasks first, then the workers: each takes its prefetch as it starts.
+        # Published into 2,000 waiting consumers, each task woke a rig process (on a busy
+        # machine, over 8 minutes at 2,000 x 200 on Redis before the first tick).
         with producer.producer_or_acquire() as publisher:
             for i in range(workers * 2 * CONCURRENCY + queues):  # every slot held, more wait
                 producer.send_task("tests.sleep", args=(600,), queue=names[i % queues],
                                    producer=publisher)
+        rig = start_rig(url, layout, concurrency=CONCURRENCY, per_process=per_process,
+                        plain=plain_rig)
         _await_prefetch(producer, names)
         targets = [{"name": f"t{i}", "queues": names[start:start + QUEUES_PER_TARGET],
                     "scaler": "local", "command": "-", "worker_concurrency": CONCURRENCY,
@@ -100,18 +104,24 @@ def measure(url: str, workers: int, queues: int, runs: int,
             stored = len(encode_status(result.status(), time.time()))
             ticker.close()
         own = [wall - wait["wait"] for wall, wait in zip(times, waits, strict=True)]
+        own_rest = [wall - wait["burst_window"] - wait["round_window"]
+                    for wall, wait in zip(times, waits, strict=True)]
         return {"workers": workers, "queues": queues, "median": statistics.median(times),
                 "worst": max(times), "cpu": statistics.median(cpu),
                 "wait": statistics.median(wait["wait"] for wait in waits),
                 "wait_burst": statistics.median(wait["burst"] for wait in waits),
                 "wait_round": statistics.median(wait["round"] for wait in waits),
                 "own": statistics.median(own), "own_worst": max(own),
+                "own_burst": statistics.median(w["burst_window"] - w["burst"] for w in waits),
+                "own_round": statistics.median(w["round_window"] - w["round"] for w in waits),
+                "own_rest": statistics.median(own_rest),
                 "peak_mb": resource.getrusage(
                     resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "events": read["events"], "replies": read["replies"],
                 "gaps": [gap for gap in gaps if gap], "status_kb": stored / 1024}
     finally:
-        rig.stop()
+        if rig is not None:
+            rig.stop()
         producer.close()
 
 
@@ -180,10 +190,11 @@ def _rig_wait(rig: Any, windows: dict[str, list[tuple[float, float]]],
     every reply read, or for at most 5 s."""
     deadline = time.monotonic() + 5.0
     while True:
-        waits = {"burst": 0.0, "round": 0.0}
+        waits = {"burst": 0.0, "round": 0.0, "burst_window": 0.0, "round_window": 0.0}
         sent_replies = 0
         for kind, key in (("wake", "burst"), ("reply", "round")):
             for began, ended in windows[kind]:
+                waits[f"{key}_window"] += ended - began
                 sent = rig.sent(kind, began, ended)
                 if sent.last is not None:
                     waits[key] += min(sent.last, ended) - began
@@ -272,8 +283,10 @@ def main() -> None:
     sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
     print(f"\none tick at scale (load rig, private brokers), {args.runs} warm ticks each")
     print("wall = waiting for the rig's answers (burst + control round) + the tick's own")
+    print("own = after the rig's last answer in the burst (its quiet period included) + in "
+          "the control rounds + the rest (queue read, decide, remember)")
     print(f"{'broker':9} {'workers':>7} {'queues':>6} {'median':>8} {'worst':>8} "
-          f"{'rig wait':>17} {'own':>8} {'own max':>8} "
+          f"{'rig wait':>17} {'own':>8} {'own max':>8} {'own split':>17} "
           f"{'cpu':>6} {'peak RSS':>9} {'events':>7} {'replies':>7} {'status':>8}  gaps")
     for label in args.brokers.split(","):
         try:
@@ -296,9 +309,11 @@ def main() -> None:
                         continue
                     r = json.loads(child.stdout.strip().splitlines()[-1])
                     wait = f"{r['wait']:.2f}s ({r['wait_burst']:.2f}+{r['wait_round']:.2f})"
+                    split = f"{r['own_burst']:.2f}+{r['own_round']:.2f}+{r['own_rest']:.2f}"
                     print(f"{label:9} {workers:7} {queues:6} {r['median']:7.2f}s "
                           f"{r['worst']:7.2f}s {wait:>17} {r['own']:7.2f}s "
-                          f"{r['own_worst']:7.2f}s {r['cpu']:5.2f}s {r['peak_mb']:7.0f}MB "
+                          f"{r['own_worst']:7.2f}s {split:>17} "
+                          f"{r['cpu']:5.2f}s {r['peak_mb']:7.0f}MB "
                           f"{r['events']:7} {r['replies']:7} {r['status_kb']:6.0f}KB  "
                           f"{'; '.join(r['gaps']) or 'none'}", flush=True)
         except pytest.skip.Exception as exc:
