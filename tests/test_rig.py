@@ -92,7 +92,7 @@ def _heartbeats(app: Celery, hostnames: set[str]) -> dict[str, dict[str, Any]]:
 
 
 def test_rig_reply_messages_are_celerys_on_the_wire() -> None:
-    """Redis: the rig pushes its replies in one pipeline a read (``RedisBatch``); each
+    """Redis: the rig pushes its replies in one pipeline a socket read (``RedisBatch``); each
     message in the reply list is still the one a real worker pushes, field by field (only
     the delivery tag and the clock differ, as they do between any two replies)."""
     with private_redis() as port:
