@@ -441,6 +441,7 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
         log.flush(force=True)
         for worker in workers:  # as a warm shutdown says
             worker.dispatcher.send("worker-offline", **SOFTWARE_INFO)
+        batch.flush()
 
 
 @dataclass
