@@ -4,10 +4,13 @@ observer asks for and the heartbeat compared key by key with a real worker's, on
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import time
 from typing import Any
 
+import redis
 from celery import Celery
 
 from tests.support.brokers import private_redis, producer_app
@@ -86,3 +89,46 @@ def _heartbeats(app: Celery, hostnames: set[str]) -> dict[str, dict[str, Any]]:
                     if hostnames <= beats.keys() or time.monotonic() > deadline:
                         break
     return beats
+
+
+def test_rig_reply_messages_are_celerys_on_the_wire() -> None:
+    """Redis: the rig pushes its replies in one pipeline a socket read (``RedisBatch``); each
+    message in the reply list is still the one a real worker pushes, field by field (only
+    the delivery tag and the clock differ, as they do between any two replies)."""
+    with private_redis() as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        fleet = Fleet(url)
+        real = fleet.start(["real-wire"], concurrency=1, prefetch=2)
+        (hostname, _), = workers = plan(1, ["simulated-wire"], per_worker=1)
+        rig = start_rig(url, workers, concurrency=1, prefetch=2, timeout=60)
+        app = Celery("wire", broker=url, set_as_current=False)
+        client = redis.Redis(port=port)
+        try:
+            with app.connection_for_write() as connection:
+                channel = connection.default_channel
+                mailbox: Any = app.control.mailbox(connection)  # type: ignore[attr-defined]
+                queue = mailbox.reply_queue(channel)
+                queue.declare()
+                mailbox._publish("ping", {}, reply_ticket="wire", channel=channel)
+                deadline = time.monotonic() + 10
+                while client.llen(queue.name) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                raw = [json.loads(item) for item in client.lrange(queue.name, 0, -1)]
+        finally:
+            rig.stop()
+            for worker in fleet.workers:
+                worker.kill()
+            fleet.stop()
+            app.close()
+            client.close()
+    by_host = {next(iter(json.loads(base64.b64decode(message["body"])))): message
+               for message in raw}
+    assert set(by_host) == {hostname, real.hostname}
+
+    def wire(message: dict[str, Any]) -> dict[str, Any]:
+        """The message with what differs between any two replies blanked out."""
+        return {**message, "body": None, "headers": {**message["headers"], "clock": None},
+                "properties": {**message["properties"], "delivery_tag": None}}
+
+    assert wire(by_host[hostname]) == wire(by_host[real.hostname])
+    assert by_host[hostname]["headers"]["ticket"] == "wire"

@@ -1,5 +1,6 @@
 """The stored status fits one DynamoDB item at scale (moto): 1,000 queues and 2,000 workers
-whole; a far larger estate trimmed of its workers' records, never refused."""
+whole; a larger estate trimmed step by step, least useful first (the queues' lists of
+worker names, then the workers' detail, then the workers' records), never refused."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from celery_ondemand.decide import decide
 from celery_ondemand.model import Observation, QueueStatus, WorkerStatus
 from celery_ondemand.remember import DynamoDBStateStore
 from celery_ondemand.remember.base import encode_status
-from celery_ondemand.remember.dynamodb import create_table
+from celery_ondemand.remember.dynamodb import STATUS_BUDGET, create_table
 from celery_ondemand.tick import TickResult
 
 ITEM_LIMIT = 400 * 1024
@@ -79,16 +80,51 @@ def test_a_large_estate_status_is_stored_whole(store: DynamoDBStateStore, worker
     assert _stored_bytes(store) < ITEM_LIMIT
 
 
-def test_a_status_past_the_item_limit_is_trimmed_not_refused(
+def _assert_every_queue_and_decision_kept(status: dict[str, Any],
+                                          loaded: dict[str, Any]) -> None:
+    assert loaded["queues"].keys() == status["queues"].keys()
+    for name, queue in status["queues"].items():  # every queue's figures
+        assert {**loaded["queues"][name], "workers": []} == {**queue, "workers": []}
+    assert loaded["decisions"] == status["decisions"]
+
+
+def test_a_status_just_over_the_limit_keeps_every_workers_record(
         store: DynamoDBStateStore) -> None:
-    status = estate_status(4000, 1000)
-    assert len(encode_status(status, 1.0)) > ITEM_LIMIT  # whole, it would not fit
+    status = estate_status(3000, 1000)
+    assert len(encode_status(status, 1.0)) > STATUS_BUDGET  # whole, it would not fit
     store.save_status("prod", status, 1.0)
     loaded = store.load_status("prod")
-    assert loaded is not None and loaded["trimmed"].startswith("4000 workers")
-    assert loaded["workers"] == {} and len(loaded["queues"]) == 1000
-    for name, queue in status["queues"].items():  # every queue's figures kept
-        assert loaded["queues"][name]["size"] == queue["size"]
-        assert loaded["queues"][name]["many_workers"] == queue["many_workers"]
+    assert loaded is not None
+    assert loaded["trimmed"] == "left out to fit the stored item: each queue's list of " \
+                                "worker names"
+    assert loaded["workers"] == status["workers"]  # every record, every detail
+    assert all(queue["workers"] == [] and queue["many_workers"] == 9
+               for queue in loaded["queues"].values())  # the count stays
+    _assert_every_queue_and_decision_kept(status, loaded)
+    assert _stored_bytes(store) < ITEM_LIMIT
+
+
+def test_further_over_every_worker_keeps_its_outline(store: DynamoDBStateStore) -> None:
+    status = estate_status(4000, 1000)
+    store.save_status("prod", status, 1.0)
+    loaded = store.load_status("prod")
+    assert loaded is not None and loaded["trimmed"].endswith(
+        "; 4000 workers' detail beyond hostname, alive, busy, queues")
+    assert loaded["workers"].keys() == status["workers"].keys()
+    for hostname, worker in status["workers"].items():
+        assert loaded["workers"][hostname] == {key: worker[key] for key in (
+            "hostname", "alive", "busy", "queues")}
+    _assert_every_queue_and_decision_kept(status, loaded)
+    assert _stored_bytes(store) < ITEM_LIMIT
+
+
+def test_far_over_every_queue_and_decision_is_kept(store: DynamoDBStateStore) -> None:
+    status = estate_status(8000, 1000)
+    assert len(encode_status(status, 1.0)) > 2 * ITEM_LIMIT
+    store.save_status("prod", status, 1.0)
+    loaded = store.load_status("prod")
+    assert loaded is not None and loaded["trimmed"].endswith("; 8000 workers' records")
+    assert loaded["workers"] == {}
+    _assert_every_queue_and_decision_kept(status, loaded)
     assert len(loaded["decisions"]) == 50
     assert _stored_bytes(store) < ITEM_LIMIT

@@ -20,12 +20,15 @@ It answers ``ping``, ``heartbeat``, ``active_queues``, ``active``, ``reserved``,
 the reply shapes of ``celery worker -P threads`` (``tests/test_rig.py`` compares them key by
 key with a real worker's). Run it against a private broker only: :func:`start_rig` starts
 ``python -m tests.support.rig`` processes and :meth:`RigProcesses.stop` stops them by PID.
+
+Each process also notes, in its log folder and never in a reply, when it sent its replies
+(by ticket) and its wake-up beats (:class:`SentLog`): :meth:`RigProcesses.sent` tells how
+long a round waited for the rig itself, apart from the observer's own work.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -35,21 +38,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from celery.worker.heartbeat import load_average
 from celery.worker.state import SOFTWARE_INFO
-from kombu import Connection, Consumer, Message, Queue
+from kombu import Connection, Consumer, Message, Producer, Queue
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_SECONDS = 2.0
-WORKERS_PER_PROCESS = 100
-"""kombu's Redis poller walks every channel of a connection on each read: a hundred
-workers a process answer a broadcast in milliseconds, a thousand in seconds."""
+WORKERS_PER_PROCESS = 50
+"""kombu's Redis poller walks every channel of a connection on each read (two a worker),
+and a broadcast takes one read per worker: a process's round costs the square of its
+workers. A thousand a process answered in seconds; fifty answer sooner than a hundred
+(tests/bench/large.py at 500 x 500 on Redis, 2026-11-29: the wait for the rig's replies
+1.9 s against 2.7 s, 3.6 s against 4.4-5.0 s on a busier machine)."""
 
 
 @dataclass
@@ -161,6 +168,135 @@ class SimulatedWorker:
                 "scheduled": bind(self.scheduled_tasks), "stats": bind(self.stats)}
 
 
+class SentLog:
+    """When this process sent what: replies by ticket, wake-up beats, each as a count and the
+    epoch times of the first and the last sent.
+
+    Kept in memory and written to ``path`` (one JSON line per ticket) only when the process
+    is idle, so that noting a reply costs a clock read, not a write: the log must not slow
+    the answers it measures. Epoch time, as the observer's process reads it on this machine.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.pending: dict[str, list[float]] = {}
+        self.oldest = 0.0
+
+    def note(self, key: str) -> None:
+        now = time.time()
+        seen = self.pending.get(key)
+        if seen is None:
+            if not self.pending:
+                self.oldest = time.monotonic()
+            self.pending[key] = [1, now, now]
+        else:
+            seen[0] += 1
+            seen[2] = now
+
+    def flush(self, force: bool = False) -> None:
+        """Write what is noted, when idle (``force``) or once it is a second old."""
+        if not self.pending or self.path is None or not (
+                force or time.monotonic() - self.oldest > 1.0):
+            return
+        with self.path.open("a") as out:
+            for key, (count, first, last) in self.pending.items():
+                out.write(json.dumps({"key": key, "count": int(count), "first": first,
+                                      "last": last}) + "\n")
+        self.pending = {}
+
+
+class RedisBatch:
+    """Redis: what a process sends (replies, events) pushed in one pipeline after each
+    socket read, not one or two round trips a message.
+
+    kombu's Redis channel sends a reply with a ``SMEMBERS`` of the reply exchange's
+    bindings and then an ``LPUSH``, and an event with a ``PUBLISH``, each on a client it
+    builds for the call: at a hundred workers a process those were most of the rig's time
+    in a round (1.5 ms a reply on a busy machine). Here a replying channel's ``_lookup`` of
+    a reply route is kept once found (a tick's reply queue is bound before its broadcast
+    goes out), its ``_put`` and an events channel's ``_put_fanout`` queue the message, and
+    :meth:`flush` sends them, in order, with the same keys, payloads and expiry kombu's
+    would. What the broker receives is unchanged, only sooner."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        self.pending: list[tuple[str, Any, tuple[Any, ...]]] = []
+        self.clients: dict[int, Any] = {}
+        self.note = note
+        self.notes: list[str] = []
+        """What to note as sent (:class:`SentLog`) once the pipeline has gone out."""
+
+    def adopt_replies(self, channel: Any) -> None:
+        """Send this channel's replies (to direct exchanges) through the batch."""
+        lookup, routes = channel._lookup, {}
+
+        def cached_lookup(exchange: str, routing_key: str, default: Any = None) -> Any:
+            found = routes.get((exchange, routing_key))
+            if found is None:
+                found = lookup(exchange, routing_key, default)
+                if found and found != [default] and found != [channel.deadletter_queue]:
+                    routes[(exchange, routing_key)] = found
+            return found
+
+        channel._lookup = cached_lookup
+        channel._put = lambda queue, message, **_: self.pending.append(
+            ("put", channel, (queue, message)))
+
+    def adopt_events(self, channel: Any) -> None:
+        """Send this channel's events (to fanout exchanges) through the batch."""
+        channel._put_fanout = lambda exchange, message, routing_key, **_: \
+            self.pending.append(("fanout", channel, (exchange, message, routing_key)))
+
+    def _client(self, channel: Any) -> Any:
+        client = self.clients.get(id(channel.pool))
+        if client is None:
+            import redis
+
+            client = self.clients[id(channel.pool)] = redis.Redis(
+                connection_pool=channel.pool)
+        return client
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        from kombu.utils.json import dumps
+
+        pending, self.pending = self.pending, []
+        pipes: dict[int, Any] = {}
+        for kind, channel, args in pending:
+            pipe = pipes.get(id(channel.pool))
+            if pipe is None:
+                pipe = pipes[id(channel.pool)] = self._client(channel).pipeline(
+                    transaction=False)
+            if kind == "put":  # kombu's Channel._put
+                queue, message = args
+                pri = channel._get_message_priority(message, reverse=False)
+                pipe.lpush(channel._q_for_pri(queue, pri), dumps(message))
+                if channel._expires and queue in channel._expires:
+                    for step in channel.priority_steps:
+                        pipe.pexpire(channel._q_for_pri(queue, step),
+                                     channel._expires[queue])
+            else:  # kombu's Channel._put_fanout
+                exchange, message, routing_key = args
+                payload = dumps(message)
+                for topic in channel._get_publish_topics(exchange, routing_key):
+                    pipe.publish(topic, payload)
+        for pipe in pipes.values():
+            pipe.execute()
+            pipe.reset()
+        notes = list(self.notes)
+        self.notes.clear()  # in place: the nodes hold its ``append``
+        for key in notes:
+            self.note(key)
+
+
+@dataclass
+class Sent:
+    """What the rig sent in a window of time: how many, and when the last one went out."""
+
+    count: int = 0
+    last: float | None = None
+
+
 def plan(workers: int, queues: Sequence[str], per_worker: int = 3,
          prefix: str = "rig") -> list[tuple[str, list[str]]]:
     """Hostnames and their queues: worker ``i`` consumes ``per_worker`` consecutive queues
@@ -174,9 +310,66 @@ def plan(workers: int, queues: Sequence[str], per_worker: int = 3,
             for i in range(workers)]
 
 
+def _read_every_ready_socket(connection: Connection, after_each: Callable[[], None]) -> None:
+    """Redis: one read handles every socket the poll found ready, not only the first.
+
+    kombu's ``MultiChannelPoller.get`` handles the first ready socket and returns; the next
+    read walks every channel of the connection again (two a worker) before it polls. A
+    broadcast makes one socket a worker ready, so a process's round cost the square of its
+    workers. Here the poll hands kombu the first event as before, and its handler then
+    handles the others found ready by the same poll, each as kombu would: the same
+    messages read, the same replies sent, with one walk instead of one a worker.
+    ``after_each`` runs after each socket (the batch goes out): a process's replies held
+    until all fifty workers had answered went silent for over a second on a busy machine,
+    and the observer's round took that silence for its end."""
+    cycle = connection.transport.cycle
+    rest: list[tuple[int, int]] = []
+    poll, handle_event = cycle.poller.poll, cycle.handle_event
+
+    def first_of_poll(timeout: float | None) -> Any:
+        events = poll(timeout)
+        rest[:] = list(events or [])[1:]
+        return list(events or [])[:1]
+
+    def handle_all(fileno: int, event: int) -> Any:
+        result = handle_event(fileno, event)
+        after_each()
+        others, rest[:] = list(rest), []
+        for other in others:
+            handle_event(*other)
+            after_each()
+        return result
+
+    cycle.poller.poll = first_of_poll
+    cycle.handle_event = handle_all
+
+
+def _noting(send: Callable[..., Any], note: Callable[[str], None],
+            key: Callable[..., str]) -> Callable[..., Any]:
+    """``send``, then note it under ``key(*its arguments)``: after it went out."""
+    def sent(*args: Any, **kwargs: Any) -> Any:
+        result = send(*args, **kwargs)
+        note(key(*args, **kwargs))
+        return result
+    return sent
+
+
+def _reply_with(producer: Producer, mailbox: Any, data: Any, exchange: str,
+                routing_key: str, ticket: str, **_: Any) -> None:
+    """kombu's ``Node.reply``, through ``producer`` instead of the app's pool."""
+    mailbox._publish_reply(data, exchange, routing_key, ticket, producer=producer,
+                           channel=producer.channel,
+                           serializer=mailbox.serializer)
+
+
 def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
-        prefetch: int, ready_file: Path | None = None) -> None:
-    """Serve ``specs`` (hostname, queue names) until SIGTERM."""
+        prefetch: int, ready_file: Path | None = None, timings: Path | None = None,
+        plain: bool = False) -> None:
+    """Serve ``specs`` (hostname, queue names) until SIGTERM; note what is sent in
+    ``timings`` (:class:`SentLog`). ``plain``: read and send as kombu does, one socket a
+    read and one message a send (to compare; the same messages either way)."""
+    log = SentLog(timings)
+    batch = RedisBatch(log.note)
     app = Celery("ondemand-tests", broker=broker_url, set_as_current=False)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -186,6 +379,17 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
     with Connection(broker_url, heartbeat=0) as connection, \
             Connection(broker_url, heartbeat=0) as events_connection:
         events_channel = events_connection.channel()
+        replier = None
+        batched = not plain and connection.transport.driver_type == "redis"
+        if batched:
+            # One producer on a channel of its own for every reply of the process, and the
+            # events, batched (:class:`RedisBatch`); elsewhere the app's producer pool, as
+            # Celery's, and a publish a message.
+            replier = Producer(connection.channel(), auto_declare=False)
+            batch.adopt_replies(replier.channel)
+            batch.adopt_events(events_channel)
+            _read_every_ready_socket(connection, batch.flush)
+        note = batch.notes.append if batched else log.note
         workers: list[SimulatedWorker] = []
         for hostname, names in specs:
             # Two channels, as a real worker has: on Redis a channel whose prefetch is
@@ -198,8 +402,16 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
                 events_connection, hostname=hostname, channel=events_channel, groups=["worker"],
                 enabled=True)
             Consumer(channel, queues, callbacks=[worker.on_task], accept=["json"]).consume()
+            handlers = worker.handlers()
+            handlers["heartbeat"] = _noting(handlers["heartbeat"], note,
+                                            lambda *_, **__: "wake")
             node = app.control.mailbox.Node(hostname, state=worker, channel=control,
-                                            handlers=worker.handlers())
+                                            handlers=handlers)
+            if replier is not None:
+                node.reply = partial(_reply_with, replier, node.mailbox)  # type: ignore[method-assign]
+            node.reply = _noting(  # type: ignore[method-assign]
+                node.reply, note,
+                lambda *_, ticket=None, **__: f"reply:{ticket}")
             node.listen()
             workers.append(worker)
         # Beats spread evenly over the period, as independent workers' beats are.
@@ -215,13 +427,21 @@ def run(broker_url: str, specs: list[tuple[str, list[str]]], concurrency: int,
                 workers[turn % len(workers)].beat()
                 turn += 1
                 next_beat += period
+            batch.flush()
             # Beats go out in batches a tenth of a second apart: each read walks every
             # channel (kombu's Redis poller), so waking for each beat cost more than the
             # beats (a few ms late on a 2 s period is nothing).
-            with contextlib.suppress(TimeoutError):
+            try:
                 connection.drain_events(timeout=max(0.001, min(0.1, next_beat + 0.1 - now)))
+                batch.flush()
+                log.flush()
+            except TimeoutError:
+                batch.flush()
+                log.flush(force=True)  # idle: nothing to answer, the write delays nobody
+        log.flush(force=True)
         for worker in workers:  # as a warm shutdown says
             worker.dispatcher.send("worker-offline", **SOFTWARE_INFO)
+        batch.flush()
 
 
 @dataclass
@@ -237,13 +457,30 @@ class RigProcesses:
     def hostnames(self) -> list[str]:
         return [hostname for hostname, _ in self.workers]
 
+    def sent(self, kind: str, since: float, until: float) -> Sent:
+        """What every process sent (``kind``: ``reply`` or ``wake``) from ``since`` to
+        ``until`` (epoch): replies by tickets first sent in that window, counted whole
+        even if late. A process writes its notes once idle: read them a moment after."""
+        found = Sent()
+        for path in self.logdir.glob("timings*.jsonl"):
+            for line in path.read_text().splitlines():
+                entry = json.loads(line)
+                if entry["key"].split(":")[0] != kind or not since <= entry["first"] <= until:
+                    continue
+                found.count += entry["count"]
+                found.last = max(found.last or entry["last"], entry["last"])
+        return found
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in self.processes:
             try:
-                process.wait(timeout=30)
+                # A process restores its workers' deliveries as it closes (1,000 workers
+                # took 21 s on a busy machine): killed sooner, they stay in Redis'
+                # ``unacked`` hash and the next observer of that broker counts them.
+                process.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
@@ -251,7 +488,7 @@ class RigProcesses:
 
 def start_rig(broker_url: str, workers: list[tuple[str, list[str]]], *, concurrency: int = 2,
               prefetch: int | None = None, per_process: int = WORKERS_PER_PROCESS,
-              timeout: float = 300.0) -> RigProcesses:
+              timeout: float = 300.0, plain: bool = False) -> RigProcesses:
     """Start the simulated ``workers`` over as many processes as need be; wait until every
     one consumes and answers a broadcast."""
     logdir = Path(tempfile.mkdtemp(prefix="rig-"))
@@ -266,7 +503,9 @@ def start_rig(broker_url: str, workers: list[tuple[str, list[str]]], *, concurre
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "tests.support.rig", broker_url, str(spec),
                  "--concurrency", str(concurrency), "--prefetch",
-                 str(prefetch or 2 * concurrency), "--ready", str(ready)],
+                 str(prefetch or 2 * concurrency), "--ready", str(ready),
+                 "--timings", str(logdir / f"timings{index}.jsonl"),
+                 *(["--plain"] if plain else [])],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
                 stderr=subprocess.STDOUT))
     rig = RigProcesses(broker_url, workers, processes, logdir)
@@ -314,9 +553,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--prefetch", type=int, default=4)
     parser.add_argument("--ready", type=Path)
+    parser.add_argument("--timings", type=Path, help="where to note when replies went out")
+    parser.add_argument("--plain", action="store_true",
+                        help="read and send as kombu does (Redis: unbatched, to compare)")
     args = parser.parse_args()
     specs = [(hostname, list(names)) for hostname, names in json.loads(args.spec.read_text())]
-    run(args.broker_url, specs, args.concurrency, args.prefetch, args.ready)
+    run(args.broker_url, specs, args.concurrency, args.prefetch, args.ready, args.timings,
+        args.plain)
 
 
 if __name__ == "__main__":

@@ -97,23 +97,56 @@ class StateStore(ABC):
 
 def encode_status(status: dict[str, Any], at: float) -> bytes:
     """Compressed JSON: 1,000 queues and 2,000 workers take about 100 KB (see
-    :func:`trim_status` for a larger one)."""
+    :func:`fit_status` for a larger one)."""
     record = {"schema_version": SCHEMA_VERSION, "saved_at": at, "status": status}
     return zlib.compress(json.dumps(record, separators=(",", ":")).encode())
 
 
-def trim_status(status: dict[str, Any]) -> dict[str, Any]:
-    """The status without its per-worker detail: what fits one stored item at any scale.
+WORKER_OUTLINE = ("hostname", "alive", "busy", "queues")
+"""What a worker's record keeps once its detail is left out: who it is, whether it is
+alive and busy, what it serves."""
 
-    Every queue keeps its figures and its number of workers, every decision is kept; the
-    workers' records (and the queues' lists of worker names) give way to their count.
-    ``trimmed`` says so, for whoever reads the status endpoint.
-    """
-    workers = status.get("workers") or {}
+
+def _without_queue_workers(status: dict[str, Any]) -> tuple[dict[str, Any], str]:
     queues = {name: {**queue, "workers": []} if isinstance(queue, dict) else queue
               for name, queue in (status.get("queues") or {}).items()}
-    return {**status, "queues": queues, "workers": {},
-            "trimmed": f"{len(workers)} workers' records left out to fit the stored item"}
+    return {**status, "queues": queues}, "each queue's list of worker names"
+
+
+def _worker_outlines(status: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    workers = {name: {key: record[key] for key in WORKER_OUTLINE if key in record}
+               if isinstance(record, dict) else record
+               for name, record in (status.get("workers") or {}).items()}
+    return ({**status, "workers": workers},
+            f"{len(workers)} workers' detail beyond {', '.join(WORKER_OUTLINE)}")
+
+
+def _without_workers(status: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    return {**status, "workers": {}}, f"{len(status.get('workers') or {})} workers' records"
+
+
+TRIM_STEPS = (_without_queue_workers, _worker_outlines, _without_workers)
+"""What gives way, least useful first, when the status outgrows its item: the queues'
+lists of worker names (each queue keeps ``many_workers``, and each worker its queues),
+then the workers' detail, then the workers' records. Every queue's figures and every
+decision are always kept: they are what the endpoint is read for."""
+
+
+def fit_status(status: dict[str, Any], at: float, budget: int) -> tuple[bytes, str | None]:
+    """The status compressed into at most ``budget`` bytes if it can be: whole, or with
+    the :data:`TRIM_STEPS` applied one after another until it fits, ``trimmed`` saying
+    what was left out (for whoever reads the status endpoint). Returns the bytes and that
+    note (None if whole); the bytes may still exceed ``budget`` with every step taken."""
+    blob, note = encode_status(status, at), None
+    dropped: list[str] = []
+    for step in TRIM_STEPS:
+        if len(blob) <= budget:
+            break
+        status, what = step(status)
+        dropped.append(what)
+        note = f"left out to fit the stored item: {'; '.join(dropped)}"
+        blob = encode_status({**status, "trimmed": note}, at)
+    return blob, note
 
 
 def decode_status(blob: bytes) -> dict[str, Any]:

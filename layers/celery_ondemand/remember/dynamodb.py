@@ -8,7 +8,7 @@ pk                              sk               attributes
 ``deployment#<name>``           ``lease``        ``owner``, ``expires_at``
 ``deployment#<name>``           ``target#<t>``   ``record`` (JSON memory), ``updated_at``
 ``deployment#<name>``           ``status``       ``record`` (zlib-compressed JSON, binary;
-                                                 trimmed of workers' records past 390 KB)
+                                                 trimmed step by step past 390 KB)
 ``deployment#<name>#history``   ``<at>#<t>``     ``record`` (JSON decision), ``ttl``
 ``deployment#<name>#load#<t>``  ``<minute>``     the minute's sums (numbers), ``ttl``
 ==============================  ===============  ==========================================
@@ -49,8 +49,7 @@ from .base import (
     decode_memory,
     decode_status,
     encode_memory,
-    encode_status,
-    trim_status,
+    fit_status,
 )
 
 DEFAULT_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3},
@@ -198,10 +197,9 @@ class DynamoDBStateStore(StateStore):
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def save_status(self, deployment: str, status: dict[str, Any], at: float) -> None:
-        """The status, trimmed of its workers' records if it would not fit an item."""
-        blob = encode_status(status, at)
-        if len(blob) > STATUS_BUDGET:
-            blob = encode_status(trim_status(status), at)
+        """The status, trimmed step by step (:func:`fit_status`) if it would not fit an
+        item."""
+        blob, _ = fit_status(status, at, STATUS_BUDGET)
         if len(blob) > STATUS_BUDGET:
             raise StateError(f"deployment {deployment!r}: the status takes {len(blob)} bytes "
                              f"even without its workers' records (at most {STATUS_BUDGET} "
