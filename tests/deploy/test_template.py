@@ -136,6 +136,26 @@ def test_a_failed_or_late_invocation_is_never_retried(stack: Stack) -> None:
     assert "<aws.scheduler.scheduled-time>" in schedule["Target"]["Input"]
 
 
+ACCOUNT_UNIQUE_NAMES = {
+    "AWS::Scheduler::Schedule": "Name", "AWS::Lambda::Function": "FunctionName",
+    "AWS::CloudWatch::Dashboard": "DashboardName", "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "QueueName",
+    "AWS::SNS::Topic": "TopicName", "AWS::IAM::Role": "RoleName",
+    "AWS::CloudWatch::Alarm": "AlarmName"}
+
+
+def test_a_second_stack_in_the_account_names_nothing_the_first_one_named(
+        stack: Stack) -> None:
+    """One stack per deployment is a documented layout: every name that must be unique in
+    the account and region is left to CloudFormation or carries the stack's name (SAM
+    named the schedule after its logical id: a second stack failed to create it)."""
+    for logical, resource in stack.template["Resources"].items():
+        key = ACCOUNT_UNIQUE_NAMES.get(resource["Type"])
+        name = (resource.get("Properties") or {}).get(key) if key else None
+        if name is not None:
+            assert "AWS::StackName" in json.dumps(name), (logical, name)
+
+
 def test_the_minutes_further_ticks_go_through_the_tick_queue(stack: Stack) -> None:
     """One tick per invocation: the waits between ticks are not billed."""
     function = stack.resource("AutoscalerFunction")
