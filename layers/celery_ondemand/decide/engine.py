@@ -286,10 +286,15 @@ def apply_rails(view: TargetView, recommendation: Recommendation, dry_run: bool)
     if desired < view.busy:
         desired, rule = view.busy, "busy-floor"
         reason = f"{reason}; {view.busy} workers are running tasks"
-    bounded = min(max(desired, config.min_workers), config.max_workers)
+    # A ceiling below the running count (a schedule's window, a lowered max_workers)
+    # waits for a whole read: blind, nobody can tell which workers are busy.
+    ceiling = config.max_workers if view.complete else max(config.max_workers, view.current)
+    bounded = min(max(desired, config.min_workers), ceiling)
     if bounded != desired:
         desired, rule = bounded, "bounds"
         reason = f"{reason}; kept within [{config.min_workers}, {config.max_workers}]"
+    if ceiling > config.max_workers and desired > config.max_workers:
+        reason = f"{reason}; above max_workers {config.max_workers} until a whole read"
     return Decision(config.name, view.current, desired, rule, reason, dry_run=dry_run,
                     inputs=view.inputs())
 
