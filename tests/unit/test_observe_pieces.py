@@ -154,3 +154,26 @@ def test_a_retry_is_stamped_anew_a_first_publish_keeps_a_producers_own_stamp() -
     retried = {"id": "t", "retries": 1, PUBLISHED_AT_HEADER: 100.0}
     _stamp(headers=retried)
     assert retried[PUBLISHED_AT_HEADER] > time.time() - 60
+
+
+def test_a_queue_whose_home_node_is_down_is_a_gap_not_an_empty_queue() -> None:
+    """RabbitMQ answers a passive declare of a classic durable queue on a stopped cluster
+    node with the same 404 as a deleted queue (its text as rabbit_amqqueue words it). Read
+    as missing it would be empty, and its target scaled in over a backlog; it is a gap for
+    the targets that serve it, and only them. (One RabbitMQ node here cannot stop a queue's
+    home node; the plain 404 of a deleted queue runs on a real broker in
+    faults/test_tick_faults.py.)"""
+    from amqp.exceptions import NotFound
+
+    from celery_ondemand.observe.brokers.rabbitmq import unreadable_or_missing
+
+    down = NotFound("NOT_FOUND - home node 'rabbit@b' of durable queue 'emails' in vhost "
+                    "'/' is down or inaccessible", (50, 10), 404)
+    gone = NotFound("NOT_FOUND - no queue 'emails' in vhost '/'", (50, 10), 404)
+    assert unreadable_or_missing(str(gone)).missing
+    depth = unreadable_or_missing(str(down))
+    assert not depth.missing and depth.unreadable and "home node" in depth.unreadable
+    observation = Observation(broker="b", observed_at=1.0, sources=["broker"])
+    _fill(observation, ["emails", "reports"], {"emails": depth}, {}, None)
+    assert observation.problems_for(["emails"]) and not observation.problems_for(["reports"])
+    assert not observation.queues["emails"].missing

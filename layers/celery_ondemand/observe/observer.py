@@ -372,6 +372,8 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             missing=depth.missing,
             hidden=0,
         )
+        if depth.unreadable:
+            observation.add_problem(f"queue {name} not read: {depth.unreadable}", [name])
         if depth.foreign:
             observation.warnings.append(
                 f"queue {name}: its oldest message is not a Celery task message (foreign or "

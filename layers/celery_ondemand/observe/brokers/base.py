@@ -36,6 +36,9 @@ class QueueDepth:
     missing: bool = False
     foreign: int = 0
     """Messages read while peeking that are not Celery task messages (Redis only)."""
+    unreadable: str | None = None
+    """Why the broker could not tell this queue's depth although the queue exists (a
+    gap for the targets serving it, never an empty queue)."""
 
 
 class BrokerProbe(ABC):
