@@ -162,7 +162,9 @@ def test_the_minutes_further_ticks_go_through_the_tick_queue(stack: Stack) -> No
     assert 15 + 10 <= function["Timeout"] <= 60, "a tick's budget and the timeout reserve"
     queue = stack.resource("TickQueue")
     assert queue["VisibilityTimeout"] >= function["Timeout"]
-    assert queue["MessageRetentionPeriod"] == 60, "a tick older than a minute is stale"
+    # Retention counts from the send, the delay (up to ~59 s) included: room for the
+    # poller past the delay; a tick whose slot has passed is the handler's to drop.
+    assert queue["MessageRetentionPeriod"] >= 60 + 60
     assert function["Environment"]["Variables"]["ONDEMAND_TICK_QUEUE_URL"] == \
         stack.ref("TickQueue")
     mappings = [stack.resource(name) for name, r in stack.template["Resources"].items()
