@@ -130,3 +130,34 @@ def test_the_last_status_is_kept_for_the_status_endpoint(store: StateStore) -> N
     assert status is not None and status["saved_at"] == 13.5
     assert status["queues"]["q299"]["size"] == 299 and status["decisions"] == [{"target": "t"}]
     assert store.load_status("other") is None
+
+
+def test_a_conflicting_or_throttled_save_is_a_state_error_not_a_lost_lease(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB cancels a transaction for a failed condition (the lease is another's) and
+    also for a conflict with another write or throttling, with the reason per item: only
+    the first is a lost lease. moto does not cancel for conflicts; that one answer is
+    injected at the client boundary, after a real lease on moto."""
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "state")
+        store = DynamoDBStateStore("state", client)
+        assert store.acquire_lease("prod", "tick-a", now=10.0, seconds=60)
+        with pytest.raises(LeaseLost):  # moto's own cancellation: the condition failed
+            store.save_memory("prod", "tick-b", 11.0, {"t": TargetMemory()})
+
+        def cancelled(**_: Any) -> None:
+            raise ClientError({"Error": {"Code": "TransactionCanceledException",
+                                         "Message": "Transaction cancelled"},
+                               "CancellationReasons": [{"Code": "None"},
+                                                       {"Code": "TransactionConflict"}]},
+                              "TransactWriteItems")
+
+        monkeypatch.setattr(client, "transact_write_items", cancelled)
+        with pytest.raises(StateError, match="TransactionConflict") as raised:
+            store.save_memory("prod", "tick-a", 11.0, {"t": TargetMemory()})
+        assert not isinstance(raised.value, LeaseLost)

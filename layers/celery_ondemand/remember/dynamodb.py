@@ -141,8 +141,15 @@ class DynamoDBStateStore(StateStore):
                 self._call("transact_write_items",
                            TransactItems=[lease_check, *puts[start:start + 99]])
             except ClientError as exc:
-                raise LeaseLost(f"deployment {deployment!r}: lease lost before saving "
-                                "memory") from exc
+                reasons = [str(reason.get("Code", "")) for reason in
+                           exc.response.get("CancellationReasons", [])]
+                if reasons[:1] == ["ConditionalCheckFailed"]:
+                    raise LeaseLost(f"deployment {deployment!r}: lease lost before saving "
+                                    "memory") from exc
+                # A conflict with another write, throttling: the lease may be ours still.
+                raise StateError(f"DynamoDB table {self.table}: saving memory failed "
+                                 f"({', '.join(r for r in reasons if r != 'None') or exc})"
+                                 ) from exc
 
     def record(self, deployment: str, decisions: list[Decision], at: float) -> None:
         for decision in decisions:
