@@ -5,6 +5,8 @@ worker and queue without a gap."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 from celery import Celery
@@ -27,6 +29,22 @@ def _as_before_redis_6_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(redis.Redis, "rpop", old_rpop)
 
 
+def _as_before_redis_6(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Redis 5 answers too: no RPOP count, and a BRPOP timeout in whole seconds only
+    (a fractional one goes to the server unchanged but for a suffix it refuses, as Redis 5
+    refuses "0.5": an error naming the timeout)."""
+    _as_before_redis_6_2(monkeypatch)
+    brpop = redis.client.Pipeline.brpop
+
+    def old_brpop(self: redis.client.Pipeline, keys: Any, timeout: float = 0) -> Any:
+        if float(timeout) != int(timeout):
+            names = [keys] if isinstance(keys, str | bytes) else list(keys)
+            return self.execute_command("BRPOP", *names, f"{timeout}s")
+        return brpop(self, keys, timeout)
+
+    monkeypatch.setattr(redis.client.Pipeline, "brpop", old_brpop)
+
+
 def test_one_round_reads_every_reply_of_the_workers_named(
         monkeypatch: pytest.MonkeyPatch) -> None:
     with private_redis() as port:
@@ -44,13 +62,17 @@ def test_one_round_reads_every_reply_of_the_workers_named(
                 with monkeypatch.context() as patch:
                     _as_before_redis_6_2(patch)
                     one_by_one = gather(app, connection, named, INSPECTED, timeout=5.0)
+                with monkeypatch.context() as patch:
+                    _as_before_redis_6(patch)
+                    whole_seconds = gather(app, connection, named, INSPECTED, timeout=5.0)
             with Observer(url) as observer:
                 first = observer.observe()
                 second = observer.observe(previous=first)
         finally:
             rig.stop()
             app.close()
-    for read in (replies, one_by_one):  # popped in bulk; one by one on an older Redis
+    # Popped in bulk; one by one on a Redis older than 6.2; in whole seconds before 6.0.
+    for read in (replies, one_by_one, whole_seconds):
         assert set(read) == set(INSPECTED)
         for command, by_host in read.items():
             # Every worker named; the one not named too if it answered before the end

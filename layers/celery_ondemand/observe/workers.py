@@ -21,6 +21,7 @@ its deadline.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import uuid
 import weakref
@@ -255,6 +256,10 @@ _NO_RPOP_COUNT: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary
 per connection, not once a round."""
 
 
+_WHOLE_SECOND_BRPOP: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+"""Connection pools whose Redis refused a fractional ``BRPOP`` timeout (older than 6.0)."""
+
+
 def _own_client(channel: Any) -> Any:
     """A client of our own on the channel's pool.
 
@@ -305,14 +310,26 @@ def _pop_replies(channel: Any, queue: Any, accept: Collection[str],
     socket_timeout = channel.pool.connection_kwargs.get("socket_timeout")
     step = max(float(socket_timeout) / 2, 0.01) if socket_timeout else float("inf")
 
+    def brpop_once(seconds: float) -> Any:
+        # Redis before 6.0 takes whole seconds only (and 0 would block for good).
+        whole = _WHOLE_SECOND_BRPOP.get(channel.pool)
+        with client.pipeline(transaction=False) as pipe:
+            pipe.brpop(keys, timeout=max(math.ceil(seconds), 1) if whole else
+                       max(seconds, 0.01))
+            for key in keys:
+                pipe.pexpire(key, expires_ms)
+            return pipe.execute()[0]
+
     def pop_next(wait: float) -> list[Any]:
         until = time.monotonic() + wait
         while (left := until - time.monotonic()) > 0:
-            with client.pipeline(transaction=False) as pipe:
-                pipe.brpop(keys, timeout=max(min(step, left), 0.01))  # 0 would block for good
-                for key in keys:
-                    pipe.pexpire(key, expires_ms)
-                found = pipe.execute()[0]
+            try:
+                found = brpop_once(min(step, left))
+            except redis_errors.ResponseError as error:
+                if "timeout" not in str(error) or _WHOLE_SECOND_BRPOP.get(channel.pool):
+                    raise
+                _WHOLE_SECOND_BRPOP[channel.pool] = True  # "timeout is not an integer"
+                continue
             if found:
                 return [found[1]]
         return []
