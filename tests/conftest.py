@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from moto.server import ThreadedMotoServer
 
 from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 from celery_ondemand.remember.dynamodb import create_table
-from tests.support.aws import InstanceRefreshes, fake_credentials
+from tests.support.aws import InstanceRefreshes, fake_credentials, reset_moto_server
 from tests.support.brokers import BROKERS, ON_CI, Queues, producer_app, require_broker
 from tests.support.workers import Fleet
 
@@ -114,8 +113,7 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
                         "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                         "AWS_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
-    # moto's backends live in this process and outlive a server: start from nothing.
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    reset_moto_server(endpoint)
     yield endpoint
     server.stop()
 

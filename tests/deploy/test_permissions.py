@@ -17,7 +17,6 @@ two calls are answered at the client boundary (:class:`TaskProtections`,
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from tests.support.aws import (
     auto_scaling_group,
     ecs_service_with_tasks,
     function_handler,
+    reset_moto_server,
     scheduler_event,
 )
 from tests.support.aws_calls import (
@@ -189,7 +189,7 @@ def recorded(redis_url: str, rabbitmq_url: str) -> Iterator[Recorded]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    reset_moto_server(endpoint)
     recorder, world = CallRecorder(), World()
     calls: dict[str, list[AwsCall]] = {}
     with pytest.MonkeyPatch.context() as env:

@@ -38,6 +38,7 @@ from tests.support.aws import (
     LambdaContext,
     ecs_service_with_tasks,
     function_handler,
+    reset_moto_server,
     scheduler_event,
 )
 from tests.support.aws_calls import AwsCall, CallRecorder, World, allowed, resource_of
@@ -89,7 +90,7 @@ def run(redis_url: str) -> Iterator[Run]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    reset_moto_server(endpoint)
     # moto's Lambda without Docker: an invocation is accepted and answered, not run.
     urllib.request.urlopen(urllib.request.Request(
         f"{endpoint}/moto-api/config", method="POST",

@@ -8,7 +8,9 @@ other call goes to moto unchanged.
 from __future__ import annotations
 
 import json
+import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -223,3 +225,14 @@ def function_handler(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.handler
+
+
+def reset_moto_server(endpoint: str) -> None:
+    """Start a moto server's test from nothing. moto's backends live in this process and
+    outlive a server; so do the Lambda's clients (one set per endpoint, with Powertools'
+    caches of the config and the secret): a server on an earlier test's port would read
+    that test's configuration (seen: a config of another test read as this one's)."""
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    lambda_module = sys.modules.get("celery_ondemand.aws_lambda")
+    if lambda_module is not None:
+        lambda_module._clients_for.cache_clear()
