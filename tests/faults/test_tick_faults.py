@@ -119,10 +119,11 @@ def test_workers_and_producers_with_skewed_clocks(broker_url: str, queues: Queue
         # A running task's start, dated by the worker's clock, is read on ours: each skewed
         # worker runs one, and none has been running for anything like an hour.
         producer = producer_app(broker_url)
+        # Tasks long enough that a tick on a loaded machine finds both workers at them.
         for _ in range(4):
-            producer.send_task("tests.sleep", args=(6,), queue=name)
+            producer.send_task("tests.sleep", args=(30,), queue=name)
         producer.close()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             running = tick(ticker, capture, now=time.time()).result.observation
             assert running is not None
