@@ -209,11 +209,15 @@ def test_a_throttled_state_table_means_no_action_and_a_clear_error(
         assert healthy.tick(now=1015.0).applied == ["t"], "the next healthy tick recovers"
 
 
-def test_a_users_scaler_that_raises_is_reported_for_its_target_only() -> None:
+@pytest.mark.parametrize(("scaler", "doing"), [("BrokenScaler", "reading"),
+                                               ("BrokenWhenScaling", "scaling")])
+def test_a_users_scaler_that_raises_is_reported_for_its_target_only(
+        scaler: str, doing: str) -> None:
+    """Whether it fails reading its count or applying the change."""
     from celery_ondemand.config import settings_from_mapping
 
     config = settings_from_mapping({"broker_url": "redis://test/0", "targets": [
-        {"name": "broken", "queues": ["a"], "scaler": "tests.support.agents:BrokenScaler"},
+        {"name": "broken", "queues": ["a"], "scaler": f"tests.support.agents:{scaler}"},
         {"name": "fine", "queues": ["b"], "scaler": "tests.support.agents:RecordingDemand",
          "policy": "cwod"}]})
     RecordingUp.started.clear()
@@ -221,23 +225,7 @@ def test_a_users_scaler_that_raises_is_reported_for_its_target_only() -> None:
         observation({"a": (3, 0), "b": (3, 0)})))
     result = ticker.tick(now=1000.0)
     settle(ticker)
-    assert result.target_errors == {"broken": "target broken: reading failed: KeyError: 'oops'"}
-    assert result.applied == ["fine"] and RecordingUp.started == ["b"]
-
-
-def test_a_users_scaler_that_raises_while_scaling_is_reported_for_its_target_only() -> None:
-    from celery_ondemand.config import settings_from_mapping
-
-    config = settings_from_mapping({"broker_url": "redis://test/0", "targets": [
-        {"name": "broken", "queues": ["a"], "scaler": "tests.support.agents:BrokenWhenScaling"},
-        {"name": "fine", "queues": ["b"], "scaler": "tests.support.agents:RecordingDemand",
-         "policy": "cwod"}]})
-    RecordingUp.started.clear()
-    ticker = Ticker(config, observer=ScriptedObserver(  # type: ignore[arg-type]
-        observation({"a": (3, 0), "b": (3, 0)})))
-    result = ticker.tick(now=1000.0)
-    settle(ticker)
-    assert result.target_errors == {"broken": "target broken: scaling failed: KeyError: 'oops'"}
+    assert result.target_errors == {"broken": f"target broken: {doing} failed: KeyError: 'oops'"}
     assert result.applied == ["fine"] and RecordingUp.started == ["b"]
 
 

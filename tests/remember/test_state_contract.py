@@ -14,6 +14,7 @@ from celery_ondemand import Decision, TargetMemory
 from celery_ondemand.errors import LeaseLost, StateError
 from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 from celery_ondemand.remember.dynamodb import create_table
+from tests.support.aws import fake_credentials
 
 
 def test_the_lease_admits_one_owner_until_it_expires(store: StateStore) -> None:
@@ -140,8 +141,7 @@ def test_a_conflicting_or_throttled_save_is_a_state_error_not_a_lost_lease(
     injected at the client boundary, after a real lease on moto."""
     from botocore.exceptions import ClientError
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    fake_credentials(monkeypatch)
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_table(client, "state")
