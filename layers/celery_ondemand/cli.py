@@ -61,8 +61,10 @@ def tick_command(args: argparse.Namespace) -> int:
     ticker = _ticker(args)
     try:
         result = ticker.tick(dry_run=args.dry_run)
-    finally:
-        ticker.close()
+    except BaseException:
+        ticker.close(interrupted=True)
+        raise
+    ticker.close()
     _print_result(result, args.json)
     return 0 if result.ok else EXIT_ERROR
 
@@ -77,8 +79,8 @@ def run_command(args: argparse.Namespace) -> int:
             _print_result(ticker.tick(dry_run=args.dry_run), args.json)
             sys.stdout.flush()
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
-    finally:
-        ticker.close()
+    finally:  # only an interrupt ends the loop
+        ticker.close(interrupted=True)
 
 
 def _ticker(args: argparse.Namespace) -> Ticker:

@@ -341,10 +341,15 @@ class Ticker:
             with suppress(StateError):  # it expires by itself
                 self.store.release_lease(self.settings.deployment, self.owner)
 
-    def close(self) -> None:
-        """Release the lease and the broker connection."""
+    def close(self, interrupted: bool = False) -> None:
+        """Release the lease and the broker connection.
+
+        ``interrupted``: a tick was cut short (Ctrl-C) perhaps mid-read, so the connection
+        is dropped without its closing handshake — a broker that stalled would make that
+        wait, and a frame read in half leaves nothing a handshake could parse.
+        """
         self.release_lease()
-        self.observer.close()
+        self.observer.close(failed=interrupted)
 
 
 def _said(decision: Decision) -> tuple[Any, ...]:
