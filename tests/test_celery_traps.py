@@ -134,7 +134,8 @@ def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
         assert stalled, "the worker confirmed it stopped taking tasks"
         for _ in range(3):
             producer.send_task("tests.count", args=(0, key), queue=queue)
-        flagged = tick_until(ticker, lambda r: bool(r.decisions[0].zombies))
+        flagged = tick_until(ticker, lambda r: bool(r.decisions[0].zombies),
+                             logs=tmp_path / "workers")
         assert flagged.decisions[0].zombies == (zombie,)
         assert flagged.replaced == {"z": [zombie]}
         assert flagged.decisions[0].desired == 1, "the count is kept"
@@ -151,14 +152,19 @@ def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
 
 
 def tick_until(ticker: Ticker, done: Callable[[TickResult], bool],
-               timeout: float = 90) -> TickResult:
+               timeout: float = 90, logs: Path | None = None) -> TickResult:
+    """Tick until ``done``; on giving up, say what the last tick saw and what the workers
+    logged (the ``*.log`` files under ``logs``)."""
     deadline = time.monotonic() + timeout
     while True:
         result = ticker.tick()
         assert result.ok, (result.error, result.target_errors)
         if done(result):
             return result
-        assert time.monotonic() < deadline, result.serializer()
+        if time.monotonic() >= deadline:
+            logged = {log.name: log.read_text()[-3000:]
+                      for log in sorted(logs.glob("*.log"))} if logs else {}
+            pytest.fail(f"last tick: {result.serializer()}\nworker logs: {logged}")
         time.sleep(0.5)
 
 

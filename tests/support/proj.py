@@ -98,8 +98,26 @@ def hold(release: str, key: str | None = None, limit: float = 120.0) -> None:
 def ondemand_test_stall(state: Any) -> dict[str, str]:
     """Make this worker a zombie for a test: its task consumer is cancelled at the broker,
     while it still lists its queues and answers control — as after Celery's known failure
-    to resume consuming after a broker reconnect."""
-    state.consumer.task_consumer.cancel()
+    to resume consuming after a broker reconnect.
+
+    It stays one: a consumer restart (the worker's connection lost on a loaded machine)
+    would otherwise consume again and heal it, so every task consumer of this worker from
+    now on — this one and any a restart makes — consumes nothing, and says so in the log.
+    """
+    consumer = state.consumer
+    consumer.task_consumer.cancel()
+    amqp = consumer.app.amqp
+    make_consumer = amqp.TaskConsumer
+
+    def stalled(task_consumer: Any) -> Any:
+        def consume(*args: Any, **kwargs: Any) -> None:
+            print("ondemand_test_stall: a task consumer started again; it stays stalled",
+                  flush=True)
+        task_consumer.consume = consume
+        return task_consumer
+
+    amqp.TaskConsumer = lambda *args, **kwargs: stalled(make_consumer(*args, **kwargs))
+    stalled(consumer.task_consumer)
     return {"ok": "stalled"}
 
 
