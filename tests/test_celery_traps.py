@@ -126,9 +126,12 @@ def test_a_zombie_worker_is_flagged_and_replaced_keeping_the_count(
     assert isinstance(scaler, LocalScaler)
     try:
         producer.send_task("tests.count", args=(0, key), queue=queue)
-        first = tick_until(ticker, lambda r: int(counter.get(key) or 0) == 1 and bool(
-            r.observation and r.observation.live_workers))
-        zombie = next(iter(first.observation.live_workers))  # type: ignore[union-attr]
+        # The scaler's worker, heard: the broker is shared, so other tests' workers are
+        # live too, and stalling one of them would leave ours to empty the queue.
+        tick_until(ticker, lambda r: int(counter.get(key) or 0) == 1 and bool(
+            r.observation and {w.hostname for w in scaler.workers()}
+            & set(r.observation.live_workers)))
+        zombie, = (w.hostname for w in scaler.workers())
         stalled = producer.control.broadcast("ondemand_test_stall", destination=[zombie],
                                              reply=True, timeout=10, limit=1)
         assert stalled, "the worker confirmed it stopped taking tasks"
