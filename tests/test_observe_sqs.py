@@ -90,3 +90,36 @@ def test_sqs_predefined_queues_without_listing_any(sqs: object,
         status = observer.observe(["emails", "other"])
     assert status.queues["emails"].size == 2
     assert status.queues["other"].missing, "not predefined: the workers cannot read it either"
+
+
+def test_a_queue_looked_for_under_the_wrong_prefix_holds_a_running_fleet(
+        sqs: object) -> None:
+    """The workers read ``prod-emails``; the autoscaler's config forgot their prefix, so it
+    looks for ``emails``, which does not exist. Read as empty, the two idle workers of the
+    service would be stopped at once (no scale-down delay): with workers running, a missing
+    queue is a gap, and the tick says where to look."""
+    from celery_ondemand.config import settings_from_mapping
+    from celery_ondemand.tick import Ticker
+    from tests.support.aws import ecs_service_with_tasks
+
+    client = boto3.client("sqs", region_name="us-east-1")
+    client.create_queue(QueueName="prod-emails")
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    ecs_service_with_tasks(ecs, boto3.client("ec2", region_name="us-east-1"), tasks=2)
+    config = settings_from_mapping({
+        "broker_url": "sqs://", "broker_transport_options": {"region": "us-east-1"},
+        "targets": [{"name": "t", "queues": ["emails"], "scaler": "ecs", "cluster": "prod",
+                     "service": "workers", "scale_down_delay_seconds": 0,
+                     "startup_grace_seconds": 0}]})
+    ticker = Ticker(config)
+    try:
+        results = [ticker.tick() for _ in range(3)]
+    finally:
+        ticker.close()
+    for result in results:
+        decision = result.decisions[0]
+        assert (decision.desired, decision.rule) == (2, "blind"), decision.reason
+        assert result.observation is not None and result.observation.queues["emails"].missing
+    assert "emails not found on the broker while 2 workers run" in str(results[-1].warnings())
+    service = ecs.describe_services(cluster="prod", services=["workers"])["services"][0]
+    assert service["desiredCount"] == 2

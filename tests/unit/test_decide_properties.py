@@ -25,8 +25,9 @@ NOW = 50_000.0
 class Scenario:
     """One tick's raw inputs, drawn consistent with each other, and the gaps put in them.
 
-    The gaps are what the tick could not read — the broker, a queue, a worker that was
-    there last tick, a worker that did not answer control — recorded as drawn, so a
+    The gaps are what the tick could not read — the broker, a queue, a queue the broker
+    cannot find while workers run, a worker that was there last tick, a worker that did not
+    answer control — recorded as drawn, so a
     property about blind reads is judged on them and not on the code's own
     ``view.complete``.
     """
@@ -37,6 +38,7 @@ class Scenario:
     current: int
     broker_unread: bool
     queue_unread: str | None
+    queue_missing: str | None
     unheard: list[str]
     problems: list[str]
     busy: int
@@ -44,8 +46,9 @@ class Scenario:
 
     @property
     def blind(self) -> bool:
+        missing = self.queue_missing is not None and self.queue_missing != self.queue_unread
         return self.broker_unread or self.queue_unread is not None or bool(self.unheard) \
-            or bool(self.problems)
+            or bool(self.problems) or (missing and self.current > 0)
 
     def run(self) -> tuple[Any, Any]:
         decisions, _ = decide(self.observed, self.config, {"t": self.memory}, NOW,
@@ -70,18 +73,21 @@ def scenarios(draw: st.DrawFn, policy: str | None = None, gaps: bool = True,
         scale_down_delay_seconds=draw(st.floats(0, 600)),
         scale_up_max_step=draw(st.integers(1, 10)),
     )
+    # A queue the broker says does not exist holds no task, ready or running.
+    missing = draw(st.none() | st.sampled_from(QUEUES)) if gaps else None
     # Workers: each runs at most its slots; a running task belongs to one of its queues,
     # and those tasks are the queues' hidden work (nothing is prefetched here).
     workers, hidden = [], dict.fromkeys(QUEUES, 0)
     for i in range(draw(st.integers(0, 8))):
         slots = draw(st.integers(1, 8))
         queues = draw(st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2, unique=True))
-        active = draw(st.integers(0, slots)) if running else 0
+        existing = [q for q in queues if q != missing]
+        active = draw(st.integers(0, slots)) if running and existing else 0
         for _ in range(active):
-            hidden[draw(st.sampled_from(queues))] += 1
+            hidden[draw(st.sampled_from(existing))] += 1
         workers.append(worker(f"w{i}", queues, active=active, concurrency=slots,
                               processed=draw(st.integers(0, 500))))
-    ready = {q: draw(st.integers(0, 200)) for q in QUEUES}
+    ready = {q: 0 if q == missing else draw(st.integers(0, 200)) for q in QUEUES}
     ages = {q: draw(st.floats(0, 600)) for q in QUEUES if ready[q] > 0}  # only with work
 
     broker_unread = gaps and draw(st.booleans()) and draw(st.booleans())
@@ -93,6 +99,8 @@ def scenarios(draw: st.DrawFn, policy: str | None = None, gaps: bool = True,
     if not broker_unread:
         observed = observation({q: (ready[q], hidden[q]) for q in QUEUES}, workers,
                                problems=list(problems), ages=ages)
+        if missing is not None:
+            observed.queues[missing].missing = True
         if queue_unread is not None:
             del observed.queues[queue_unread]
     hostnames = [w.hostname for w in workers]
@@ -114,7 +122,7 @@ def scenarios(draw: st.DrawFn, policy: str | None = None, gaps: bool = True,
     busy = 0 if broker_unread else sum(1 for w in workers if w.active)
     work = sum(ready[q] + hidden[q] for q in read)
     return Scenario(config, observed, memory, current, broker_unread, queue_unread,
-                    unheard, problems, busy, work)
+                    missing, unheard, problems, busy, work)
 
 
 @given(scenarios())

@@ -29,6 +29,14 @@ def busy_workers(n: int, active: int = 4) -> list[Any]:
     return [worker(f"w{i}", ["q"], active=active) for i in range(n)]
 
 
+def missing_queue() -> Observation:
+    """An SQS read (no workers to hear) of a queue the broker says does not exist."""
+    observed = observation({"q": (0, 0)})
+    observed.sources = ["broker"]
+    observed.queues["q"].missing = True
+    return observed
+
+
 CASES = [
     Case("first task scales from zero in one tick", observation({"q": (1, 0)}), 0, 1,
          "from-zero", {"worker_concurrency": 4}),
@@ -116,6 +124,11 @@ CASES = [
     Case("a worker seen last tick and missing now makes the read partial",
          observation({"q": (0, 1)}, busy_workers(1, 1)), 4, 4, "blind",
          {"worker_concurrency": 4}, TargetMemory(workers_seen=["w0", "gone"])),
+    Case("a queue the broker cannot find while workers run holds a long-idle target",
+         missing_queue(), 2, 2, "blind", {},
+         TargetMemory(idle_since=NOW - 3600, last_desired=2)),
+    Case("a queue the broker cannot find with no worker is an empty one",
+         missing_queue(), 0, 0, "idle", {}, TargetMemory(idle_since=NOW - 3600)),
     Case("fallback after enough blind ticks", None, 0, 2, "fallback",
          {"fallback_workers": 2, "fallback_after_failures": 2}, TargetMemory(failed_reads=1)),
     Case("a ceiling lowered while the broker cannot be read waits for a read", None, 5, 5,

@@ -156,6 +156,13 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
         problems.append(f"{running} running on the target but {len(workers)} workers heard "
                         f"for {now - memory.unheard_since:.0f}s")
     count = (current or {}).get(target.name, len(workers))
+    missing = [q.name for q in queues if q.missing]
+    if missing and count > 0:
+        # Workers declare the queues they consume, so one the broker cannot find while
+        # workers run is more likely looked for in the wrong place (an SQS region or
+        # prefix, a vhost) than empty: read as empty, it would scale the fleet in.
+        problems.append(f"queue {', '.join(missing)} not found on the broker while "
+                        f"{count} workers run for it: a wrong region, prefix or vhost?")
     return TargetView(target, queues, workers, count, now, memory, problems,
                       redelivery_timeout(target, observation.broker, transport_options),
                       running,
