@@ -99,7 +99,7 @@ class LatestRead:
             raise read
         return self.cwod.refresh(read)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         """The queue updater owns the connection: nothing to release here."""
 
 

@@ -349,7 +349,10 @@ class Ticker:
         wait, and a frame read in half leaves nothing a handshake could parse.
         """
         self.release_lease()
-        self.observer.close(failed=interrupted)
+        if interrupted:
+            self.observer.close(failed=True)
+        else:
+            self.observer.close()  # an observer of the caller's may know no ``failed``
 
 
 def _said(decision: Decision) -> tuple[Any, ...]:
