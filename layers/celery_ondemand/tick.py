@@ -82,13 +82,14 @@ class TickResult:
         """What this tick read only in part, or found odd, without it being an error.
 
         Each incomplete read held its target (no scale-down); a queue the broker does not
-        know was read as empty. Broker outages and scaler errors are errors, not here.
+        know was read as empty, unless none of its target's queues was found while its
+        workers run (then a gap). Broker outages and scaler errors are errors, not here.
         """
         noted = [e for e in (self.forecast_error, self.load_error) if e]
         if self.observation is None:
             return noted
         found = [*self.observation.warnings, *noted]
-        found += [f"queue {q.name} does not exist on the broker: read as empty"
+        found += [f"queue {q.name} does not exist on the broker"
                  for q in self.observation.queues.values() if q.missing]
         found += [f"target {d.target}: {d.reason}" for d in self.decisions
                   if d.rule in ("rollout", "protection")]

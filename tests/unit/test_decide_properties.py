@@ -38,7 +38,7 @@ class Scenario:
     current: int
     broker_unread: bool
     queue_unread: str | None
-    queue_missing: str | None
+    queues_missing: list[str]
     unheard: list[str]
     problems: list[str]
     busy: int
@@ -46,9 +46,10 @@ class Scenario:
 
     @property
     def blind(self) -> bool:
-        missing = self.queue_missing is not None and self.queue_missing != self.queue_unread
+        # None of the target's queues found while workers run: looked for in the wrong place.
+        all_missing = sorted(self.queues_missing) == sorted(QUEUES)
         return self.broker_unread or self.queue_unread is not None or bool(self.unheard) \
-            or bool(self.problems) or (missing and self.current > 0)
+            or bool(self.problems) or (all_missing and self.current > 0)
 
     def run(self) -> tuple[Any, Any]:
         decisions, _ = decide(self.observed, self.config, {"t": self.memory}, NOW,
@@ -74,20 +75,20 @@ def scenarios(draw: st.DrawFn, policy: str | None = None, gaps: bool = True,
         scale_up_max_step=draw(st.integers(1, 10)),
     )
     # A queue the broker says does not exist holds no task, ready or running.
-    missing = draw(st.none() | st.sampled_from(QUEUES)) if gaps else None
+    missing = draw(st.sampled_from([[], *([q] for q in QUEUES), QUEUES])) if gaps else []
     # Workers: each runs at most its slots; a running task belongs to one of its queues,
     # and those tasks are the queues' hidden work (nothing is prefetched here).
     workers, hidden = [], dict.fromkeys(QUEUES, 0)
     for i in range(draw(st.integers(0, 8))):
         slots = draw(st.integers(1, 8))
         queues = draw(st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2, unique=True))
-        existing = [q for q in queues if q != missing]
+        existing = [q for q in queues if q not in missing]
         active = draw(st.integers(0, slots)) if running and existing else 0
         for _ in range(active):
             hidden[draw(st.sampled_from(existing))] += 1
         workers.append(worker(f"w{i}", queues, active=active, concurrency=slots,
                               processed=draw(st.integers(0, 500))))
-    ready = {q: 0 if q == missing else draw(st.integers(0, 200)) for q in QUEUES}
+    ready = {q: 0 if q in missing else draw(st.integers(0, 200)) for q in QUEUES}
     ages = {q: draw(st.floats(0, 600)) for q in QUEUES if ready[q] > 0}  # only with work
 
     broker_unread = gaps and draw(st.booleans()) and draw(st.booleans())
@@ -99,8 +100,8 @@ def scenarios(draw: st.DrawFn, policy: str | None = None, gaps: bool = True,
     if not broker_unread:
         observed = observation({q: (ready[q], hidden[q]) for q in QUEUES}, workers,
                                problems=list(problems), ages=ages)
-        if missing is not None:
-            observed.queues[missing].missing = True
+        for name in missing:
+            observed.queues[name].missing = True
         if queue_unread is not None:
             del observed.queues[queue_unread]
     hostnames = [w.hostname for w in workers]

@@ -31,7 +31,7 @@ def busy_workers(n: int, active: int = 4) -> list[Any]:
 
 def missing_queue() -> Observation:
     """An SQS read (no workers to hear) of a queue the broker says does not exist."""
-    observed = observation({"q": (0, 0)})
+    observed = observation({"q": (0, 0), "kept": (0, 0)})
     observed.sources = ["broker"]
     observed.queues["q"].missing = True
     return observed
@@ -129,6 +129,9 @@ CASES = [
          TargetMemory(idle_since=NOW - 3600, last_desired=2)),
     Case("a queue the broker cannot find with no worker is an empty one",
          missing_queue(), 0, 0, "idle", {}, TargetMemory(idle_since=NOW - 3600)),
+    Case("one queue of a target's two gone (a retired queue) is an empty one",
+         missing_queue(), 2, 0, "idle", {"queues": ["q", "kept"]},
+         TargetMemory(idle_since=NOW - 3600, last_desired=2)),
     Case("fallback after enough blind ticks", None, 0, 2, "fallback",
          {"fallback_workers": 2, "fallback_after_failures": 2}, TargetMemory(failed_reads=1)),
     Case("a ceiling lowered while the broker cannot be read waits for a read", None, 5, 5,

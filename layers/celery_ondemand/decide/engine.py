@@ -157,10 +157,11 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
                         f"for {now - memory.unheard_since:.0f}s")
     count = (current or {}).get(target.name, len(workers))
     missing = [q.name for q in queues if q.missing]
-    if missing and count > 0:
-        # Workers declare the queues they consume, so one the broker cannot find while
-        # workers run is more likely looked for in the wrong place (an SQS region or
-        # prefix, a vhost) than empty: read as empty, it would scale the fleet in.
+    if missing and len(missing) == len(target.queues) and count > 0:
+        # Workers declare the queues they consume, so a target none of whose queues the
+        # broker can find while workers run is more likely looked for in the wrong place
+        # (an SQS region or prefix, a vhost) than idle: read as empty, its fleet would be
+        # scaled in. One queue of several gone is a retired queue: empty, as read.
         problems.append(f"queue {', '.join(missing)} not found on the broker while "
                         f"{count} workers run for it: a wrong region, prefix or vhost?")
     return TargetView(target, queues, workers, count, now, memory, problems,

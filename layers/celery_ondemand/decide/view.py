@@ -45,8 +45,12 @@ class TargetView:
         ready work, yet running and finishing nothing (Celery's consumer can stay dead
         after a broker reconnect while the worker still answers)."""
         after = self.config.zombie_after_seconds
+        if not after or not self.complete:
+            # A read with a gap leaves the memory as the last whole read left it: a
+            # worker stalled then may be running tasks now.
+            return []
         stalled = self.memory.stalled_since
-        return [w for w in self.workers if after and w.hostname in stalled
+        return [w for w in self.workers if w.hostname in stalled
                 and self.now - stalled[w.hostname] >= after]
 
     @property
