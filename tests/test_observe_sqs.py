@@ -123,3 +123,47 @@ def test_a_queue_looked_for_under_the_wrong_prefix_holds_a_running_fleet(
     assert "emails not found on the broker while 2 workers run" in str(results[-1].warnings())
     service = ecs.describe_services(cluster="prod", services=["workers"])["services"][0]
     assert service["desiredCount"] == 2
+
+
+def test_one_queue_deleted_after_its_url_was_cached_spoils_no_other_read(sqs: object) -> None:
+    """kombu caches each queue's URL: a queue deleted later answers ``QueueDoesNotExist``
+    to the next read of it. That queue is missing; the others are read as ever."""
+    client = boto3.client("sqs", region_name="us-east-1")
+    gone = client.create_queue(QueueName="retired")["QueueUrl"]
+    kept = client.create_queue(QueueName="emails")["QueueUrl"]
+    client.send_message(QueueUrl=kept, MessageBody="{}")
+    with Observer("sqs://") as observer:
+        first = observer.observe(["retired", "emails"])
+        client.delete_queue(QueueUrl=gone)
+        again = observer.observe(["retired", "emails"], previous=first)
+    assert not first.queues["retired"].missing
+    assert again.queues["retired"].missing and again.queues["emails"].size == 1
+    assert not again.problems and not again.queue_problems
+
+
+def test_a_queue_this_role_may_not_read_is_a_gap_for_its_targets_only(
+        sqs: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``AccessDenied`` on one queue (a predefined queue of another account, a policy that
+    names some queues only): that queue is not read — its targets hold — and every other
+    queue is. moto enforces no IAM, so SQS's answer is given at the client boundary."""
+    import botocore.client
+    from botocore.exceptions import ClientError
+
+    client = boto3.client("sqs", region_name="us-east-1")
+    client.create_queue(QueueName="secret")
+    url = client.create_queue(QueueName="emails")["QueueUrl"]
+    client.send_message(QueueUrl=url, MessageBody="{}")
+    real = botocore.client.BaseClient._make_api_call
+
+    def denied(self: object, operation: str, params: dict[str, object]) -> object:
+        if operation == "GetQueueAttributes" and str(params["QueueUrl"]).endswith("/secret"):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not yours"}},
+                              operation)
+        return real(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", denied)
+    with Observer("sqs://") as observer:
+        status = observer.observe(["secret", "emails"])
+    assert status.queues["emails"].size == 1
+    assert "AccessDenied" in " ".join(status.queue_problems["secret"])
+    assert status.problems_for(["secret"]) and not status.problems_for(["emails"])

@@ -5,7 +5,8 @@ Features, from one ``GetQueueAttributes`` call per queue:
     - in flight: ``ApproximateNumberOfMessagesNotVisible`` (received by a worker, not yet
       deleted: reserved or running), reported as the queue's hidden work;
     - delayed: ``ApproximateNumberOfMessagesDelayed``;
-    - a queue that does not exist is reported as ``missing``.
+    - a queue that does not exist is reported as ``missing``, one this role may not read
+      (or that failed past the retries) as unreadable: a gap for its targets only.
 
 Not available: worker events and control replies (Celery's SQS transport supports
 neither), consumer counts, and the oldest task's age (SQS publishes that only as a
@@ -37,6 +38,11 @@ _ATTRIBUTES = [
     "ApproximateNumberOfMessagesDelayed",
 ]
 
+_DOES_NOT_EXIST = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+_REFUSED_EVERYWHERE = ("invalidclienttokenid", "signaturedoesnotmatch", "unrecognizedclient",
+                       "expiredtoken")
+"""Error codes about the caller, not a queue: no other queue would read either."""
+
 
 class SQSProbe(BrokerProbe):
     """Reads the three message counts SQS keeps for each queue."""
@@ -63,7 +69,18 @@ class SQSProbe(BrokerProbe):
                 depths[queue] = QueueDepth(ready=0, in_flight=0, delayed=0, missing=True)
                 continue
             client = channel.sqs(queue=channel.canonical_queue_name(queue))
-            counts = client.get_queue_attributes(QueueUrl=url, AttributeNames=_ATTRIBUTES)
+            try:
+                counts = client.get_queue_attributes(QueueUrl=url, AttributeNames=_ATTRIBUTES)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code.lower() in _REFUSED_EVERYWHERE:
+                    raise  # the credentials, not this queue: the whole read fails
+                if code in _DOES_NOT_EXIST:  # deleted since kombu cached its URL
+                    channel._queue_cache.pop(channel.canonical_queue_name(queue), None)
+                    depths[queue] = QueueDepth(ready=0, in_flight=0, delayed=0, missing=True)
+                else:  # this queue only (AccessDenied, a throttle past the retries)
+                    depths[queue] = QueueDepth(ready=0, unreadable=str(exc))
+                continue
             attributes = counts["Attributes"]
             depths[queue] = QueueDepth(
                 ready=int(attributes.get("ApproximateNumberOfMessages", 0)),
