@@ -73,6 +73,21 @@ def test_run_ticks_until_interrupted(broker_url: str, tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
+def test_sigterm_stops_run_as_ctrl_c_does_releasing_the_lease(
+        redis_url: str, tmp_path: Path) -> None:
+    """``docker stop`` and systemd send SIGTERM: the run must end by itself and give the
+    lease back, so the next process ticks at once instead of after the lease expires."""
+    import sqlite3
+
+    process = start_run(redis_url, tmp_path)
+    read_ticks(process, 2)
+    process.send_signal(signal.SIGTERM)
+    _, err = ended(process, within=30)
+    assert process.returncode == 143, err
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM lease").fetchone() == (0,)
+
+
 def test_ctrl_c_while_the_broker_stalls_exits_without_waiting_on_it(
         rabbitmq_url: str, tmp_path: Path) -> None:
     """Ctrl-C lands mid-read on a broker that stopped answering: the run must end at once,

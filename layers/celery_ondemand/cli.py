@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -70,9 +71,14 @@ def tick_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``ondemand run``: tick every ``--interval`` seconds until stopped (cwod's service)."""
+    """``ondemand run``: tick every ``--interval`` seconds until stopped (cwod's service).
+
+    SIGTERM (``docker stop``, systemd, Kubernetes) stops it as Ctrl-C does: the lease is
+    released for the next process, not left to expire; the exit status is 143.
+    """
     ticker = _ticker(args)
     interval = args.interval or ticker.settings.tick_interval_seconds
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         while True:
             started = time.monotonic()
@@ -81,6 +87,10 @@ def run_command(args: argparse.Namespace) -> int:
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
     finally:  # only an interrupt ends the loop
         ticker.close(interrupted=True)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _ticker(args: argparse.Namespace) -> Ticker:

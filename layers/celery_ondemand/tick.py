@@ -349,10 +349,11 @@ class Ticker:
         is dropped without its closing handshake — a broker that stalled would make that
         wait, and a frame read in half leaves nothing a handshake could parse.
         """
-        self.release_lease()
-        if interrupted:
+        if interrupted:  # the connection first: dropping it cannot wait on anything
             self.observer.close(failed=True)
+            self.release_lease()
         else:
+            self.release_lease()
             self.observer.close()  # an observer of the caller's may know no ``failed``
 
 
