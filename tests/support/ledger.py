@@ -103,13 +103,22 @@ class Ledger:
         return [t["task"] for r in self.stops() for t in r["running"] if t["task"] not in done]
 
     def repeats_unexplained(self, killed: set[str], outage: tuple[float, float],
-                            slack: float = 1.0) -> list[str]:
-        """Completed runs of a task that was completed again later, where neither
-        at-least-once excuse holds: the run's worker was SIGKILLed (in ``killed``), or the
+                            slack: float = 1.0, reconnect: float = 20.0) -> list[str]:
+        """Completed runs of a task that was completed again later, where no at-least-once
+        excuse holds. The excuses: the run's worker was SIGKILLed (in ``killed``); or the
         run was under way while the broker was down (``outage``: when it stopped, when it
-        answered again; ``slack`` seconds before for an acknowledgement in flight), so its
-        acknowledgement was lost and the broker handed the task out again."""
+        answered again; ``slack`` seconds before for an acknowledgement in flight); or the
+        run began within ``reconnect`` seconds after the broker came back, on a worker
+        that was running before it went down — a task delivered before the outage and
+        held in the worker's prefetch runs once the worker has reconnected, and its
+        acknowledgement, due on the channel the restart closed, cannot be sent (Celery
+        logs "Couldn't ack … connection already closed"): the broker hands it out again."""
         down, up = outage
+        first_seen: dict[str, float] = {}
+        for record in self.records:
+            worker = record.get("worker")
+            if worker is not None:
+                first_seen[worker] = min(record["at"], first_seen.get(worker, record["at"]))
         runs: dict[str, list[tuple[float, float, str]]] = {}
         for record in self.records:
             if record["event"] != "finished":
@@ -123,6 +132,8 @@ class Ledger:
         for task, completed in runs.items():
             for start, end, worker in sorted(completed, key=lambda run: run[1])[:-1]:
                 if worker in killed or (start <= up and end >= down - slack):
+                    continue
+                if first_seen[worker] < down and up < start <= up + reconnect:
                     continue
                 found.append(f"{task} completed on {worker} ({start:.3f}-{end:.3f}) "
                              "and again later")
