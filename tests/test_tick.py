@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,57 @@ def test_a_tick_inside_anothers_lease_does_nothing(store: StateStore) -> None:
     assert overlapping.decisions == [] and RecordingUp.started == ["q"]
     first.release_lease()
     assert not second.tick(now=1020.0).lease_lost, "a released lease is free at once"
+
+
+class SlowObserver(ScriptedObserver):
+    """A broker read that takes ``seconds`` (a stalled node, a slow control round) while
+    ``meanwhile`` runs: what another invocation does in that time."""
+
+    def __init__(self, seconds: float, meanwhile: Any, *observations: Any) -> None:
+        super().__init__(*observations)
+        self.seconds, self.meanwhile = seconds, meanwhile
+
+    def observe(self, queues: Any = None, previous: Any = None) -> Any:
+        time.sleep(self.seconds)
+        self.meanwhile()
+        return super().observe(queues, previous)
+
+
+def test_a_tick_that_outlives_its_lease_does_not_act_beside_the_next(
+        store: StateStore) -> None:
+    """A read slowed past the lease: another tick takes the expired lease and acts; the
+    slow tick, renewing before it acts, finds the lease gone and changes nothing."""
+    config = settings(scaler="tests.support.agents:RecordingDemand", command=None,
+                      policy="cwod")
+    RecordingUp.started.clear()
+    deployment = config.deployment
+
+    def another_takes_over() -> None:  # the lease (0.4 s from 1000.0) has expired by then
+        assert store.acquire_lease(deployment, "next-invocation", 1000.5, 60.0)
+
+    slow = Ticker(config, observer=SlowObserver(0.3, another_takes_over,
+                                                observation({"q": (5, 0)})),
+                  store=store)  # type: ignore[arg-type]
+    slow.lease_seconds = 0.4
+    result = slow.tick(now=1000.0)
+    settle(slow)
+    assert result.lease_lost and "not acting" in (result.error or "")
+    assert RecordingUp.started == [], "a tick whose lease ran out started a worker"
+
+
+def test_a_slow_tick_whose_lease_is_still_free_renews_it_and_acts(store: StateStore) -> None:
+    config = settings(scaler="tests.support.agents:RecordingDemand", command=None,
+                      policy="cwod")
+    RecordingUp.started.clear()
+    slow = Ticker(config, observer=SlowObserver(0.3, lambda: None,
+                                                observation({"q": (5, 0)})),
+                  store=store)  # type: ignore[arg-type]
+    slow.lease_seconds = 0.4
+    result = slow.tick(now=1000.0)
+    settle(slow)
+    assert not result.lease_lost and result.ok and RecordingUp.started == ["q"]
+    assert not store.acquire_lease(config.deployment, "other", 1000.5, 60.0), \
+        "the renewal did not extend the lease past its first 0.4 s"
 
 
 def test_two_racing_ticks_never_both_act(tmp_path: Path) -> None:

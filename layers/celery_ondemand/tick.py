@@ -176,6 +176,11 @@ class Ticker:
         decisions = [_hold_during_rollout(d, rollouts.get(d.target)) for d in decisions]
         result = TickResult(observation, decisions, error, target_errors, started_at=now,
                             credentials_refused=self.credentials_refused)
+        if not dry_run and not self._lease_still_ours(now, began):
+            result.lease_lost = True
+            result.error = ("the lease ran out while this tick read the broker and another "
+                            "tick may hold it now: not acting")
+            return result
         if not dry_run:
             self._act(result)
             _remember_what_was_done(memory, result)
@@ -202,6 +207,23 @@ class Ticker:
         if observation is not None:
             self.previous = observation
         return result
+
+    def _lease_still_ours(self, now: float, began: float) -> bool:
+        """Whether this tick may act: its lease, taken at ``now``, cannot have run out yet,
+        or renewing it now succeeds.
+
+        A tick slowed past half its lease (a stalled broker, a slow control round) renews
+        before it acts, so it never scales beside a tick that took over an expired lease;
+        a tick of the usual second or two costs no extra write.
+        """
+        elapsed = time.monotonic() - began
+        if self.store is None or elapsed < self.lease_seconds / 2:
+            return True
+        try:
+            return self.store.acquire_lease(self.settings.deployment, self.owner,
+                                            now + elapsed, self.lease_seconds)
+        except StateError:
+            return False
 
     def _write_load(self, deployment: str, loads: dict[str, LoadMinute],
                     now: float) -> str | None:
