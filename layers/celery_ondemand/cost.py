@@ -77,8 +77,9 @@ SQS_POLLS_A_MINUTE = 15
 SECRET_CALLS_A_HOUR = 12
 """The broker secret is cached for ``ONDEMAND_CONFIG_MAX_AGE`` (300 s) by a warm container."""
 
-ALARMS = 4
-"""The stack's alarms (errors, function errors, no successful tick, queue over its wait)."""
+ALARMS = 5
+"""The stack's alarms (errors, function errors, no successful tick, queue over its wait,
+scale-in held by a lasting gap in the read)."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def test_a_month_at_rest_by_hand() -> None:
         "DynamoDB": ticks * 10 * 0.625 / 1e6 + ticks * 1 * 0.125 / 1e6,
         "CloudWatch metrics": 2 * 0.30,
         "CloudWatch Logs": ticks * (1000 + 350) / 1e9 * (0.50 + 0.03),
-        "CloudWatch alarms": 4 * 0.10,
+        "CloudWatch alarms": 5 * 0.10,
         "CloudWatch dashboard": 3.00,
         "Secrets Manager": 0.40 + 730 * 12 * 0.05 / 1e4,
         "X-Ray": 0.0,
