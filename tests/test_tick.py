@@ -12,13 +12,14 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from celery_ondemand import TargetMemory
+from celery_ondemand import TargetMemory, metrics
 from celery_ondemand.act import scaler_for
 from celery_ondemand.remember import DynamoDBStateStore, SQLiteStateStore, StateStore
 from celery_ondemand.remember.dynamodb import create_table
 from celery_ondemand.tick import Ticker
 from tests.support.agents import FileCountScaler, RecordingDown, RecordingUp
 from tests.support.aws import auto_scaling_group, ecs_service_with_tasks, fake_credentials
+from tests.support.faults import emf
 from tests.support.observations import ScriptedObserver, observation, settings, worker
 
 
@@ -304,7 +305,10 @@ def test_an_unforeseen_error_while_observing_holds_every_target(counted: Any) ->
 
 
 @pytest.mark.parametrize("work", [0, 12], ids=["scale-in held", "scale-out goes ahead"])
-def test_an_ecs_rollout_holds_scale_in_only(work: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_ecs_rollout_holds_scale_in_only(work: int, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A held scale-in is counted in ``ScaleInHeld``, which the stack's alarm watches: a
+    deployment that never finishes would hold the fleet for good."""
     fake_credentials(monkeypatch)
     with mock_aws():
         ecs = boto3.client("ecs", region_name="us-east-1")
@@ -317,6 +321,11 @@ def test_an_ecs_rollout_holds_scale_in_only(work: int, monkeypatch: pytest.Monke
             observation({"q": (work, 0)})))
         ticker.memory = {"t": idle}
         result = ticker.tick(now=1000.0)
+        capsys.readouterr()
+        metrics.publish(result, config, 0.1)
+        held = [blob.get("ScaleInHeld", [0]) for blob in emf(capsys.readouterr().out)
+                if set(blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]) == {"deployment"}]
+        assert held == [[0 if work else 1]]
         decision = result.decisions[0]
         desired = ecs.describe_services(cluster="prod", services=["workers"])
         if work:

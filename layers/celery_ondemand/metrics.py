@@ -7,7 +7,9 @@ when it says something:
 - ``deployment``: ``SuccessfulTicks`` every tick (the no-tick alarm counts them) and
   ``TickDuration`` (ms); only when not zero: ``Errors``, ``LeaseLost``,
   ``BrokerUnavailable``, ``QueuesOverWaitTarget``, ``Warnings`` (each line of
-  :meth:`TickResult.warnings`) and ``IncompleteReads`` (targets held for a gap in the read);
+  :meth:`TickResult.warnings`), ``IncompleteReads`` (targets held for a gap in the read) and
+  ``ScaleInHeld`` (targets whose scale-in is held: a gap in the read, a rollout under way,
+  a busy worker that could not be shielded; the held-scale-in alarm watches it);
 - ``deployment, target``, while the target is not at rest at its floor, and once more when
   it comes to rest: ``DesiredWorkers``, ``LiveWorkers``, ``BusyWorkers``, ``Ready`` (its
   queues summed); only when not zero: ``TargetErrors``, ``IncompleteReads``,
@@ -53,9 +55,12 @@ it)."""
 
 WHEN_NOT_ZERO = frozenset({
     "Errors", "LeaseLost", "BrokerUnavailable", "QueuesOverWaitTarget", "Warnings",
-    "IncompleteReads", "TargetErrors", "ZombieWorkers",
+    "IncompleteReads", "ScaleInHeld", "TargetErrors", "ZombieWorkers",
     "TasksNearRedelivery", "QueueMissing"})
 """Metrics printed only when not zero: absent, they read as zero."""
+
+HELD_RULES = ("rollout", "protection")
+"""Decisions whose scale-in the platform's state held, besides a gap in the read."""
 
 _last_printed: dict[tuple[str, str, str], tuple[float, ...]] = {}
 """Per namespace, deployment and target: the values last printed (a warm container's
@@ -68,13 +73,14 @@ def publish(result: TickResult, settings: Settings, duration: float,
     deployment = settings.deployment
     observation = result.observation
     decisions = {d.target: d for d in result.decisions}
-    over_wait = incomplete = 0
+    over_wait = incomplete = held = 0
     for target in settings.targets:
         decision = decisions.get(target.name)
         if decision is None:
             continue
         over_wait += _over_wait(target, observation)
         incomplete += int(bool(decision.inputs.get("problems")))
+        held += int(bool(decision.inputs.get("problems")) or decision.rule in HELD_RULES)
         values = _target_values(target, decision, result, observation,
                                 settings.metrics_detail == "queue")
         key = (namespace, deployment, target.name)
@@ -105,7 +111,8 @@ def publish(result: TickResult, settings: Settings, duration: float,
         "BrokerUnavailable": int(observation is None and not result.lease_lost),
         "QueuesOverWaitTarget": over_wait,
         "Warnings": len(result.warnings()),
-        "IncompleteReads": incomplete})
+        "IncompleteReads": incomplete,
+        "ScaleInHeld": held})
 
 
 def streams_while_busy(settings: Settings, ages: bool = True) -> int:

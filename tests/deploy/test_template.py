@@ -239,24 +239,25 @@ def test_logs_are_kept_for_a_while_and_alarms_watch_the_deployment(stack: Stack)
         assert str(stack.resource(name)["RetentionInDays"]) == "30"
     watched = {stack.resource(name).get("MetricName") for name, r in
                stack.template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    assert {"Errors", "SuccessfulTicks", "QueuesOverWaitTarget", "IncompleteReads"} <= watched
+    assert {"Errors", "SuccessfulTicks", "QueuesOverWaitTarget", "ScaleInHeld"} <= watched
 
 
 def test_a_scale_in_held_by_a_lasting_gap_raises_an_alarm(defaults: Stack,
                                                           deployments: Stack) -> None:
-    """A gap in a target's read holds its scale-in; one that lasts (a worker dead on a
-    running instance, a node in a memory alarm) would hold the fleet at its size unseen.
-    The alarm watches the deployment's ``IncompleteReads`` (a tick's targets with a gap,
-    printed only when not zero) every minute for ``HeldAlarmMinutes``."""
+    """A gap in a target's read, a rollout or an unshielded busy worker holds its
+    scale-in; one that lasts (a worker dead on a running instance, a deployment that never
+    ends) would hold the fleet at its size unseen. The alarm watches the deployment's
+    ``ScaleInHeld`` (a tick's held targets, printed only when not zero) every minute for
+    ``HeldAlarmMinutes``."""
     held = defaults.resource("HeldScaleInAlarm")
     assert (held["Namespace"], held["MetricName"], held["Statistic"], held["Period"]) == (
-        "CeleryOnDemand", "IncompleteReads", "Sum", 60)
+        "CeleryOnDemand", "ScaleInHeld", "Sum", 60)
     assert held["Dimensions"] == [{"Name": "deployment", "Value": "default"}]
     assert str(held["EvaluationPeriods"]) == str(held["DatapointsToAlarm"]) == "15"
     assert (held["ComparisonOperator"], held["Threshold"], held["TreatMissingData"]) == (
         "GreaterThanThreshold", 0, "notBreaching")
     everyone = deployments.resource("HeldScaleInAlarm")["Metrics"][0]["Expression"]
-    assert everyone == 'SELECT SUM(IncompleteReads) FROM SCHEMA("CeleryOnDemand", deployment)'
+    assert everyone == 'SELECT SUM(ScaleInHeld) FROM SCHEMA("CeleryOnDemand", deployment)'
 
 
 def test_the_layer_ships_what_the_library_needs_pinned() -> None:

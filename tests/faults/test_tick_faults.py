@@ -73,13 +73,13 @@ def test_a_worker_silent_for_one_tick_holds_the_target_then_recovers(
         assert (decision.desired, decision.rule) == (2, "blind"), "...but not blind"
         assert counted_at.read_text() == "2"
         assert silent.metric("IncompleteReads", target="t") == 1
-        assert silent.metric("IncompleteReads") == 1, "what HeldScaleInAlarm watches"
+        assert silent.metric("IncompleteReads") == silent.metric("ScaleInHeld") == 1
         assert silent.metric("Warnings") == 1
         assert silent.logged("WARNING", "read incomplete", frozen.hostname)
 
         healthy = tick(ticker, capture, now=1004.0)
         assert healthy.metric("IncompleteReads", target="t") == 0
-        assert healthy.metric("IncompleteReads") == 0
+        assert healthy.metric("IncompleteReads") == healthy.metric("ScaleInHeld") == 0
         assert healthy.result.decisions[0].desired == 0, "heard again: idle, scaled in"
         assert counted_at.read_text() == "0"
         assert steady.hostname in healthy.result.observation.workers  # type: ignore[union-attr]
