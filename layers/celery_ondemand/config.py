@@ -223,11 +223,35 @@ def load_settings(path: str | Path, overrides: Mapping[str, Any] | None = None) 
     return parse_settings(text, source=str(path), overrides=overrides)
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as configs are written: ``to: 18:00`` is the text ``18:00``, not the integer
+    1080 that YAML 1.1's base-60 numbers make of it (PyYAML follows 1.1). Every other
+    implicit type (numbers, booleans, null) reads as ``yaml.safe_load`` reads it."""
+
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_DECIMAL_ONLY = {
+    _INT: re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)"
+                     r"|[-+]?0x[0-9a-fA-F_]+)$"),
+    _FLOAT: re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"
+                       r"|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+                       r"|\.(?:nan|NaN|NAN))$")}
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, _DECIMAL_ONLY.get(tag, regexp)) for tag, regexp in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def load_yaml(text: str) -> Any:
+    """One YAML (or JSON) document, read by :class:`ConfigLoader`."""
+    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader subclass: safe
+
+
 def parse_settings(text: str, source: str = "config",
                    overrides: Mapping[str, Any] | None = None) -> Settings:
     """Parse a YAML or JSON document into validated :class:`Settings`."""
     try:
-        document = yaml.safe_load(text)
+        document = load_yaml(text)
     except yaml.YAMLError as exc:
         # The problem and its place only: PyYAML's own message quotes the offending line,
         # which may hold a broker password.
@@ -407,7 +431,7 @@ through to kombu unchanged, as it would from a worker's configuration."""
 def parse_transport_options(text: str, source: str = "--transport-options") -> dict[str, Any]:
     """Transport options given as a JSON (or YAML) mapping, checked as in a config file."""
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid JSON or YAML: {exc}") from exc
     return _transport_options(_as_mapping(value, source), source)

@@ -125,3 +125,31 @@ def test_a_schedule_floor_is_the_rule_that_wins_and_the_decision_says_which() ->
     saturday = at("2026-11-28 12:00")
     decisions, _ = decide(busy, settings, {}, saturday, current={"t": 1})
     assert (decisions[0].desired, decisions[0].rule) == (1, "schedule"), "the weekend cap"
+
+
+def test_unquoted_times_in_a_yaml_config_are_times_not_base_60_numbers() -> None:
+    """YAML 1.1 (PyYAML) reads ``18:00`` as the integer 1080 and ``9:30`` as 570: a config
+    written as README's example, without the quotes, would fail to load and freeze every
+    target. Numbers elsewhere read as before."""
+    from celery_ondemand.config import parse_settings
+
+    settings = parse_settings("""
+broker_url: redis://h
+targets:
+  - name: t
+    queues: [q]
+    scaler: local
+    command: x
+    scale_down_delay_seconds: 1_200
+    schedules:
+      - {days: mon-fri, from: 9:30, to: 18:00, timezone: Europe/Paris, min_workers: 4}
+""")
+    target = settings.targets[0]
+    assert target.scale_down_delay_seconds == 1200
+    def floor_at(utc: str) -> int:
+        return bounds(target.schedules, at(utc), 0, 10)[0]
+
+    assert floor_at("2026-03-27 08:15") == 0, "09:15 CET, a Friday: not yet open"
+    assert floor_at("2026-03-27 08:45") == 4, "09:45 CET: open"
+    assert floor_at("2026-03-27 16:55") == 4, "17:55 CET: open"
+    assert floor_at("2026-03-27 17:15") == 0, "18:15 CET: closed"
