@@ -261,8 +261,7 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
     deployment = None
     try:
         deployment = fanout.deployment_for(event, fanout.listed_deployments())
-        settings = load_lambda_settings(deployment)
-        ticker = _ticker(settings, listed=deployment is not None)
+        settings, ticker, stale = _settings_and_ticker(deployment, namespace)
     except OnDemandError as exc:  # a missing or invalid config: nothing to tick, say why
         return _failed(exc, namespace, deployment)
     scheduled = scheduled_time(event)
@@ -297,7 +296,7 @@ def run_schedule(context: Any, event: dict[str, Any] | None = None,
             metrics.publish_deployment_ticked(
                 _stack_deployment(), any(r.ok and not r.lease_lost for r in results),
                 origin, namespace)
-    return {**_summary(results), "queued": queued}
+    return _with_stale_config({**_summary(results), "queued": queued}, stale)
 
 
 def run_dispatch(context: Any, event: dict[str, Any],
@@ -334,8 +333,7 @@ def run_queued(context: Any, event: dict[str, Any],
         listed = fanout.listed_deployments()
         if listed:  # a queued tick names its deployment (the queue holds one message)
             deployment = fanout.deployment_for(_body(event.get("Records", [{}])[0]), listed)
-        settings = load_lambda_settings(deployment)
-        ticker = _ticker(settings, listed=deployment is not None)
+        settings, ticker, stale = _settings_and_ticker(deployment, namespace)
     except OnDemandError as exc:
         return _failed(exc, namespace, deployment)
     slots = [_slot(record) for record in event.get("Records", [])]
@@ -348,7 +346,7 @@ def run_queued(context: Any, event: dict[str, Any],
         result, _ = _tick(ticker, settings, namespace, clock)
     finally:
         _end_invocation(ticker)
-    return _summary([result])
+    return _with_stale_config(_summary([result]), stale)
 
 
 def _end_invocation(ticker: Ticker) -> None:
@@ -410,6 +408,33 @@ def _body(record: dict[str, Any]) -> dict[str, Any]:
 def _slot(record: dict[str, Any]) -> float | None:
     slot = _body(record).get("slot")
     return float(slot) if isinstance(slot, int | float) else None
+
+
+def _settings_and_ticker(deployment: str | None,
+                         namespace: str) -> tuple[Settings, Ticker, str | None]:
+    """The deployment's settings and warm Ticker, and None; or, when the configuration
+    cannot be read now (a bad edit of the parameter, SSM unavailable) but this container
+    ticked with a valid one, that one's settings and Ticker, and why: a bad push must not
+    freeze every target, a queue at zero workers included. The error is still logged and
+    counted in ``Errors``, so the alarm fires until the parameter is fixed."""
+    try:
+        settings = load_lambda_settings(deployment)
+    except OnDemandError as exc:
+        warm = _warm_listed.get(deployment) if deployment is not None else _warm
+        if warm is None:
+            raise
+        stale = (f"{exc}; ticking with the last valid configuration this container read "
+                 "until it is fixed")
+        logger.error(stale)
+        metrics.publish_failure(warm.settings.deployment, namespace)
+        return warm.settings, warm.ticker, stale
+    return settings, _ticker(settings, listed=deployment is not None), None
+
+
+def _with_stale_config(summary: dict[str, Any], stale: str | None) -> dict[str, Any]:
+    if stale is None:
+        return summary
+    return {**summary, "ok": False, "errors": sorted({*summary["errors"], stale})}
 
 
 def _failed(exc: OnDemandError, namespace: str,

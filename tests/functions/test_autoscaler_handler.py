@@ -168,3 +168,36 @@ def test_a_missing_or_invalid_config_is_an_error_metric_not_a_crash(
     assert expected in summary["errors"][0]
     blobs = emf(capsys.readouterr().out)
     assert [b["Errors"] for b in blobs] == [[1.0]] and blobs[0]["deployment"] == "default"
+
+
+def test_a_bad_config_push_leaves_a_warm_container_ticking_on_the_last_valid_one(
+        redis_url: str, aws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator's bad edit of the parameter must not freeze every target: a backlog
+    that arrives after it still scales out, while the error is counted until it is fixed.
+    (A container that never read a valid configuration has none to keep: see above.)"""
+    queues, fleet, producer = Queues(redis_url), Fleet(redis_url), producer_app(redis_url)
+    try:
+        name = queues.new("lambda")
+        fleet.start([queues.new("elsewhere")], name="lambda")
+        configure(aws, redis_url, name)
+        good = function_handler("autoscaler")(scheduler_event(period_seconds=1),
+                                              LambdaContext())
+        assert good["ok"] and desired_count(aws) == 1
+        aws["ssm"].put_parameter(Name="/ondemand/config", Type="String", Overwrite=True,
+                                 Value="targets: [{name: t, queues: [q], scaler: warp}]")
+        aws_lambda._clients().parameter.clear_cache()  # the cached value has expired
+        for _ in range(5):
+            producer.send_task("tests.sleep", args=(0,), queue=name)
+        capsys.readouterr()
+        summary = function_handler("autoscaler")(scheduler_event(period_seconds=1),
+                                                 LambdaContext())
+        assert summary["ticks"] >= 1 and not summary["ok"]
+        assert any("targets[0]" in e and "last valid configuration" in e
+                   for e in summary["errors"])
+        assert desired_count(aws) == 3, "the backlog was not scaled out"
+        blobs = emf(capsys.readouterr().out)
+        assert sum(b.get("Errors", [0])[0] for b in blobs) >= 1, "the bad push went unseen"
+    finally:
+        fleet.stop()
+        queues.delete_all()
+        producer.close()
