@@ -29,6 +29,9 @@ class FakeEcsAgent(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, dict[str, Any]]] = []
+        self.refusing = False
+        """Answer every protection call as the agent relays an API failure (HTTP 200,
+        ``failure`` in the body): a task role without ``ecs:UpdateTaskProtection``."""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,6 +39,9 @@ class FakeEcsAgent(ThreadingHTTPServer):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path == "/task-protection/v1/state":
                     server.calls.append((time.monotonic(), body))
+                if server.refusing:
+                    self._reply({"failure": {"Arn": TASK_ARN, "Reason": "AccessDeniedException"}})
+                    return
                 self._reply({"protection": body})
 
             def do_GET(self) -> None:
@@ -149,5 +155,40 @@ def test_drain_finishes_running_work_then_exits(broker_url: str, fleet: Fleet) -
     finally:
         redis.Redis.from_url(counter_url).set(release, 1, ex=300)
         app.close()
+        producer.close()
+        queues.delete_all()
+
+
+def test_a_refused_protection_call_is_tried_again_less_and_less_often(
+        broker_url: str, fleet: Fleet, agent: FakeEcsAgent) -> None:
+    """Every busy worker retrying each 0.1 s poll would hammer the API (and the account's
+    quota the autoscaler shares) and log as often; it backs off, and protects once the
+    calls succeed again."""
+    counter_url = require_broker(BROKERS["redis"])
+    release = unique("ondemand-release")
+    queues = Queues(broker_url)
+    name = queues.new("refused")
+    producer = producer_app(broker_url)
+    try:
+        agent.refusing = True
+        worker = fleet.start([name], name="refused", env={
+            "ONDEMAND_TEST_BOOTSTEP": "1", "ECS_AGENT_URI": agent.url,
+            "ECS_CONTAINER_METADATA_URI_V4": f"{agent.url}/meta",
+            "ONDEMAND_TEST_COUNTER": counter_url, "ONDEMAND_PROTECTION_POLL": "0.1"})
+        assert worker.hostname
+        producer.send_task("tests.hold", args=(release,), queue=name)
+        wait_until(lambda: [b for _, b in agent.calls if b["ProtectionEnabled"]],
+                   lambda sets: len(sets) >= 1, what="a first try to protect")
+        first = next(t for t, b in agent.calls if b["ProtectionEnabled"])
+        time.sleep(3.0)
+        tries = [t for t, b in agent.calls if b["ProtectionEnabled"] and t <= first + 3.0]
+        # Every 0.1 s poll would be ~30 tries; doubling from 0.1 s, about 5 (+1 for a slow
+        # machine's late polls).
+        assert len(tries) <= 7, f"{len(tries)} tries in 3 s: no backoff"
+        agent.refusing = False
+        wait_until(lambda: agent.calls[-1][1], lambda body: body["ProtectionEnabled"],
+                   timeout=30, what="protection set once the agent accepts again")
+    finally:
+        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
         producer.close()
         queues.delete_all()

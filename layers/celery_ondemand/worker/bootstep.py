@@ -6,7 +6,8 @@ Celery's "Extensions and Bootsteps" guide describes. Protection follows the work
 running tasks, checked every ``ONDEMAND_PROTECTION_POLL`` seconds (default 1): set when a
 task starts, lifted once the worker has been idle ``ONDEMAND_PROTECTION_LINGER`` seconds
 (default 30: a worker between two short tasks is neither exposed nor calling the platform's
-API every second), with an expiry on ECS (``ONDEMAND_PROTECTION_MINUTES``, default 60,
+API every second; a call that fails is tried again after a wait that doubles up to a
+minute), with an expiry on ECS (``ONDEMAND_PROTECTION_MINUTES``, default 60,
 renewed at half-time) so a crashed worker does not stay protected. What the step knows
 (platform, task ARN or instance id, protected or not) appears in the worker's ``stats()``
 reply under
@@ -30,6 +31,11 @@ from celery.worker.control import control_command
 from .protection import Protection, detect
 
 logger = logging.getLogger("celery_ondemand.worker")
+
+
+MAX_RETRY_SECONDS = 60.0
+"""The longest wait between two tries of a protection call that keeps failing (the wait
+doubles from one poll)."""
 
 
 class OnDemandStep(bootsteps.StartStopStep):
@@ -76,15 +82,21 @@ class OnDemandStep(bootsteps.StartStopStep):
                              "beat": getattr(parent, "beat", None) is not None}}
 
     def _follow_tasks(self) -> None:
-        set_at = busy_at = 0.0
+        set_at = busy_at = retry_at = 0.0
+        backoff = self.poll
         while not self._stop.wait(self.poll):
             now = time.monotonic()
             if worker_state.active_requests:
                 busy_at = now
             wanted = now - busy_at < self.linger if busy_at else False
             renew = self.protected and now - set_at > self.minutes * 30
-            if wanted != self.protected or (wanted and renew):
-                set_at = self._set(wanted) or set_at
+            if (wanted != self.protected or (wanted and renew)) and now >= retry_at:
+                done = self._set(wanted)
+                if done is None:  # refused (a role without the permission?) or throttled:
+                    # every poll of every busy worker would call and log again; back off
+                    retry_at, backoff = now + backoff, min(backoff * 2, MAX_RETRY_SECONDS)
+                else:
+                    set_at, retry_at, backoff = done, 0.0, self.poll
         if self.protected:
             self._set(False)
 
