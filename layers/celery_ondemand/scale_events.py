@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,10 +43,10 @@ def scale_events(result: TickResult, deployment: str) -> list[dict[str, Any]]:
         held = decision.rule in FAULT_HOLDS or decision.target in result.target_errors
         if not held:
             _holding.pop(key, None)
-        elif _holding.get(key) == (decision.rule, decision.reason):
+        elif _holding.get(key) == (decision.rule, _cause(decision.reason)):
             held = False  # published when it began
         else:
-            _holding[key] = (decision.rule, decision.reason)
+            _holding[key] = (decision.rule, _cause(decision.reason))
         if not (applied or held):
             continue
         detail = {"deployment": deployment, "target": decision.target,
@@ -56,6 +57,12 @@ def scale_events(result: TickResult, deployment: str) -> list[dict[str, Any]]:
                         "DetailType": "Scale action" if applied else "Scale held",
                         "Detail": json.dumps(detail)})
     return entries
+
+
+def _cause(reason: str) -> str:
+    """A hold's reason without the durations that grow each tick it lasts ("… workers
+    heard for 195s"): the same cause, however long it has lasted."""
+    return re.sub(r"\b\d+(?:\.\d+)?s\b", "#s", reason)
 
 
 def publish(result: TickResult, deployment: str, bus: str,

@@ -63,6 +63,11 @@ def test_a_lasting_fault_is_published_when_it_begins_and_when_its_cause_changes(
     assert tick("blind", "worker w not heard") == ["Scale held"], "its cause changed"
     assert tick("idle", "no work") == []
     assert tick("blind", "broker unread") == ["Scale held"], "a new outage is news again"
+    lasting = "read incomplete (2 running on the target but 1 workers heard for {}s)"
+    assert tick("blind", lasting.format(190)) == ["Scale held"]
+    assert tick("blind", lasting.format(205)) == [], "only how long it has lasted changed"
+    assert tick("blind", lasting.format(220.5).replace("2 running", "3 running")) == \
+        ["Scale held"], "another instance without its worker: a new cause"
 
 
 @pytest.fixture
