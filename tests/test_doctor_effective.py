@@ -76,3 +76,33 @@ def test_an_eta_beyond_the_visibility_timeout_is_an_error(redis_url: str) -> Non
         fleet.stop()
         producer.close()
         queues.delete_all()
+
+
+def test_an_eta_past_rabbitmqs_consumer_timeout_is_an_error(rabbitmq_url: str) -> None:
+    """RabbitMQ closes the channel of a worker holding a delivery unacknowledged past its
+    consumer_timeout, and everything the worker holds runs again; a worker holds an ETA
+    task until it is due. The broker's value is given as redelivery_timeout_seconds."""
+    queues, fleet = Queues(rabbitmq_url), Fleet(rabbitmq_url)
+    name = queues.new("far")
+    worker = fleet.start([name], name="far-amqp")
+    producer = Celery("p", broker=rabbitmq_url, set_as_current=False)
+    try:
+        producer.send_task("tests.sleep", args=(0,), queue=name, countdown=600)
+        with Observer(rabbitmq_url) as observer:
+            deadline = time.monotonic() + 30
+            while True:
+                seen = observer.observe([name]).workers.get(worker.hostname)
+                if seen is not None and seen.scheduled:
+                    break
+                assert time.monotonic() < deadline, "the worker never took the ETA task"
+        short = about(findings_for(rabbitmq_url, name, redelivery_timeout_seconds=60),
+                      worker.hostname)
+        assert any(f.severity == "error" and "consumer_timeout of 60s" in f.problem
+                   and "ETA" in f.problem for f in short), short
+        default = about(findings_for(rabbitmq_url, name), worker.hostname)
+        assert not any("consumer_timeout" in f.problem for f in default), \
+            "due in 10 minutes: inside the default 30"
+    finally:
+        fleet.stop()
+        producer.close()
+        queues.delete_all()

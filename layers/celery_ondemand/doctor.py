@@ -20,12 +20,16 @@ from typing import Any
 from .act import scaler_for
 from .act.ecs import ECSScaler
 from .config import Settings
+from .decide.engine import REDELIVERY_DEFAULTS, redelivery_timeout
 from .model import Observation
 from .observe import Observer
 from .observe.workers import gather
 
 DEFAULT_VISIBILITY = {"redis": 3600.0, "rediss": 3600.0, "valkey": 3600.0, "sqs": 1800.0}
 """kombu's ``visibility_timeout`` when the app sets none (Redis; Celery's SQS)."""
+
+CONSUMER_TIMEOUT_SCHEMES = ("amqp", "amqps", "pyamqp")
+"""Brokers whose redelivery is RabbitMQ's ``consumer_timeout``."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,8 @@ def worker_findings(facts: Iterable[WorkerFacts], observation: Observation,
                      "again before it is due, and it runs twice",
                      "raise broker_transport_options['visibility_timeout'] above the "
                      "furthest ETA or countdown, or schedule far tasks with beat", host)
+        elif scheme in CONSUMER_TIMEOUT_SCHEMES:
+            _consumer_timeout_findings(worker, observation, settings, note)
         for target in _targets_of(observation, settings, host):
             if _runs_beat(worker) and target.min_workers == 0:
                 note("error", f"an embedded beat (-B) runs on target {target.name}, which can "
@@ -185,6 +191,32 @@ def _runs_beat(worker: WorkerFacts) -> bool:
     """Whether the worker embeds beat (``-B``), as the celery-ondemand bootstep reports."""
     ondemand = worker.stats.get("ondemand")
     return isinstance(ondemand, Mapping) and bool(ondemand.get("beat"))
+
+
+def _consumer_timeout_findings(worker: WorkerFacts, observation: Observation,
+                               settings: Settings, note: Any) -> None:
+    """RabbitMQ closes the channel of a consumer that holds a delivery unacknowledged past
+    its ``consumer_timeout`` (30 minutes by default): every task the worker holds is then
+    delivered again. It holds an ETA task until it is due, and with ``task_acks_late`` (which
+    ``install()`` sets) a task until it ends. The broker's value is not visible to a client:
+    a target's ``redelivery_timeout_seconds`` says it, else the default is assumed."""
+    host = worker.hostname
+    limit = min((redelivery_timeout(t, observation.broker)
+                 for t in _targets_of(observation, settings, host)),
+                default=REDELIVERY_DEFAULTS["amqp"])
+    fix = ("raise the broker's consumer_timeout (rabbitmq.conf, or the x-consumer-timeout "
+           "queue argument) and set redelivery_timeout_seconds to match")
+    furthest = max(worker.due_in, default=0.0)
+    if furthest > limit:
+        note("error", f"an ETA/countdown task is due in {furthest:.0f}s, beyond RabbitMQ's "
+             f"consumer_timeout of {limit:.0f}s: the broker closes the worker's channel "
+             "before it is due, and every task the worker holds runs again",
+             f"{fix}, or schedule far tasks with beat", host)
+    longest = max(worker.running_seconds, default=0.0)
+    if worker.conf.get("task_acks_late") and longest > 0.8 * limit:
+        note("error", f"a task has run {longest:.0f}s with task_acks_late against RabbitMQ's "
+             f"consumer_timeout of {limit:.0f}s: past it, the broker closes the worker's "
+             "channel and the task runs twice", f"{fix} above the longest task", host)
 
 
 def _targets_of(observation: Observation, settings: Settings, host: str) -> list[Any]:
