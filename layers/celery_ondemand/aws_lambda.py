@@ -27,7 +27,9 @@ Environment:
 - ``ONDEMAND_CONFIG_PARAMETER``: SSM parameter holding the YAML config, else
   ``ONDEMAND_CONFIG_FILE`` (default ``ondemand.yaml`` beside the handler);
 - ``ONDEMAND_CONFIG_MAX_AGE``: seconds the config and the broker secret are cached by a warm
-  container (default 300: a change reaches the ticks within five minutes);
+  container (default: 60 for the config, so ``paused: true`` or a lower ``max_workers``
+  reaches the ticks within a minute, for one free ``GetParameter`` a minute; 300 for the
+  secret, which changes only with a rotation, and whose refusal is retried at once);
 - ``ONDEMAND_BROKER_SECRET``: Secrets Manager name or ARN of the broker URL (overrides the
   config's ``broker_url_secret``);
 - ``ONDEMAND_STATE_TABLE``: the stack's DynamoDB table (overrides ``state_table``);
@@ -145,9 +147,14 @@ def _clients() -> _Clients:
     return _clients_for(os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION"))
 
 
+CONFIG_MAX_AGE = 60
+SECRET_MAX_AGE = 300
+
+
 def _cached(kind: str, name: str) -> str:
     """A parameter's or a secret's value, cached for ``ONDEMAND_CONFIG_MAX_AGE`` seconds."""
-    max_age = int(os.environ.get("ONDEMAND_CONFIG_MAX_AGE", "300"))
+    default = CONFIG_MAX_AGE if kind == "parameter" else SECRET_MAX_AGE
+    max_age = int(os.environ.get("ONDEMAND_CONFIG_MAX_AGE", str(default)))
     return str(getattr(_clients(), kind).get(name, max_age=max_age))
 
 
