@@ -218,6 +218,9 @@ class _TracedObserver:
         with self.tracer.provider.in_subsegment("## broker observe"):
             return self.observer.observe(queues, previous=previous)
 
+    def drain(self, hostnames: Any) -> None:
+        self.observer.drain(hostnames)
+
     def close(self) -> None:
         self.observer.close()
 

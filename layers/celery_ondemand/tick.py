@@ -65,6 +65,8 @@ class TickResult:
     """Why the forecast could not be learnt this tick (the policy then only reacts)."""
     load_error: str | None = None
     """Why this tick could not write the load history (its minutes are retried)."""
+    drained: dict[str, list[str]] = field(default_factory=dict)
+    """Per target, the workers this tick told to drain for a rollout."""
 
     @property
     def ok(self) -> bool:
@@ -103,6 +105,8 @@ class TickResult:
             found += [f"target {d.target}: worker {name} is a zombie (alive, takes nothing "
                       f"while tasks wait): {'replaced' if name in done else 'not replaced'}"
                       for name in d.zombies]
+        found += [f"target {name}: draining {', '.join(hosts)}: a rollout replaces their "
+                  "tasks, and busy they would hold it up" for name, hosts in self.drained.items()]
         found += [f"target {d.target}: read incomplete, not scaling down "
                   f"({'; '.join(d.inputs['problems'])})"
                   for d in self.decisions if d.inputs.get("problems")]
@@ -154,6 +158,8 @@ class Ticker:
         """Per target, the minutes that ended but could not be written yet."""
         self.credentials_refused = False
         """Per target, what its last decision written to the history said."""
+        self.drained: set[str] = set()
+        """Workers told to drain for a rollout and still heard (each is told once)."""
 
     def tick(self, now: float | None = None, dry_run: bool = False) -> TickResult:
         """One tick. Never raises for a broker, scaler or lease problem: it reports them."""
@@ -344,6 +350,7 @@ class Ticker:
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "scaling", exc)
         self._replace_zombies(result)
+        self._drain_outgoing(result)
 
     def _replace_zombies(self, result: TickResult) -> None:
         for decision in result.decisions:
@@ -357,6 +364,30 @@ class Ticker:
                 result.replaced[name] = self.scalers[name].replace(zombies, workers)
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "replacing", exc)
+
+    def _drain_outgoing(self, result: TickResult) -> None:
+        """Drain the workers a rollout is replacing (see :meth:`Scaler.outgoing`), each
+        once: busy, they would hold their protection and the rollout with it."""
+        drain = getattr(self.observer, "drain", None)
+        if result.observation is None or drain is None:  # (cwod's service reads elsewhere)
+            return
+        self.drained &= set(result.observation.live_workers)
+        for decision in result.decisions:
+            name = decision.target
+            if decision.dry_run or name in result.target_errors or name not in self.scalers:
+                continue
+            workers = workers_of(self.settings.target(name), result.observation)
+            try:
+                leaving = [h for h in self.scalers[name].outgoing(workers)
+                           if h not in self.drained]
+                if leaving:
+                    drain(leaving)
+            except Exception as exc:
+                result.target_errors[name] = _target_error(name, "draining", exc)
+                continue
+            if leaving:
+                self.drained.update(leaving)
+                result.drained[name] = leaving
 
     def release_lease(self) -> None:
         """Let a later tick take the lease at once instead of waiting for it to expire."""

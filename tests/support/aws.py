@@ -53,6 +53,26 @@ class ECSWithProtection:
         return getattr(self._client, name)
 
 
+class RollingOut(ECSWithProtection):
+    """A service mid-deployment: ``DescribeServices`` answered with a ``PRIMARY``
+    deployment rolling out beside an ``ACTIVE`` one being replaced. moto keeps one
+    deployment per service, so only this answer is made up, at the client boundary; the
+    service, its count and its tasks (whose ``startedBy`` names the deployment that
+    started them, as ECS does) are moto's."""
+
+    def __init__(self, client: Any, old: str, new: str) -> None:
+        super().__init__(client)
+        self.deployments = [
+            {"id": new, "status": "PRIMARY", "rolloutState": "IN_PROGRESS"},
+            {"id": old, "status": "ACTIVE", "rolloutState": "COMPLETED"}]
+
+    def describe_services(self, **kwargs: Any) -> dict[str, Any]:
+        found: dict[str, Any] = self._client.describe_services(**kwargs)
+        for service in found.get("services", []):
+            service["deployments"] = [dict(d) for d in self.deployments]
+        return found
+
+
 def ecs_service_with_tasks(ecs: Any, ec2: Any, *, cluster: str = "prod",
                            service: str = "workers", tasks: int = 3,
                            rolling_out: bool = False) -> list[str]:

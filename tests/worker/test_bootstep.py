@@ -27,8 +27,9 @@ TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef"
 class FakeEcsAgent(ThreadingHTTPServer):
     """Records every PUT to /task-protection/v1/state; serves /task metadata."""
 
-    def __init__(self) -> None:
+    def __init__(self, task_arn: str = TASK_ARN) -> None:
         self.calls: list[tuple[float, dict[str, Any]]] = []
+        self.task_arn = task_arn
         self.refusing = False
         """Answer every protection call as the agent relays an API failure (HTTP 200,
         ``failure`` in the body): a task role without ``ecs:UpdateTaskProtection``."""
@@ -45,7 +46,8 @@ class FakeEcsAgent(ThreadingHTTPServer):
                 self._reply({"protection": body})
 
             def do_GET(self) -> None:
-                self._reply({"TaskARN": TASK_ARN} if self.path == "/meta/task" else {})
+                self._reply({"TaskARN": server.task_arn} if self.path == "/meta/task"
+                            else {})
 
             def _reply(self, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()

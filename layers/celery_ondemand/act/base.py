@@ -99,6 +99,20 @@ class Scaler(ABC):
                  workers: Sequence[WorkerStatus]) -> list[str]:
         return []
 
+    def outgoing(self, workers: Sequence[WorkerStatus]) -> list[str]:
+        """The hostnames of ``workers`` on machines a rollout under way is replacing.
+
+        A busy worker's bootstep holds its machine's scale-in protection, which deployments
+        honour too: under steady load the old workers never go idle and the rollout never
+        ends. The tick drains these (``ondemand_drain``: finish, then exit). None by
+        default; only workers whose bootstep reported their machine are named (they are
+        the ones that answer the drain)."""
+        with self.errors("reading the rollout of"):
+            return self._outgoing(workers)
+
+    def _outgoing(self, workers: Sequence[WorkerStatus]) -> list[str]:
+        return []
+
     @contextmanager
     def errors(self, doing: str) -> Iterator[None]:
         try:

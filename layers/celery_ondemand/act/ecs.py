@@ -35,6 +35,8 @@ class ECSScaler(Scaler):
     def __init__(self, target: TargetConfig, client: Any = None) -> None:
         super().__init__(target)
         self._client = client
+        self._deployments: list[dict[str, Any]] = []
+        """The service's deployments, as last read."""
 
     @property
     def client(self) -> Any:
@@ -54,6 +56,7 @@ class ECSScaler(Scaler):
                               f" not found in cluster {self.target.cluster!r}"
                               f"{f' ({reasons})' if reasons else ''}")
         service = services[0]
+        self._deployments = list(service.get("deployments") or [])
         return Capacity(int(service["desiredCount"]), int(service.get("runningCount", 0)),
                         int(service.get("pendingCount", 0)), _rollout(service))
 
@@ -114,24 +117,42 @@ class ECSScaler(Scaler):
                     definition.get("containerDefinitions", [])]
         return min(timeouts, default=30.0)
 
+    def _outgoing(self, workers: Sequence[WorkerStatus]) -> list[str]:
+        """Workers on tasks started by a deployment the service is moving away from (an
+        ``ACTIVE`` one beside the ``PRIMARY``): ECS names the deployment that started a
+        task in its ``startedBy``."""
+        old = {d.get("id") for d in self._deployments if d.get("status") == "ACTIVE"}
+        reporting = [w for w in workers if w.machine]
+        if not old or not reporting:
+            return []
+        leaving = {task["taskArn"] for task in self._running()
+                   if task.get("startedBy") in old}
+        return sorted(w.hostname for w in reporting if w.machine in leaving)
+
     def _tasks(self) -> dict[str, set[str]]:
         """The service's running tasks: ARN → the names its worker may carry."""
+        tasks: dict[str, set[str]] = {}
+        for task in self._running():
+            details = [d.get("value") for a in task.get("attachments", [])
+                       for d in a.get("details", [])
+                       if d.get("name") in ("privateIPv4Address", "privateDnsName")]
+            task_id = task["taskArn"].rsplit("/", 1)[-1]
+            tasks[task["taskArn"]] = identities(task_id, *details)
+        return tasks
+
+    def _running(self) -> list[dict[str, Any]]:
+        """The service's running tasks, described."""
         arns: list[str] = []
         for page in self.client.get_paginator("list_tasks").paginate(
                 cluster=self.target.cluster, serviceName=self.target.service,
                 desiredStatus="RUNNING"):
             arns += page.get("taskArns", [])
-        tasks: dict[str, set[str]] = {}
+        found: list[dict[str, Any]] = []
         for start in range(0, len(arns), 100):
             described = self.client.describe_tasks(cluster=self.target.cluster,
                                                    tasks=arns[start:start + 100])
-            for task in described.get("tasks", []):
-                details = [d.get("value") for a in task.get("attachments", [])
-                           for d in a.get("details", [])
-                           if d.get("name") in ("privateIPv4Address", "privateDnsName")]
-                task_id = task["taskArn"].rsplit("/", 1)[-1]
-                tasks[task["taskArn"]] = identities(task_id, *details)
-        return tasks
+            found += described.get("tasks", [])
+        return found
 
 
 def _rollout(service: dict[str, Any]) -> str | None:

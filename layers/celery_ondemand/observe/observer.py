@@ -244,6 +244,13 @@ class Observer:
                     f"{problem} for {now - since:.0f}s though it beats: taken for another "
                     "app's worker (a control exchange of its own), not held on")
 
+    def drain(self, hostnames: Sequence[str]) -> None:
+        """Tell these workers to finish what they run and exit (the bootstep's
+        ``ondemand_drain``), on the connection the reads use; no reply is awaited."""
+        if hostnames:
+            self.app.control.broadcast("ondemand_drain", destination=list(hostnames),
+                                       connection=self.probe.connection)
+
     def close(self, failed: bool = False) -> None:
         """Release the broker connection; the next observation opens a new one.
 
