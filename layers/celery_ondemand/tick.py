@@ -337,6 +337,8 @@ class Ticker:
                                               rule="scaler-error",
                                               reason=result.target_errors[name])
                 continue
+            if decision.action == "hold":
+                self._keep_shielded(result, decision)
             if decision.action == "hold" or decision.dry_run or name not in self.scalers:
                 continue
             target = self.settings.target(name)
@@ -364,6 +366,23 @@ class Ticker:
                 result.replaced[name] = self.scalers[name].replace(zombies, workers)
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "replacing", exc)
+
+    def _keep_shielded(self, result: TickResult, decision: Decision) -> None:
+        """A hold while more workers live than the count asked for: the platform has not
+        finished a scale-in (a ceiling fell below the busy workers; a rollout). Protection
+        set at the scale-in would expire under a busy task (ECS, an hour) or keep an idle
+        instance for good, so it is set again for the busy and lifted for the idle."""
+        name = decision.target
+        if decision.dry_run or name not in self.scalers or decision.inputs.get("problems") \
+                or int(decision.inputs.get("live") or 0) <= decision.desired:
+            return
+        try:
+            self.scalers[name].keep_shielded(
+                workers_of(self.settings.target(name), result.observation))
+        except ScaleInHeld:
+            pass  # a busy worker matched to no machine: nothing more to shield for it
+        except Exception as exc:
+            result.target_errors[name] = _target_error(name, "shielding", exc)
 
     def _drain_outgoing(self, result: TickResult) -> None:
         """Drain the workers a rollout is replacing (see :meth:`Scaler.outgoing`), each

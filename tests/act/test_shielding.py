@@ -141,3 +141,31 @@ def test_the_tick_holds_and_warns_when_the_shield_fails(aws: dict[str, Any]) -> 
     assert ticker.memory["t"].last_desired == 2, "no worker was expected to leave"
     service = aws["ecs"].describe_services(cluster="prod", services=["workers"])["services"][0]
     assert service["desiredCount"] == 2
+
+
+def test_a_scale_in_the_platform_has_not_finished_keeps_busy_tasks_shielded(
+        aws: dict[str, Any]) -> None:
+    """A ceiling fell below the busy workers (max_workers lowered, a window opened): the
+    count is 1, three tasks still run, one of them busy. ECS stops only unprotected tasks,
+    and the protection the scale-in set lasts an hour: each tick that still finds more
+    workers than asked for protects the busy task again (a task running past the hour is
+    not stopped) and lifts the idle ones' (ECS stops those)."""
+    arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=3)
+    aws["ecs"].update_service(cluster="prod", service="workers", desiredCount=1)
+    ids = [arn.rsplit("/", 1)[-1] for arn in arns]
+    client = ECSWithProtection(aws["ecs"])
+    config = settings(scaler="ecs", cluster="prod", service="workers", command=None,
+                      worker_concurrency=1, max_workers=1)
+    running = [worker(f"celery@{ids[0]}", ["q"], active=1, concurrency=1),
+               *(worker(f"celery@{i}", ["q"], concurrency=1) for i in ids[1:])]
+    ticker = Ticker(config, observer=ScriptedObserver(observation(  # type: ignore[arg-type]
+        {"q": (0, 1)}, running)), scalers={"t": ecs_scaler(client)})
+    ticker.memory = {"t": TargetMemory(workers_seen=sorted(w.hostname for w in running))}
+    for minute in range(3):
+        result = ticker.tick(now=1000.0 + 60 * minute)
+        assert (result.decisions[0].current, result.decisions[0].desired) == (1, 1)
+        assert result.ok
+    assert client.protected == {arns[0]: True, arns[1]: False, arns[2]: False}
+    renewals = [c for c in client.protection_calls if c["enabled"]]
+    assert [c["tasks"] for c in renewals] == [[arns[0]]] * 3, "renewed every tick"
+    assert all(c["minutes"] == 60 for c in renewals)

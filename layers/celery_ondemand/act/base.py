@@ -84,6 +84,14 @@ class Scaler(ABC):
                                       [w for w in workers if not w.busy])
             self._set_desired(desired, current, workers)
 
+    def keep_shielded(self, workers: Sequence[WorkerStatus]) -> None:
+        """Shield the busy workers again and unshield the idle, as before a scale-in, while
+        the platform still runs more than asked for: protection the tick set expires (ECS,
+        in an hour) or never does (an instance), and the platform goes on choosing."""
+        with self.errors("shielding"):
+            self._before_scale_in([w for w in workers if w.busy],
+                                  [w for w in workers if not w.busy])
+
     def replace(self, zombies: Sequence[WorkerStatus],
                 workers: Sequence[WorkerStatus] = ()) -> list[str]:
         """Stop ``zombies`` and put a fresh worker in the place of each, keeping the count.
