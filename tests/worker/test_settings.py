@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from celery import Celery
 
 from celery_ondemand.worker import Config, configure
 
 
-def test_a_fresh_app_gets_every_setting() -> None:
+def test_a_fresh_app_gets_every_setting(caplog: pytest.LogCaptureFixture) -> None:
     app = Celery("fresh", set_as_current=False)
-    assert configure(app, ["emails", "reports"]) == []
+    with caplog.at_level(logging.INFO, logger="celery_ondemand.worker"):
+        assert configure(app, ["emails", "reports"]) == []
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("celery-ondemand set task_acks_late=True")
+               and "consumer_timeout" in m for m in said), \
+        "a changed Celery default that changes how tasks run is said"
+    assert any(m.startswith("celery-ondemand set worker_prefetch_multiplier=1") for m in said)
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_send_task_events and conf.worker_prefetch_multiplier == 1

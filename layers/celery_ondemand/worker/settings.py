@@ -20,6 +20,15 @@ from ..stamping import stamp_publish_time
 logger = logging.getLogger("celery_ondemand.worker")
 
 
+CHANGES_TO_SAY = {
+    "task_acks_late": ("; a task is now acknowledged when it ends, so one longer than the "
+                       "broker's redelivery limit (RabbitMQ consumer_timeout, 30 min by "
+                       "default; the Redis/SQS visibility_timeout) is delivered again"),
+    "worker_prefetch_multiplier": "",
+}
+"""Celery defaults :func:`configure` changes that change how tasks run, said in the log."""
+
+
 @dataclass(frozen=True)
 class Config:
     """What :func:`configure` applies; every default has a reason in :meth:`settings`."""
@@ -76,6 +85,9 @@ def configure(app: Celery, queues: Iterable[str] = (), config: Config | None = N
             kept.append(f"kept your {name}={app.conf[name]!r}; celery-ondemand recommends "
                         f"{value!r}: {why}")
             continue
+        if app.conf.get(name) != value and name in CHANGES_TO_SAY:
+            logger.info(f"celery-ondemand set {name}={value!r}: {why}"
+                        f"{CHANGES_TO_SAY[name]}")
         app.conf[name] = value
     if config.stamp_publish_time:
         stamp_publish_time()
