@@ -68,8 +68,9 @@ class SlowObserver(ScriptedObserver):
         return super().observe(queues, previous)
 
 
+@pytest.mark.parametrize("release", [False, True], ids=["held", "taken-and-released"])
 def test_a_tick_that_outlives_its_lease_does_not_act_beside_the_next(
-        store: StateStore) -> None:
+        store: StateStore, release: bool) -> None:
     """A read slowed past the lease: another tick takes the expired lease and acts; the
     slow tick, renewing before it acts, finds the lease gone and changes nothing."""
     config = settings(scaler="tests.support.agents:RecordingDemand", command=None,
@@ -79,6 +80,8 @@ def test_a_tick_that_outlives_its_lease_does_not_act_beside_the_next(
 
     def another_takes_over() -> None:  # the lease (0.4 s from 1000.0) has expired by then
         assert store.acquire_lease(deployment, "next-invocation", 1000.5, 60.0)
+        if release:  # it acted, and let the lease go at the end of its tick
+            store.release_lease(deployment, "next-invocation")
 
     slow = Ticker(config, observer=SlowObserver(0.3, another_takes_over,
                                                 observation({"q": (5, 0)})),

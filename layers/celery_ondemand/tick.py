@@ -226,8 +226,8 @@ class Ticker:
         if self.store is None or elapsed < self.lease_seconds / 2:
             return True
         try:
-            return self.store.acquire_lease(self.settings.deployment, self.owner,
-                                            now + elapsed, self.lease_seconds)
+            return self.store.renew_lease(self.settings.deployment, self.owner,
+                                          now + elapsed, self.lease_seconds)
         except StateError:
             return False
 

@@ -26,6 +26,19 @@ def test_the_lease_admits_one_owner_until_it_expires(store: StateStore) -> None:
     assert not store.acquire_lease("prod", "tick-a", now=192.0, seconds=60)
 
 
+def test_only_the_owner_renews_and_a_lease_taken_meanwhile_is_not_ours(
+        store: StateStore) -> None:
+    assert store.acquire_lease("prod", "tick-a", now=100.0, seconds=60)
+    assert store.renew_lease("prod", "tick-a", now=150.0, seconds=60)
+    assert not store.acquire_lease("prod", "tick-b", now=200.0, seconds=60), "renewed to 210"
+    assert store.acquire_lease("prod", "tick-b", now=211.0, seconds=60), "expired: taken"
+    assert not store.renew_lease("prod", "tick-a", now=212.0, seconds=60)
+    store.release_lease("prod", "tick-b")
+    assert not store.renew_lease("prod", "tick-a", now=213.0, seconds=60), \
+        "taken and released since: a tick acted in between, the lease is not ours to extend"
+    assert store.acquire_lease("prod", "tick-c", now=214.0, seconds=60)
+
+
 def test_released_leases_are_free_and_only_the_owner_releases(store: StateStore) -> None:
     assert store.acquire_lease("prod", "tick-a", now=0.0, seconds=60)
     store.release_lease("prod", "tick-b")

@@ -47,6 +47,11 @@ class StateStore(ABC):
         """Take or renew the lease until ``now + seconds``; False if another owner holds it."""
 
     @abstractmethod
+    def renew_lease(self, deployment: str, owner: str, now: float, seconds: float) -> bool:
+        """Extend the lease ``owner`` holds to ``now + seconds``; False if it is not still
+        ``owner``'s (another took it, or took and released it, since)."""
+
+    @abstractmethod
     def release_lease(self, deployment: str, owner: str) -> None:
         """Give the lease up early, if we hold it."""
 

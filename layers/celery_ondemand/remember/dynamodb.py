@@ -102,6 +102,18 @@ class DynamoDBStateStore(StateStore):
             return False
         return True
 
+    def renew_lease(self, deployment: str, owner: str, now: float, seconds: float) -> bool:
+        try:
+            self._call("update_item", Key={"pk": _s(_pk(deployment)), "sk": _s("lease")},
+                       UpdateExpression="SET expires_at = :expires",
+                       ConditionExpression="#owner = :owner",
+                       ExpressionAttributeNames={"#owner": "owner"},
+                       ExpressionAttributeValues={":owner": _s(owner),
+                                                  ":expires": _n(now + seconds)})
+        except ClientError:
+            return False
+        return True
+
     def release_lease(self, deployment: str, owner: str) -> None:
         with suppress(ClientError):  # not ours any more: nothing to release
             self._call("delete_item", Key={"pk": _s(_pk(deployment)), "sk": _s("lease")},

@@ -92,6 +92,12 @@ class SQLiteStateStore(StateStore):
                        (deployment, owner, now + seconds))
             return True
 
+    def renew_lease(self, deployment: str, owner: str, now: float, seconds: float) -> bool:
+        with self._transaction() as db:
+            renewed = db.execute("UPDATE lease SET expires_at = ? WHERE deployment = ? "
+                                 "AND owner = ?", (now + seconds, deployment, owner))
+            return renewed.rowcount == 1
+
     def release_lease(self, deployment: str, owner: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM lease WHERE deployment = ? AND owner = ?",
