@@ -67,6 +67,8 @@ class TickResult:
     """Why this tick could not write the load history (its minutes are retried)."""
     drained: dict[str, list[str]] = field(default_factory=dict)
     """Per target, the workers this tick told to drain for a rollout."""
+    drain_errors: dict[str, str] = field(default_factory=dict)
+    """Per target, why its rollout's workers could not be drained this tick."""
 
     @property
     def ok(self) -> bool:
@@ -107,6 +109,8 @@ class TickResult:
                       for name in d.zombies]
         found += [f"target {name}: draining {', '.join(hosts)}: a rollout replaces their "
                   "tasks, and busy they would hold it up" for name, hosts in self.drained.items()]
+        found += [f"{why} (the rollout waits for its busy workers)"
+                  for why in self.drain_errors.values()]
         found += [f"target {d.target}: read incomplete, not scaling down "
                   f"({'; '.join(d.inputs['problems'])})"
                   for d in self.decisions if d.inputs.get("problems")]
@@ -397,12 +401,11 @@ class Ticker:
                 continue
             workers = workers_of(self.settings.target(name), result.observation)
             try:
-                leaving = [h for h in self.scalers[name].outgoing(workers)
-                           if h not in self.drained]
+                leaving = self.scalers[name].outgoing(workers, self.drained)
                 if leaving:
                     drain(leaving)
-            except Exception as exc:
-                result.target_errors[name] = _target_error(name, "draining", exc)
+            except Exception as exc:  # after acting: a warning, not the target's error
+                result.drain_errors[name] = _target_error(name, "draining", exc)
                 continue
             if leaving:
                 self.drained.update(leaving)

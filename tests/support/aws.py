@@ -60,11 +60,12 @@ class RollingOut(ECSWithProtection):
     service, its count and its tasks (whose ``startedBy`` names the deployment that
     started them, as ECS does) are moto's."""
 
-    def __init__(self, client: Any, old: str, new: str) -> None:
+    def __init__(self, client: Any, old: str, new: str, *, new_running: int = 1) -> None:
         super().__init__(client)
         self.deployments = [
-            {"id": new, "status": "PRIMARY", "rolloutState": "IN_PROGRESS"},
-            {"id": old, "status": "ACTIVE", "rolloutState": "COMPLETED"}]
+            {"id": new, "status": "PRIMARY", "rolloutState": "IN_PROGRESS",
+             "runningCount": new_running},
+            {"id": old, "status": "ACTIVE", "rolloutState": "COMPLETED", "runningCount": 2}]
 
     def describe_services(self, **kwargs: Any) -> dict[str, Any]:
         found: dict[str, Any] = self._client.describe_services(**kwargs)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -107,18 +107,19 @@ class Scaler(ABC):
                  workers: Sequence[WorkerStatus]) -> list[str]:
         return []
 
-    def outgoing(self, workers: Sequence[WorkerStatus]) -> list[str]:
-        """The hostnames of ``workers`` on machines a rollout under way is replacing.
+    def outgoing(self, workers: Sequence[WorkerStatus], draining: Set[str]) -> list[str]:
+        """The hostnames of ``workers`` to drain now, on machines a rollout under way is
+        replacing; ``draining`` are those told before and still heard.
 
         A busy worker's bootstep holds its machine's scale-in protection, which deployments
         honour too: under steady load the old workers never go idle and the rollout never
         ends. The tick drains these (``ondemand_drain``: finish, then exit). None by
-        default; only workers whose bootstep reported their machine are named (they are
-        the ones that answer the drain)."""
+        default; only busy workers whose bootstep reported their machine are named (they
+        hold protection and answer the drain; an idle one is the platform's to stop)."""
         with self.errors("reading the rollout of"):
-            return self._outgoing(workers)
+            return self._outgoing(workers, draining)
 
-    def _outgoing(self, workers: Sequence[WorkerStatus]) -> list[str]:
+    def _outgoing(self, workers: Sequence[WorkerStatus], draining: Set[str]) -> list[str]:
         return []
 
     @contextmanager

@@ -12,7 +12,7 @@ equal to the task id, or the task's private IP or DNS name (run workers with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 from ..config import TargetConfig
@@ -117,17 +117,24 @@ class ECSScaler(Scaler):
                     definition.get("containerDefinitions", [])]
         return min(timeouts, default=30.0)
 
-    def _outgoing(self, workers: Sequence[WorkerStatus]) -> list[str]:
-        """Workers on tasks started by a deployment the service is moving away from (an
-        ``ACTIVE`` one beside the ``PRIMARY``): ECS names the deployment that started a
-        task in its ``startedBy``."""
+    def _outgoing(self, workers: Sequence[WorkerStatus], draining: Set[str]) -> list[str]:
+        """Busy workers on tasks started by a deployment the service is moving away from
+        (an ``ACTIVE`` one beside the ``PRIMARY``; ECS names the deployment that started a
+        task in its ``startedBy``), no more at a time than the new deployment runs tasks:
+        each one drained is replaced by one already running. None while the new deployment
+        has failed (a rollback keeps the old tasks)."""
+        primary = next((d for d in self._deployments if d.get("status") == "PRIMARY"), None)
         old = {d.get("id") for d in self._deployments if d.get("status") == "ACTIVE"}
-        reporting = [w for w in workers if w.machine]
-        if not old or not reporting:
+        busy = [w for w in workers if w.machine and w.busy]
+        if primary is None or primary.get("rolloutState") == "FAILED" or not old or not busy:
             return []
         leaving = {task["taskArn"] for task in self._running()
                    if task.get("startedBy") in old}
-        return sorted(w.hostname for w in reporting if w.machine in leaving)
+        still = sum(1 for w in workers if w.hostname in draining and w.machine in leaving)
+        room = int(primary.get("runningCount") or 0) - still
+        candidates = sorted(w.hostname for w in busy
+                            if w.machine in leaving and w.hostname not in draining)
+        return candidates[:max(0, room)]
 
     def _tasks(self) -> dict[str, set[str]]:
         """The service's running tasks: ARN → the names its worker may carry."""

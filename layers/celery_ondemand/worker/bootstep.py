@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 from celery import bootsteps
-from celery.exceptions import WorkerShutdown
 from celery.platforms import EX_OK
 from celery.worker import state as worker_state
 from celery.worker.control import control_command
@@ -73,7 +72,7 @@ class OnDemandStep(bootsteps.StartStopStep):
 
     def stop(self, parent: Any) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and not worker_state.active_requests:
             self._thread.join(timeout=5)
 
     def info(self, parent: Any) -> dict[str, Any]:  # type: ignore[override]  # stubs say None
@@ -81,10 +80,21 @@ class OnDemandStep(bootsteps.StartStopStep):
                              "rate_limited": _rate_limited(parent),
                              "beat": getattr(parent, "beat", None) is not None}}
 
+    def _going_on(self) -> bool:
+        """After one poll: whether to go on following. Until stopped, and past that while
+        tasks still run: Celery may stop this step before its pool, whose warm shutdown
+        then finishes them; their shield must outlast them."""
+        if not self._stop.wait(self.poll):
+            return True
+        if worker_state.active_requests:
+            time.sleep(self.poll)  # stopped: wait() no longer waits
+            return True
+        return False
+
     def _follow_tasks(self) -> None:
         set_at = busy_at = retry_at = 0.0
         backoff = self.poll
-        while not self._stop.wait(self.poll):
+        while self._going_on():
             now = time.monotonic()
             if worker_state.active_requests:
                 busy_at = now
@@ -121,15 +131,24 @@ def _rate_limited(worker: Any) -> int:
 
 @control_command(name="ondemand_drain")
 def ondemand_drain(state: Any, **_: Any) -> dict[str, str]:
-    """Stop consuming every queue, finish the running tasks, then exit (warm shutdown)."""
+    """Stop consuming every queue, finish the running tasks, then exit (warm shutdown).
+
+    The worker stays up, heard and shielded, until its tasks are done, and only then shuts
+    down: a shutdown begun at once would stop its control and heartbeats while the tasks
+    still run (a gap in every read), and could stop the protection step first."""
     consumer = state.consumer
     queues = [q.name for q in consumer.task_consumer.queues] if consumer.task_consumer else []
     for name in queues:
         consumer.call_soon(consumer.cancel_task_queue, name)
-    consumer.call_soon(_warm_shutdown)
+    threading.Thread(target=_exit_when_done, daemon=True,
+                     name="celery-ondemand-drain").start()
     return {"ok": f"draining: no longer consuming {', '.join(queues) or 'anything'}"}
 
 
-def _warm_shutdown() -> None:
+def _exit_when_done(poll: float = 0.5) -> None:
+    """Once nothing runs on this worker, ask for a warm shutdown, as Celery's
+    own SIGTERM handler does (its event loop checks the flag each turn)."""
+    time.sleep(poll)  # the queues are cancelled on the loop's next turn
+    while worker_state.active_requests:
+        time.sleep(poll)
     worker_state.should_stop = EX_OK  # type: ignore[assignment]  # stubs say None
-    raise WorkerShutdown(EX_OK)
