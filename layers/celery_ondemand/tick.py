@@ -342,7 +342,7 @@ class Ticker:
                                               reason=result.target_errors[name])
                 continue
             if decision.action == "hold":
-                self._keep_shielded(result, decision)
+                self._keep_shielded(result, i)
             if decision.action == "hold" or decision.dry_run or name not in self.scalers:
                 continue
             target = self.settings.target(name)
@@ -371,11 +371,13 @@ class Ticker:
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "replacing", exc)
 
-    def _keep_shielded(self, result: TickResult, decision: Decision) -> None:
+    def _keep_shielded(self, result: TickResult, i: int) -> None:
         """A hold while more workers live than the count asked for: the platform has not
         finished a scale-in (a ceiling fell below the busy workers; a rollout). Protection
         set at the scale-in would expire under a busy task (ECS, an hour) or keep an idle
-        instance for good, so it is set again for the busy and lifted for the idle."""
+        instance for good, so it is set again for the busy and lifted for the idle. A
+        busy worker that cannot be shielded is said as at a scale-in (rule ``protection``)."""
+        decision = result.decisions[i]
         name = decision.target
         if decision.dry_run or name not in self.scalers or decision.inputs.get("problems") \
                 or int(decision.inputs.get("live") or 0) <= decision.desired:
@@ -383,8 +385,8 @@ class Ticker:
         try:
             self.scalers[name].keep_shielded(
                 workers_of(self.settings.target(name), result.observation))
-        except ScaleInHeld:
-            pass  # a busy worker matched to no machine: nothing more to shield for it
+        except ScaleInHeld as exc:
+            result.decisions[i] = replace(decision, rule="protection", reason=str(exc))
         except Exception as exc:
             result.target_errors[name] = _target_error(name, "shielding", exc)
 

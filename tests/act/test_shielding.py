@@ -169,3 +169,25 @@ def test_a_scale_in_the_platform_has_not_finished_keeps_busy_tasks_shielded(
     renewals = [c for c in client.protection_calls if c["enabled"]]
     assert [c["tasks"] for c in renewals] == [[arns[0]]] * 3, "renewed every tick"
     assert all(c["minutes"] == 60 for c in renewals)
+
+
+def test_while_it_finishes_a_busy_task_it_cannot_shield_is_said_and_bootstep_workers_are_left_alone(
+        aws: dict[str, Any]) -> None:
+    arns = ecs_service_with_tasks(aws["ecs"], aws["ec2"], tasks=3)
+    aws["ecs"].update_service(cluster="prod", service="workers", desiredCount=1)
+    ids = [arn.rsplit("/", 1)[-1] for arn in arns]
+    client = ECSWithProtection(aws["ecs"], refusing={arns[0]})
+    config = settings(scaler="ecs", cluster="prod", service="workers", command=None,
+                      worker_concurrency=1, max_workers=1)
+    own = WorkerStatus("celery@own", alive=True, active=1, concurrency=1, queues=["q"],
+                       machine=arns[2], last_heartbeat_at=0.0)
+    running = [worker(f"celery@{ids[0]}", ["q"], active=1, concurrency=1),
+               worker(f"celery@{ids[1]}", ["q"], concurrency=1), own]
+    ticker = Ticker(config, observer=ScriptedObserver(observation(  # type: ignore[arg-type]
+        {"q": (0, 2)}, running)), scalers={"t": ecs_scaler(client)})
+    ticker.memory = {"t": TargetMemory(workers_seen=sorted(w.hostname for w in running))}
+    result = ticker.tick(now=1000.0)
+    assert result.decisions[0].rule == "protection" and result.ok
+    assert any("did not protect busy tasks" in w for w in result.warnings())
+    assert all(arns[2] not in c["tasks"] for c in client.protection_calls), \
+        "a worker with the bootstep renews its own protection"

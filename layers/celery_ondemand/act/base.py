@@ -87,10 +87,16 @@ class Scaler(ABC):
     def keep_shielded(self, workers: Sequence[WorkerStatus]) -> None:
         """Shield the busy workers again and unshield the idle, as before a scale-in, while
         the platform still runs more than asked for: protection the tick set expires (ECS,
-        in an hour) or never does (an instance), and the platform goes on choosing."""
+        in an hour) or never does (an instance), and the platform goes on choosing.
+
+        Only workers without the bootstep (none reported its machine): a worker with it
+        holds and renews its own protection, and its calls are not repeated here."""
+        unmanaged = [w for w in workers if not w.machine]
+        if not unmanaged:
+            return
         with self.errors("shielding"):
-            self._before_scale_in([w for w in workers if w.busy],
-                                  [w for w in workers if not w.busy])
+            self._before_scale_in([w for w in unmanaged if w.busy],
+                                  [w for w in unmanaged if not w.busy])
 
     def replace(self, zombies: Sequence[WorkerStatus],
                 workers: Sequence[WorkerStatus] = ()) -> list[str]:
