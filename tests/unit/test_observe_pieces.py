@@ -177,3 +177,20 @@ def test_a_queue_whose_home_node_is_down_is_a_gap_not_an_empty_queue() -> None:
     _fill(observation, ["emails", "reports"], {"emails": depth}, {}, None)
     assert observation.problems_for(["emails"]) and not observation.problems_for(["reports"])
     assert not observation.queues["emails"].missing
+
+
+def test_a_consumer_nobody_heard_last_read_is_worth_a_ping_now() -> None:
+    """A worker that sends no events, among others that beat, is found only by the control
+    round, and its answer can come after theirs ended the round. RabbitMQ then counts a
+    consumer nobody heard: the next read pings for it."""
+    from celery_ondemand.model import QueueStatus
+    from celery_ondemand.observe.observer import _worth_a_ping
+
+    beating = {"celery@a": HeardWorker("celery@a", 0.0)}
+    a = WorkerStatus("celery@a", alive=True, queues=["q"], heard_by="events")
+    seen = Observation(broker="amqp://h//", observed_at=0.0, workers={"celery@a": a})
+    seen.queues["q"] = QueueStatus("q", size=0, consumers=1, workers=[a])
+    assert not _worth_a_ping(beating, seen), "every consumer heard: no ping"
+    seen.queues["q"] = QueueStatus("q", size=0, consumers=2, workers=[a])
+    assert _worth_a_ping(beating, seen)
+    assert _worth_a_ping({}, None) and not _worth_a_ping(beating, None)

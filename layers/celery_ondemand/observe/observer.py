@@ -284,12 +284,16 @@ def observe(broker_url: str, queues: Sequence[str] | None = None, *,
 
 
 def _worth_a_ping(heard: dict[str, HeardWorker], previous: Observation | None) -> bool:
-    """Whether workers that send no events may be out there: the burst heard nobody, or a
-    worker last found by ping is missing (it never beats, so it is never heard)."""
+    """Whether workers that send no events may be out there: the burst heard nobody, a
+    worker last found by ping is missing (it never beats, so it is never heard), or the
+    last read found a queue with more consumers than workers heard (RabbitMQ: one that
+    sends no events answered the control round too late to be counted)."""
     if not heard:
         return True
-    before = previous.live_workers.values() if previous else []
-    return any(w.heard_by == "control" and w.hostname not in heard for w in before)
+    if previous is None:
+        return False
+    return any(w.heard_by == "control" and w.hostname not in heard
+               for w in previous.live_workers.values()) or bool(_unheard_consumers(previous))
 
 
 def _unheard_consumers(observation: Observation) -> list[tuple[str, str]]:
