@@ -55,6 +55,7 @@ def test_a_worker_without_heartbeat_or_events_is_found_and_never_read_as_idle(
         found = status.live_workers[worker.hostname]
         assert found.heard_by == "control" and "control" in status.sources
         assert name in found.queues
+    assert "ping" in again.sources, "found before and never beating: pinged for"
     running = again.queues[name].running + again.queues[name].reserved  # type: ignore[operator]
     assert running + again.queues[name].size == 1
     config = settings(queues=[name], worker_concurrency=1, scale_down_delay_seconds=0)

@@ -162,8 +162,9 @@ class Ticker:
         """Per target, the minutes that ended but could not be written yet."""
         self.credentials_refused = False
         """Per target, what its last decision written to the history said."""
-        self.drained: set[str] = set()
-        """Workers told to drain for a rollout and still heard (each is told once)."""
+        self.drained: dict[str, set[str]] = {}
+        """Per target, the workers told to drain for a rollout and still heard (each is
+        told once; they count against how many may drain at a time)."""
 
     def tick(self, now: float | None = None, dry_run: bool = False) -> TickResult:
         """One tick. Never raises for a broker, scaler or lease problem: it reports them."""
@@ -396,21 +397,23 @@ class Ticker:
         drain = getattr(self.observer, "drain", None)
         if result.observation is None or drain is None:  # (cwod's service reads elsewhere)
             return
-        self.drained &= set(result.observation.live_workers)
+        live = set(result.observation.live_workers)
         for decision in result.decisions:
             name = decision.target
             if decision.dry_run or name in result.target_errors or name not in self.scalers:
                 continue
+            draining = self.drained.setdefault(name, set())
+            draining &= live
             workers = workers_of(self.settings.target(name), result.observation)
             try:
-                leaving = self.scalers[name].outgoing(workers, self.drained)
+                leaving = self.scalers[name].outgoing(workers, draining)
                 if leaving:
                     drain(leaving)
             except Exception as exc:  # after acting: a warning, not the target's error
                 result.drain_errors[name] = _target_error(name, "draining", exc)
                 continue
             if leaving:
-                self.drained.update(leaving)
+                draining.update(leaving)
                 result.drained[name] = leaving
 
     def release_lease(self) -> None:

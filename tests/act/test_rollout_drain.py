@@ -46,43 +46,45 @@ def agent_for(task_arn: str) -> FakeEcsAgent:
     return agent
 
 
-def test_busy_workers_of_the_outgoing_deployment_are_drained_as_the_new_one_runs(
+def test_busy_workers_of_the_outgoing_deployment_are_drained_as_the_rollout_adds_room(
         ecs: tuple[RollingOut, list[str], list[str]]) -> None:
     client, old, new = ecs
     target = settings(scaler="ecs", cluster="prod", service="workers", command=None).targets[0]
     scaler = ECSScaler(target, client)
-    workers = [WorkerStatus("celery@a", alive=True, active=1, machine=old[0]),
-               WorkerStatus("celery@b", alive=True, active=1, machine=old[1]),
-               WorkerStatus("celery@idle", alive=True, machine=old[2]),
-               WorkerStatus("celery@new", alive=True, active=1, machine=new[0]),
-               WorkerStatus(f"celery@{old[2].rsplit('/', 1)[-1]}", alive=True, active=1)]
+    a, b = (WorkerStatus(f"celery@{n}", alive=True, active=1, machine=old[i])
+            for i, n in enumerate("ab"))
+    others = [WorkerStatus("celery@idle", alive=True, machine=old[2]),
+              WorkerStatus("celery@eta", alive=True, scheduled=2, machine=old[2]),
+              WorkerStatus("celery@new", alive=True, active=1, machine=new[0]),
+              WorkerStatus(f"celery@{old[2].rsplit('/', 1)[-1]}", alive=True, active=1)]
     scaler.current()
-    assert scaler.outgoing(workers, set()) == ["celery@a"], \
-        "busy, on an old task, its bootstep reporting it; one at a time: one new task runs"
-    assert scaler.outgoing(workers, {"celery@a"}) == [], "a is still finishing"
-    client.deployments[0]["runningCount"] = 3
+    assert scaler.outgoing([a, b, *others], set()) == ["celery@a"], \
+        "running a task on an old task, its bootstep reporting it; no surplus yet: one"
+    # A draining worker consumes nothing: it is no longer among the target's workers.
+    assert scaler.outgoing([b, *others], {"celery@a"}) == [], "one at a time"
+    client.running = 3  # the rollout started two tasks over the desired one
     scaler.current()
-    assert scaler.outgoing(workers, {"celery@a"}) == ["celery@b"], \
-        "an idle worker is unprotected: ECS stops it without being drained"
+    assert scaler.outgoing([b, *others], {"celery@a"}) == ["celery@b"]
     client.deployments[0]["rolloutState"] = "FAILED"
     scaler.current()
-    assert scaler.outgoing(workers, set()) == [], "a failed rollout keeps the old tasks"
+    assert scaler.outgoing([a, b, *others], set()) == [], "a failed rollout keeps the old tasks"
     client.deployments = client.deployments[:1]
     client.deployments[0]["rolloutState"] = "COMPLETED"
     scaler.current()
-    assert scaler.outgoing(workers, set()) == [], "no outgoing deployment: nothing"
+    assert scaler.outgoing([a, b, *others], set()) == [], "no outgoing deployment: nothing"
 
 
 @pytest.mark.broker
-def test_a_rollout_drains_a_busy_old_worker_once_and_it_finishes_its_task(
+def test_a_rollout_drains_busy_old_workers_one_at_a_time_and_each_finishes_its_task(
         broker_url: str, queues: Queues, fleet: Fleet,
         ecs: tuple[RollingOut, list[str], list[str]]) -> None:
     client, old, new = ecs
     counter_url = require_broker(BROKERS["redis"])
-    release = unique("ondemand-release")
+    releases = [unique("ondemand-release") for _ in range(2)]
     name = queues.new("rollout")
     producer = producer_app(broker_url)
-    agents = [agent_for(old[0]), agent_for(new[0])]
+    agents = [agent_for(old[0]), agent_for(old[1]), agent_for(new[0])]
+    store = redis.Redis.from_url(counter_url)
     try:
         def start(label: str, agent: FakeEcsAgent) -> Worker:
             return fleet.start([name], name=label, concurrency=1, env={
@@ -90,31 +92,38 @@ def test_a_rollout_drains_a_busy_old_worker_once_and_it_finishes_its_task(
                 "ECS_CONTAINER_METADATA_URI_V4": f"{agent.url}/meta",
                 "ONDEMAND_TEST_COUNTER": counter_url, "ONDEMAND_PROTECTION_POLL": "0.1"})
 
-        leaving = start("old", agents[0])
-        producer.send_task("tests.hold", args=(release,), queue=name)
-        wait_until(lambda: [b for _, b in agents[0].calls if b["ProtectionEnabled"]],
-                   what="the old worker running the task, shielded")
-        staying = start("new", agents[1])  # the new deployment's task comes up
+        olds = []
+        for i, release in enumerate(releases):  # each old worker takes one long task
+            olds.append(start(f"old{i}", agents[i]))
+            producer.send_task("tests.hold", args=(release,), queue=name)
+            wait_until(lambda i=i: [b for _, b in agents[i].calls if b["ProtectionEnabled"]],
+                       what=f"old worker {i} running its task, shielded")
+        start("new", agents[2])  # the new deployment's task comes up
         config = settings(queues=[name], scaler="ecs", cluster="prod", service="workers",
                           command=None, worker_concurrency=1, max_workers=4)
         ticker = Ticker(config, broker_url=broker_url,
                         scalers={"t": ECSScaler(config.targets[0], client)})
         try:
             first = wait_until(lambda: ticker.tick(), lambda r: bool(r.drained), timeout=60,
-                               what="a tick that hears the busy old worker and drains it")
-            assert first.drained == {"t": [leaving.hostname]}
-            assert any("draining" in w and leaving.hostname in w for w in first.warnings())
-            again = ticker.tick()
-            assert again.drained == {}, "told once"
-            assert leaving.process.poll() is None, "still finishing its task"
-            redis.Redis.from_url(counter_url).set(release, 1, ex=300)
-            assert leaving.process.wait(timeout=60) == 0, "a warm shutdown once it is done"
-            assert staying.process.poll() is None, "the new deployment's worker runs on"
-            assert "Task tests.hold" in leaving.log.read_text()
+                               what="a tick that hears the busy old workers and drains")
+            (drained,) = first.drained["t"]
+            assert any("draining" in w and drained in w for w in first.warnings())
+            for _ in range(2):
+                assert ticker.tick().drained == {}, "one at a time, and each told once"
+            (one,) = [w for w in olds if w.hostname == drained]
+            (other,) = [w for w in olds if w.hostname != drained]
+            assert one.process.poll() is None, "still finishing its task"
+            store.set(releases[olds.index(one)], 1, ex=300)
+            assert one.process.wait(timeout=60) == 0, "a warm shutdown once it is done"
+            assert "Task tests.hold" in one.log.read_text()
+            after = wait_until(lambda: ticker.tick(), lambda r: bool(r.drained), timeout=60,
+                               what="the next old worker drained once the first has gone")
+            assert after.drained == {"t": [other.hostname]}
         finally:
             ticker.close()
     finally:
-        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
+        for release in releases:
+            store.set(release, 1, ex=300)
         producer.close()
         for agent in agents:
             agent.shutdown()

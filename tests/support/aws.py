@@ -67,10 +67,15 @@ class RollingOut(ECSWithProtection):
              "runningCount": new_running},
             {"id": old, "status": "ACTIVE", "rolloutState": "COMPLETED", "runningCount": 2}]
 
+    running: int | None = None
+    """The service's running count to answer (old and new tasks), if not moto's."""
+
     def describe_services(self, **kwargs: Any) -> dict[str, Any]:
         found: dict[str, Any] = self._client.describe_services(**kwargs)
         for service in found.get("services", []):
             service["deployments"] = [dict(d) for d in self.deployments]
+            if self.running is not None:
+                service["runningCount"] = self.running
         return found
 
 

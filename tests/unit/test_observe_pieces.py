@@ -184,7 +184,7 @@ def test_a_consumer_nobody_heard_last_read_is_worth_a_ping_now() -> None:
     round, and its answer can come after theirs ended the round. RabbitMQ then counts a
     consumer nobody heard: the next read pings for it."""
     from celery_ondemand.model import QueueStatus
-    from celery_ondemand.observe.observer import _worth_a_ping
+    from celery_ondemand.observe.observer import _unheard_consumers, _worth_a_ping
 
     beating = {"celery@a": HeardWorker("celery@a", 0.0)}
     a = WorkerStatus("celery@a", alive=True, queues=["q"], heard_by="events")
@@ -194,3 +194,8 @@ def test_a_consumer_nobody_heard_last_read_is_worth_a_ping_now() -> None:
     seen.queues["q"] = QueueStatus("q", size=0, consumers=2, workers=[a])
     assert _worth_a_ping(beating, seen)
     assert _worth_a_ping({}, None) and not _worth_a_ping(beating, None)
+    pinged = frozenset(_unheard_consumers(seen))
+    assert not _worth_a_ping(beating, seen, pinged), \
+        "pinged for these already: a consumer no ping answers costs no second each tick"
+    seen.queues["q"] = QueueStatus("q", size=0, consumers=3, workers=[a])
+    assert _worth_a_ping(beating, seen, pinged), "another unheard consumer: news"

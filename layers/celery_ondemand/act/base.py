@@ -115,13 +115,15 @@ class Scaler(ABC):
 
     def outgoing(self, workers: Sequence[WorkerStatus], draining: Set[str]) -> list[str]:
         """The hostnames of ``workers`` to drain now, on machines a rollout under way is
-        replacing; ``draining`` are those told before and still heard.
+        replacing; ``draining`` are this target's workers told before and still heard (a
+        draining worker consumes nothing, so it is no longer among ``workers``).
 
         A busy worker's bootstep holds its machine's scale-in protection, which deployments
         honour too: under steady load the old workers never go idle and the rollout never
         ends. The tick drains these (``ondemand_drain``: finish, then exit). None by
-        default; only busy workers whose bootstep reported their machine are named (they
-        hold protection and answer the drain; an idle one is the platform's to stop)."""
+        default; only workers running tasks whose bootstep reported their machine are named
+        (they hold protection and answer the drain; an idle one, or one holding only ETA
+        tasks, is unprotected: the platform's to stop)."""
         with self.errors("reading the rollout of"):
             return self._outgoing(workers, draining)
 

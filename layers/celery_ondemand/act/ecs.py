@@ -35,8 +35,8 @@ class ECSScaler(Scaler):
     def __init__(self, target: TargetConfig, client: Any = None) -> None:
         super().__init__(target)
         self._client = client
-        self._deployments: list[dict[str, Any]] = []
-        """The service's deployments, as last read."""
+        self._service: dict[str, Any] = {}
+        """The service as last read (its counts and deployments)."""
 
     @property
     def client(self) -> Any:
@@ -56,7 +56,7 @@ class ECSScaler(Scaler):
                               f" not found in cluster {self.target.cluster!r}"
                               f"{f' ({reasons})' if reasons else ''}")
         service = services[0]
-        self._deployments = list(service.get("deployments") or [])
+        self._service = service
         return Capacity(int(service["desiredCount"]), int(service.get("runningCount", 0)),
                         int(service.get("pendingCount", 0)), _rollout(service))
 
@@ -118,23 +118,26 @@ class ECSScaler(Scaler):
         return min(timeouts, default=30.0)
 
     def _outgoing(self, workers: Sequence[WorkerStatus], draining: Set[str]) -> list[str]:
-        """Busy workers on tasks started by a deployment the service is moving away from
-        (an ``ACTIVE`` one beside the ``PRIMARY``; ECS names the deployment that started a
-        task in its ``startedBy``), no more at a time than the new deployment runs tasks:
-        each one drained is replaced by one already running. None while the new deployment
-        has failed (a rollback keeps the old tasks)."""
-        primary = next((d for d in self._deployments if d.get("status") == "PRIMARY"), None)
-        old = {d.get("id") for d in self._deployments if d.get("status") == "ACTIVE"}
-        busy = [w for w in workers if w.machine and w.busy]
+        """Workers running tasks on tasks started by a deployment the service is moving
+        away from (an ``ACTIVE`` one beside the ``PRIMARY``; ECS names the deployment that
+        started a task in its ``startedBy``). At a time, as many as the service runs over
+        its desired count (what the rollout added), at least one (a ``maximumPercent`` of
+        100 adds none: one at a time), less those still draining; none while the new
+        deployment has failed (a rollback keeps the old tasks)."""
+        deployments = self._service.get("deployments") or []
+        primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+        old = {d.get("id") for d in deployments if d.get("status") == "ACTIVE"}
+        busy = [w for w in workers if w.machine and w.active > 0 and w.hostname not in draining]
         if primary is None or primary.get("rolloutState") == "FAILED" or not old or not busy:
+            return []
+        surplus = int(self._service.get("runningCount") or 0) \
+            - int(self._service.get("desiredCount") or 0)
+        room = max(1, surplus) - len(draining)
+        if room <= 0:
             return []
         leaving = {task["taskArn"] for task in self._running()
                    if task.get("startedBy") in old}
-        still = sum(1 for w in workers if w.hostname in draining and w.machine in leaving)
-        room = int(primary.get("runningCount") or 0) - still
-        candidates = sorted(w.hostname for w in busy
-                            if w.machine in leaving and w.hostname not in draining)
-        return candidates[:max(0, room)]
+        return sorted(w.hostname for w in busy if w.machine in leaving)[:room]
 
     def _tasks(self) -> dict[str, set[str]]:
         """The service's running tasks: ARN → the names its worker may carry."""

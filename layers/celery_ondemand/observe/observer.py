@@ -83,6 +83,8 @@ class Observer:
         self._worker_queues: dict[str, tuple[list[str], float]] = {}
         """Hostname → the queues it last listed, and when."""
         self._silent_since: dict[str, float] = {}
+        self._pinged_for: frozenset[tuple[str, str]] = frozenset()
+        """The unheard consumers (queue, counts) the last ping looked for."""
         if own_app and scheme_of(self.broker_url) in AMQP_SCHEMES:
             # Control commands go out on the app's producer pool, not on the connection
             # we read from: bound it too, and hear when the broker blocks it. (An app of
@@ -166,13 +168,18 @@ class Observer:
                     heard = listen(self.app, probe.connection, expected=expected,
                                    max_seconds=self.burst_seconds, quiet=self.quiet_seconds)
                     observation.sources.append("events")
-                    if ping or _worth_a_ping(heard, previous):
+                    unheard = frozenset(_unheard_consumers(previous)) if previous \
+                        else frozenset()
+                    if ping or _worth_a_ping(heard, previous, self._pinged_for):
                         found = discover(self.app, probe.connection, heard,
                                          timeout=self.control_timeout,
                                          max_seconds=self.control_round_seconds)
                         heard.update(found)
                         if found:
                             observation.sources.append("ping")
+                        self._pinged_for = unheard
+                    elif not unheard:
+                        self._pinged_for = frozenset()
                     undecodable = ask(self.app, probe.connection, heard,
                                       timeout=self.control_timeout,
                                       max_seconds=self.control_round_seconds)
@@ -283,17 +290,22 @@ def observe(broker_url: str, queues: Sequence[str] | None = None, *,
         return observer.observe(queues, previous=previous)
 
 
-def _worth_a_ping(heard: dict[str, HeardWorker], previous: Observation | None) -> bool:
+def _worth_a_ping(heard: dict[str, HeardWorker], previous: Observation | None,
+                  pinged_for: frozenset[tuple[str, str]] = frozenset()) -> bool:
     """Whether workers that send no events may be out there: the burst heard nobody, a
     worker last found by ping is missing (it never beats, so it is never heard), or the
     last read found a queue with more consumers than workers heard (RabbitMQ: one that
-    sends no events answered the control round too late to be counted)."""
+    sends no events answered the control round too late to be counted) — once for the
+    same unheard consumers (``pinged_for``): a consumer no ping answers (a shovel, a
+    ``-P solo`` worker deep in a task) would cost every tick a second."""
     if not heard:
         return True
     if previous is None:
         return False
-    return any(w.heard_by == "control" and w.hostname not in heard
-               for w in previous.live_workers.values()) or bool(_unheard_consumers(previous))
+    missing = any(w.heard_by == "control" and w.hostname not in heard
+                  for w in previous.live_workers.values())
+    unheard = frozenset(_unheard_consumers(previous))
+    return missing or (bool(unheard) and unheard != pinged_for)
 
 
 def _unheard_consumers(observation: Observation) -> list[tuple[str, str]]:

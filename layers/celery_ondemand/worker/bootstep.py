@@ -16,6 +16,7 @@ reply under
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -69,6 +70,13 @@ class OnDemandStep(bootsteps.StartStopStep):
         self._thread = threading.Thread(target=self._follow_tasks, daemon=True,
                                         name="celery-ondemand-protection")
         self._thread.start()
+        atexit.register(self._lift_at_exit, os.getpid())
+
+    def _lift_at_exit(self, pid: int) -> None:
+        """The last word, once the pool has finished (stop() may not have waited for the
+        follow thread): an instance's protection never expires by itself."""
+        if os.getpid() == pid and self.protected and not worker_state.active_requests:
+            self._set(False)
 
     def stop(self, parent: Any) -> None:
         self._stop.set()
