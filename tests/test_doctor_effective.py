@@ -54,20 +54,25 @@ def test_an_embedded_beat_on_a_target_that_scales_to_zero_is_an_error(
     assert any("runs once per worker" in f.problem for f in several), several
 
 
+def hand_a_far_eta_task(producer: Celery, broker_url: str, queue: str, hostname: str) -> None:
+    """Send a task due in ten minutes, and wait until the worker holds it."""
+    producer.send_task("tests.sleep", args=(0,), queue=queue, countdown=600)
+    with Observer(broker_url) as observer:
+        deadline = time.monotonic() + 30
+        while True:
+            seen = observer.observe([queue]).workers.get(hostname)
+            if seen is not None and seen.scheduled:
+                return
+            assert time.monotonic() < deadline, "the worker never took the ETA task"
+
+
 def test_an_eta_beyond_the_visibility_timeout_is_an_error(redis_url: str) -> None:
     queues, fleet = Queues(redis_url), Fleet(redis_url)
     name = queues.new("far")
     worker = fleet.start([name], name="far", env={"ONDEMAND_TEST_VISIBILITY": "60"})
     producer = Celery("p", broker=redis_url, set_as_current=False)
     try:
-        producer.send_task("tests.sleep", args=(0,), queue=name, countdown=600)
-        with Observer(redis_url) as observer:
-            deadline = time.monotonic() + 30
-            while True:
-                seen = observer.observe([name]).workers.get(worker.hostname)
-                if seen is not None and seen.scheduled:
-                    break
-                assert time.monotonic() < deadline, "the worker never took the ETA task"
+        hand_a_far_eta_task(producer, redis_url, name, worker.hostname)
         near = findings_for(redis_url, name)
         mine = about(near, worker.hostname)
         assert any(f.severity == "error" and "visibility_timeout of 60s" in f.problem
@@ -87,14 +92,7 @@ def test_an_eta_past_rabbitmqs_consumer_timeout_is_an_error(rabbitmq_url: str) -
     worker = fleet.start([name], name="far-amqp")
     producer = Celery("p", broker=rabbitmq_url, set_as_current=False)
     try:
-        producer.send_task("tests.sleep", args=(0,), queue=name, countdown=600)
-        with Observer(rabbitmq_url) as observer:
-            deadline = time.monotonic() + 30
-            while True:
-                seen = observer.observe([name]).workers.get(worker.hostname)
-                if seen is not None and seen.scheduled:
-                    break
-                assert time.monotonic() < deadline, "the worker never took the ETA task"
+        hand_a_far_eta_task(producer, rabbitmq_url, name, worker.hostname)
         short = about(findings_for(rabbitmq_url, name, redelivery_timeout_seconds=60),
                       worker.hostname)
         assert any(f.severity == "error" and "consumer_timeout of 60s" in f.problem

@@ -344,7 +344,8 @@ class Ticker:
                 continue
             if decision.action == "hold":
                 self._keep_shielded(result, i)
-            if decision.action == "hold" or decision.dry_run or name not in self.scalers:
+                continue
+            if decision.dry_run or name not in self.scalers:
                 continue
             target = self.settings.target(name)
             try:

@@ -198,55 +198,21 @@ def test_a_refused_protection_call_is_tried_again_less_and_less_often(
 
 
 @pytest.mark.parametrize("hash_seed", ["1", "3"])
-def test_a_drained_busy_worker_keeps_its_shield_until_its_task_ends(
-        broker_url: str, fleet: Fleet, agent: FakeEcsAgent, hash_seed: str) -> None:
-    """A rollout drains busy workers. Celery orders the worker's steps by a set, so under
-    some hash seeds (1 here) it stops this step before the pool: a shutdown begun at the
-    drain lifted protection while the pool still ran the task, and the rollout could stop
-    it mid-task. The worker stays up and shielded until the task ends, then exits."""
-    counter_url = require_broker(BROKERS["redis"])
-    release = unique("ondemand-release")
-    queues = Queues(broker_url)
-    name = queues.new("drain-shield")
-    producer = producer_app(broker_url)
-    app = Celery("control", broker=broker_url, set_as_current=False)
-    try:
-        worker = fleet.start([name], name="drain-shield", concurrency=1, env={
-            "ONDEMAND_TEST_BOOTSTEP": "1", "ECS_AGENT_URI": agent.url,
-            "ECS_CONTAINER_METADATA_URI_V4": f"{agent.url}/meta",
-            "ONDEMAND_TEST_COUNTER": counter_url, "ONDEMAND_PROTECTION_POLL": "0.1",
-            "ONDEMAND_PROTECTION_LINGER": "0.5", "PYTHONHASHSEED": hash_seed})
-        producer.send_task("tests.hold", args=(release,), queue=name)
-        wait_until(lambda: [b for _, b in agent.calls if b["ProtectionEnabled"]],
-                   what="protection set when the task started")
-        app.control.broadcast("ondemand_drain", destination=[worker.hostname])
-        time.sleep(2.0)  # four lingers: an early lift would have come by now
-        assert worker.process.poll() is None, "still finishing its task"
-        assert agent.calls[-1][1]["ProtectionEnabled"] is True, \
-            "protection lifted while the drained worker still ran its task"
-        released = time.monotonic()
-        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
-        assert worker.process.wait(timeout=60) == 0, "warm shutdown once the task ended"
-        lifts = [t for t, body in agent.calls if not body["ProtectionEnabled"]]
-        assert lifts and lifts[-1] >= released, "lifted only after the task ended"
-    finally:
-        redis.Redis.from_url(counter_url).set(release, 1, ex=300)
-        app.close()
-        producer.close()
-        queues.delete_all()
-
-
-@pytest.mark.parametrize("hash_seed", ["1", "3"])
-def test_a_worker_stopped_mid_task_keeps_its_shield_until_the_task_ends(
-        broker_url: str, fleet: Fleet, agent: FakeEcsAgent, hash_seed: str) -> None:
-    """SIGTERM (systemd, a deploy) on a busy worker: its warm shutdown finishes the task.
-    Under some hash seeds (1 here) Celery stops this step before the pool; the shield must
-    still outlast the task, and be lifted once it is done (an instance's never expires)."""
+@pytest.mark.parametrize("stop", ["drain", "sigterm"])
+def test_a_busy_worker_told_to_stop_keeps_its_shield_until_its_task_ends(
+        broker_url: str, fleet: Fleet, agent: FakeEcsAgent, stop: str, hash_seed: str) -> None:
+    """A rollout drains busy workers; SIGTERM (systemd, a deploy) stops one warm: either
+    way the task is finished first. Celery orders the worker's steps by a set, so under
+    some hash seeds (1 here) it stops this step before the pool: a shutdown lifted
+    protection while the pool still ran the task, and the platform could stop it
+    mid-task. The shield outlasts the task, and is lifted once it is done (an instance's
+    never expires)."""
     counter_url = require_broker(BROKERS["redis"])
     release = unique("ondemand-release")
     queues = Queues(broker_url)
     name = queues.new("stop-shield")
     producer = producer_app(broker_url)
+    app = Celery("control", broker=broker_url, set_as_current=False)
     try:
         worker = fleet.start([name], name="stop-shield", concurrency=1, env={
             "ONDEMAND_TEST_BOOTSTEP": "1", "ECS_AGENT_URI": agent.url,
@@ -256,17 +222,21 @@ def test_a_worker_stopped_mid_task_keeps_its_shield_until_the_task_ends(
         producer.send_task("tests.hold", args=(release,), queue=name)
         wait_until(lambda: [b for _, b in agent.calls if b["ProtectionEnabled"]],
                    what="protection set when the task started")
-        worker.process.send_signal(signal.SIGTERM)
-        time.sleep(2.0)
-        assert worker.process.poll() is None, "a warm shutdown waits for the task"
+        if stop == "drain":
+            app.control.broadcast("ondemand_drain", destination=[worker.hostname])
+        else:
+            worker.process.send_signal(signal.SIGTERM)
+        time.sleep(2.0)  # four lingers: an early lift would have come by now
+        assert worker.process.poll() is None, "still finishing its task"
         assert agent.calls[-1][1]["ProtectionEnabled"] is True, \
             "protection lifted while the stopping worker still ran its task"
         released = time.monotonic()
         redis.Redis.from_url(counter_url).set(release, 1, ex=300)
-        assert worker.process.wait(timeout=60) == 0
+        assert worker.process.wait(timeout=60) == 0, "warm shutdown once the task ended"
         lifts = [t for t, body in agent.calls if not body["ProtectionEnabled"]]
-        assert lifts and lifts[-1] >= released, "lifted once the task had ended"
+        assert lifts and lifts[-1] >= released, "lifted only after the task ended"
     finally:
         redis.Redis.from_url(counter_url).set(release, 1, ex=300)
+        app.close()
         producer.close()
         queues.delete_all()

@@ -37,6 +37,9 @@ class ECSScaler(Scaler):
         self._client = client
         self._service: dict[str, Any] = {}
         """The service as last read (its counts and deployments)."""
+        self._described: list[dict[str, Any]] | None = None
+        """Its running tasks, described once a tick (a rollout's drain and the shield
+        both need them), forgotten at the next read."""
 
     @property
     def client(self) -> Any:
@@ -56,7 +59,7 @@ class ECSScaler(Scaler):
                               f" not found in cluster {self.target.cluster!r}"
                               f"{f' ({reasons})' if reasons else ''}")
         service = services[0]
-        self._service = service
+        self._service, self._described = service, None
         return Capacity(int(service["desiredCount"]), int(service.get("runningCount", 0)),
                         int(service.get("pendingCount", 0)), _rollout(service))
 
@@ -151,7 +154,12 @@ class ECSScaler(Scaler):
         return tasks
 
     def _running(self) -> list[dict[str, Any]]:
-        """The service's running tasks, described."""
+        """The service's running tasks, described (once a tick)."""
+        if self._described is None:
+            self._described = self._describe_running()
+        return self._described
+
+    def _describe_running(self) -> list[dict[str, Any]]:
         arns: list[str] = []
         for page in self.client.get_paginator("list_tasks").paginate(
                 cluster=self.target.cluster, serviceName=self.target.service,
