@@ -162,9 +162,6 @@ class Ticker:
         """Per target, the minutes that ended but could not be written yet."""
         self.credentials_refused = False
         """Per target, what its last decision written to the history said."""
-        self.drained: dict[str, set[str]] = {}
-        """Per target, the workers told to drain for a rollout and still heard (each is
-        told once; they count against how many may drain at a time)."""
 
     def tick(self, now: float | None = None, dry_run: bool = False) -> TickResult:
         """One tick. Never raises for a broker, scaler or lease problem: it reports them."""
@@ -193,7 +190,7 @@ class Ticker:
                             "tick may hold it now: not acting")
             return result
         if not dry_run:
-            self._act(result)
+            self._act(result, memory)
             _remember_what_was_done(memory, result)
             if self.store is not None:  # after acting: the forecast applies from next tick
                 failed = forecast.refresh(self.settings, memory, self.store, now,
@@ -333,7 +330,7 @@ class Ticker:
                 bounds[target.name] = capacity.bounds
         return current, running, errors, rollouts, bounds
 
-    def _act(self, result: TickResult) -> None:
+    def _act(self, result: TickResult, memory: dict[str, TargetMemory]) -> None:
         for i, decision in enumerate(result.decisions):
             name = decision.target
             if name in result.target_errors:
@@ -358,7 +355,7 @@ class Ticker:
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "scaling", exc)
         self._replace_zombies(result)
-        self._drain_outgoing(result)
+        self._drain_outgoing(result, memory)
 
     def _replace_zombies(self, result: TickResult) -> None:
         for decision in result.decisions:
@@ -392,19 +389,20 @@ class Ticker:
         except Exception as exc:
             result.target_errors[name] = _target_error(name, "shielding", exc)
 
-    def _drain_outgoing(self, result: TickResult) -> None:
+    def _drain_outgoing(self, result: TickResult, memory: dict[str, TargetMemory]) -> None:
         """Drain the workers a rollout is replacing (see :meth:`Scaler.outgoing`), each
-        once: busy, they would hold their protection and the rollout with it."""
+        once: busy, they would hold their protection and the rollout with it. The memory
+        keeps those still heard (``decide`` dropped the rest): they count against how many
+        may drain at a time, and their silence on the queues is no gap in the next read."""
         drain = getattr(self.observer, "drain", None)
         if result.observation is None or drain is None:  # (cwod's service reads elsewhere)
             return
-        live = set(result.observation.live_workers)
         for decision in result.decisions:
             name = decision.target
-            if decision.dry_run or name in result.target_errors or name not in self.scalers:
+            if decision.dry_run or name in result.target_errors or name not in self.scalers \
+                    or name not in memory:
                 continue
-            draining = self.drained.setdefault(name, set())
-            draining &= live
+            draining = set(memory[name].draining)
             workers = workers_of(self.settings.target(name), result.observation)
             try:
                 leaving = self.scalers[name].outgoing(workers, draining)
@@ -414,7 +412,7 @@ class Ticker:
                 result.drain_errors[name] = _target_error(name, "draining", exc)
                 continue
             if leaving:
-                draining.update(leaving)
+                memory[name].draining = sorted(draining.union(leaving))
                 result.drained[name] = leaving
 
     def release_lease(self) -> None:

@@ -234,3 +234,25 @@ def test_workers_the_platform_runs_but_nobody_hears_hold_the_target_after_the_gr
     assert "3 running on the target but 1 workers heard" in held[0].reason
     heard, after = decide(quiet, config, memory, NOW, current={"t": 3}, running={"t": 1})
     assert heard[0].action == "down" and after["t"].unheard_since is None
+
+
+def test_a_worker_draining_for_a_rollout_is_no_gap_while_it_finishes() -> None:
+    """A drained worker consumes none of the target's queues while it finishes a long
+    task, yet ECS still runs its task: heard and remembered as draining, it is no gap in
+    the read, past the startup grace too. Gone, it leaves the memory."""
+    config = settings(worker_concurrency=1, startup_grace_seconds=120)
+    draining = worker("old", [], active=1)
+    read = observation({"q": (0, 1)}, [worker("w0", ["q"], active=1), draining])
+    memory = {"t": TargetMemory(workers_seen=["old", "w0"], draining=["old"], last_desired=1,
+                                unheard_since=NOW - 600)}
+    decisions, after = decide(read, config, memory, NOW, current={"t": 2}, running={"t": 2})
+    assert decisions[0].inputs["problems"] == []
+    assert after["t"].draining == ["old"] and after["t"].unheard_since is None
+    memory["t"].draining = []
+    held, _ = decide(read, config, memory, NOW, current={"t": 2}, running={"t": 2})
+    assert "2 running on the target but 1 workers heard" in held[0].inputs["problems"][0], \
+        "a worker nobody told to drain, consuming nothing, is still a gap"
+    gone = observation({"q": (0, 0)}, [worker("w0", ["q"], active=1)])
+    _, after = decide(gone, config, {"t": after["t"]}, NOW + 60, current={"t": 1},
+                      running={"t": 1})
+    assert after["t"].draining == []

@@ -147,14 +147,17 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
             problems.append(f"queue {name} not read")
     workers = observation.workers_for(target.queues)
     audible = workers_audible(observation)
-    unheard = sorted(set(memory.workers_seen) - {w.hostname for w in workers})
+    heard = {w.hostname for w in workers}
+    draining = [h for h in memory.draining if h in observation.live_workers and h not in heard]
+    unheard = sorted(set(memory.workers_seen) - heard - set(draining))
     if len(unheard) > _expected_to_leave(memory):
         problems.append(f"not heard this tick: {', '.join(unheard)}")
-    if audible and running is not None and running > len(workers) \
+    if audible and running is not None and running > len(workers) + len(draining) \
             and memory.unheard_since is not None \
             and now - memory.unheard_since >= target.startup_grace_seconds:
         problems.append(f"{running} running on the target but {len(workers)} workers heard "
-                        f"for {now - memory.unheard_since:.0f}s")
+                        f"for {now - memory.unheard_since:.0f}s"
+                        + (f" ({len(draining)} draining)" if draining else ""))
     count = (current or {}).get(target.name, len(workers))
     missing = [q.name for q in queues if q.missing]
     if missing and len(missing) == len(target.queues) and count > 0:
@@ -166,7 +169,7 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
                         f"{count} workers run for it: a wrong region, prefix or vhost?")
     return TargetView(target, queues, workers, count, now, memory, problems,
                       redelivery_timeout(target, observation.broker, transport_options),
-                      running,
+                      running, draining,
                       workers_audible=audible)
 
 
@@ -214,7 +217,9 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
     after.concurrency = view.reported_concurrency or before.concurrency
     # Before the early return below: the gap this measures is itself a problem, and must
     # end the moment the platform and the workers agree again.
-    unheard = view.platform_running is not None and view.platform_running > view.live
+    after.draining = list(view.draining)
+    unheard = view.platform_running is not None \
+        and view.platform_running > view.live + len(view.draining)
     after.unheard_since = (before.unheard_since or view.now) if unheard else None
     if not view.complete:
         after.failed_reads += 1

@@ -30,6 +30,8 @@ class TargetView:
     """Seconds after which the broker hands a running task out again (see config)."""
     platform_running: int | None = None
     """What the platform says runs (ECS tasks, InService instances), where known."""
+    draining: list[str] = field(default_factory=list)
+    """Live workers this target told to drain (see :attr:`TargetMemory.draining`)."""
     workers_audible: bool = True
     """Whether the broker lets workers be heard (False on SQS: no events, no control)."""
     tick_seconds: float = 15.0
