@@ -9,6 +9,9 @@ run (the seed is printed; BENCH_SEED=N repeats a run), each after half an hour o
 that is neither billed nor counted. The oracle is the cheapest clairvoyant plan on time;
 ``fixed/or`` is the cheapest constant fleet meeting the target at p95 (chosen knowing the
 window, but blind to when in it the load comes): how much of the oracle's edge is foresight.
+``judo/or`` is Judoscale at its best for the window: the cheapest of its settings (upscale
+jumps 1, 2, 4, 8; downscale delay its default 10 minutes or 2) meeting the target, chosen
+knowing the window, as a user tuning it on their own traffic would approach.
 
 Goals for ``capacity``, on every window: p95 wait within the target; at most 1.10x the
 oracle's worker-minutes; at most 2x its scale actions; fewer worker-minutes than every
@@ -24,15 +27,18 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from celery_ondemand.config import TargetConfig
+from celery_ondemand.decide import capacity, engine
 from celery_ondemand.decide.capacity import CapacityAgent
 from celery_ondemand.decide.view import TargetView
 from celery_ondemand.simulate import SimConfig, arrivals_from, compare, read_counts, simulate
+from celery_ondemand.simulate.baselines import JudoscalePolicy
 from celery_ondemand.simulate.engine import Snapshot, Task
 from celery_ondemand.simulate.ondemand import OnDemandPolicy
 from celery_ondemand.simulate.planners import oracle_of, plan_all, smallest
@@ -41,7 +47,8 @@ from celery_ondemand.simulate.traces import service_times
 TRACES = Path(os.environ.get("BENCH_TRACES") or
               Path(__file__).resolve().parents[2].parent / "shared" / "traces")
 """shared/traces beside the project, or BENCH_TRACES (a worktree elsewhere)."""
-BASELINES = ["cwod", "keda", "aws-target-tracking"]
+BASELINES = ["cwod", "keda", "aws-target-tracking", "judoscale"]
+JUDOSCALE_SETTINGS = [(jump, delay) for jump in (1, 2, 4, 8) for delay in (600.0, 120.0)]
 GOAL_RATIO, GOAL_ACTIONS = 1.10, 2.0
 
 
@@ -73,6 +80,7 @@ class Window:
     beaten: bool
     baselines: str
     static: float
+    judoscale: float
 
 
 class Constant:
@@ -104,6 +112,16 @@ def cheapest_constant(tasks: list[Task], config: SimConfig, horizon: int,
     return results[found].worker_minutes if found is not None else float("inf")
 
 
+def best_judoscale(tasks: list[Task], config: SimConfig, horizon: int,
+                   warmup: int) -> float:
+    """Worker-minutes of the cheapest Judoscale setting meeting the target (inf if none)."""
+    met = [result.worker_minutes for result in (
+        simulate(tasks, JudoscalePolicy(config, jump, downscale_delay=delay), config, horizon,
+                 measure_from=warmup) for jump, delay in JUDOSCALE_SETTINGS)
+        if result.meets(config.wait_target)]
+    return min(met, default=float("inf"))
+
+
 def run_window(counts: list[int], case: Case, config: SimConfig, start: int, length: int,
                warmup: int) -> Window:
     comparison = compare(counts[start - warmup:start + length], config, case.service,
@@ -115,23 +133,27 @@ def run_window(counts: list[int], case: Case, config: SimConfig, start: int, len
     sampler, _ = service_times(case.service)
     tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
     static = cheapest_constant(tasks, config, warmup + length, warmup)
+    judoscale = best_judoscale(tasks, config, warmup + length, warmup)
     return Window(
         start, comparison.bound_minutes, oracle.worker_minutes, oracle.policy[8:-1],
         ours.worker_minutes / oracle.worker_minutes, ours.percentile(0.95),
         ours.actions / max(1, oracle.actions),
-        all(ours.worker_minutes < other.worker_minutes for other in meeting),
+        all(ours.worker_minutes < other.worker_minutes for other in meeting)
+        and ours.worker_minutes < judoscale,
         " ".join(f"{name} {by[name].worker_minutes / oracle.worker_minutes:.2f}"
                  f"{'' if by[name].meets(config.wait_target) else '!'}"
-                 for name in BASELINES), static / oracle.worker_minutes)
+                 for name in BASELINES), static / oracle.worker_minutes,
+        judoscale / oracle.worker_minutes)
 
 
 def report(case: Case, windows: list[Window], wait_target: float) -> bool:
     print(f"{'start (h)':>9} {'bound':>8} {'oracle':>8} {'plan':>6} {'ours/or':>7} "
-          f"{'p95':>6} {'act/or':>6} {'fixed/or':>8}  baselines / oracle "
+          f"{'p95':>6} {'act/or':>6} {'fixed/or':>8} {'judo/or':>7}  baselines / oracle "
           f"(! = misses the target)")
     for w in windows:
         print(f"{w.start / 3600:9.1f} {w.bound:8.1f} {w.oracle:8.1f} {w.planner:>6} "
-              f"{w.ratio:7.3f} {w.p95:5.1f}s {w.actions:6.2f} {w.static:8.3f}  {w.baselines}")
+              f"{w.ratio:7.3f} {w.p95:5.1f}s {w.actions:6.2f} {w.static:8.3f} {w.judoscale:7.3f}  "
+              f"{w.baselines}")
     ratios = [w.ratio for w in windows]
     worst = max(windows, key=lambda w: w.ratio)
     p95 = max(w.p95 for w in windows)
@@ -257,6 +279,42 @@ def foresight(counts: list[int], case: Case, config: SimConfig, start: int, leng
     return rows
 
 
+@contextmanager
+def constants(goal_share: float, surge: float, smoothing: float) -> Iterator[None]:
+    """The capacity policy with other values of its three constants, for the run only."""
+    saved = capacity.GOAL_SHARE, capacity.SURGE_DEVIATIONS, engine.SMOOTHING
+    capacity.GOAL_SHARE, capacity.SURGE_DEVIATIONS, engine.SMOOTHING = (
+        goal_share, surge, smoothing)
+    try:
+        yield
+    finally:
+        capacity.GOAL_SHARE, capacity.SURGE_DEVIATIONS, engine.SMOOTHING = saved
+
+
+def knobs(counts: list[int], case: Case, config: SimConfig, starts: list[int], length: int,
+          warmup: int, settings: list[tuple[float, ...]]) -> None:
+    """Ours / oracle (mean, worst window) and the worst p95 for each setting of (goal
+    share, surge deviations, smoothing, tolerance): whether another default would do."""
+    sampler, _ = service_times(case.service)
+    windows = []
+    for start in starts:
+        tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
+        oracle = oracle_of(plan_all(tasks, config, warmup + length, measure_from=warmup),
+                           config.wait_target)
+        windows.append((tasks, oracle.worker_minutes))
+    for goal_share, surge, smoothing, tolerance in settings:
+        with constants(goal_share, surge, smoothing):
+            results = [simulate(tasks, OnDemandPolicy(config, "capacity",
+                                                      {"tolerance": tolerance}),
+                                config, warmup + length, measure_from=warmup)
+                       for tasks, _ in windows]
+        ratios = [r.worker_minutes / o for r, (_, o) in zip(results, windows, strict=True)]
+        print(f"goal {goal_share:g} T, surge {surge:g} sd, smoothing {smoothing:g}, "
+              f"tolerance {tolerance:g}: {statistics.mean(ratios):.3f} mean, "
+              f"{max(ratios):.3f} worst, p95 up to "
+              f"{max(r.percentile(0.95) for r in results):.1f}s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=8)
@@ -269,6 +327,9 @@ def main() -> None:
     parser.add_argument("--foresight", action="store_true",
                         help="instead: what foresight of the next T's arrivals is worth to "
                              "the capacity policy, per window")
+    parser.add_argument("--knobs", action="append", metavar="G,S,SM,TOL",
+                        help="instead: ours / oracle with the policy's goal share, surge "
+                             "deviations, smoothing and tolerance set so (repeatable)")
     args = parser.parse_args()
     seed = int(os.environ.get("BENCH_SEED") or time.time_ns() % 10**6)
     config = SimConfig(concurrency=4, startup_seconds=60, tick_seconds=15, wait_target=60,
@@ -288,6 +349,11 @@ def main() -> None:
         starts = [rng.randrange(args.warmup, len(counts) - length)
                   for _ in range(args.gap or args.windows)]
         if index not in chosen:  # drawn all the same: --case N runs a full run's windows
+            continue
+        if args.knobs:
+            print(f"-- {case.title}: {len(starts)} windows")
+            knobs(counts, case, config, starts, length, args.warmup,
+                  [tuple(float(x) for x in k.split(",")) for k in args.knobs])
             continue
         if args.foresight:
             print(f"-- {case.title}: ours / oracle (p95 wait), per window: "

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 from celery_ondemand.simulate import SimConfig, compare
-from celery_ondemand.simulate.baselines import KedaPolicy, TargetTrackingPolicy
+from celery_ondemand.simulate.baselines import JudoscalePolicy, KedaPolicy, TargetTrackingPolicy
 from celery_ondemand.simulate.engine import SimWorker, Snapshot
 
 
-def snap(now: int, ready: int, current: int, running: int = 0) -> Snapshot:
+def snap(now: int, ready: int, current: int, running: int = 0,
+         oldest: float | None = None) -> Snapshot:
     workers = [SimWorker(i, 0, 0, ends=[1.0] * running) for i in range(current)]
-    return Snapshot(now, ready, None, workers, current)
+    return Snapshot(now, ready, oldest, workers, current)
 
 
 def test_keda_rules() -> None:
@@ -27,6 +28,23 @@ def test_keda_rules() -> None:
     assert keda.desired(snap(60, 50, 5)) == 10
     assert keda.desired(snap(90, 2, 10)) == 10, "down only to the 300 s window's highest"
     assert keda.desired(snap(420, 2, 10)) == 1, "the window has passed"
+
+
+def test_judoscale_rules() -> None:
+    judo = JudoscalePolicy(SimConfig(wait_target=60, startup_seconds=60), jump=2,
+                           downscale_delay=600)
+    assert judo.upscale_above == 15, "the range's top: a quarter of the wait target"
+    assert judo.desired(snap(0, 3, 0, oldest=1)) == 2, "from zero at once, by a jump"
+    assert judo.desired(snap(15, 9, 2, oldest=20)) == 2, "one upscale per startup"
+    assert judo.desired(snap(60, 9, 2, oldest=20)) == 4, "queue time above the range"
+    assert judo.desired(snap(75, 2, 4, oldest=10)) == 4, "within the range: holds"
+    for now in range(90, 690, 15):
+        assert judo.desired(snap(now, 0, 4, running=1)) == 4, \
+            "down only after ten minutes below the range"
+    assert judo.desired(snap(690, 0, 4, running=1)) == 3, "then one at a time"
+    assert judo.desired(snap(705, 0, 3, running=1)) == 3, "once per downscale delay"
+    assert judo.desired(snap(1290, 0, 3, running=1)) == 2
+    assert judo.desired(snap(1305, 0, 2, oldest=30)) == 4, "a downscale delays no upscale"
 
 
 def test_target_tracking_rules() -> None:

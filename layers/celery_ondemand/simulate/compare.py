@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ..decide.load import LoadLog
-from .baselines import KedaPolicy, TargetTrackingPolicy
+from .baselines import JudoscalePolicy, KedaPolicy, TargetTrackingPolicy
 from .engine import Policy, SimConfig, SimResult, arrivals_from, busy_bound_minutes, simulate
 from .ondemand import OnDemandPolicy
 from .planners import oracle_of, plan_all
 from .traces import service_times
 
-POLICIES = ("capacity", "cwod", "keda", "aws-target-tracking", "oracle")
+POLICIES = ("capacity", "cwod", "keda", "aws-target-tracking", "judoscale", "oracle")
 
 
 @dataclass
@@ -95,6 +95,7 @@ def compare(counts: Sequence[int], config: SimConfig, service: str = "exp:20",
         "cwod": ours("cwod", without_forecast(target)),
         "keda": lambda: KedaPolicy(config),
         "aws-target-tracking": lambda: TargetTrackingPolicy(config, mean),
+        "judoscale": lambda: JudoscalePolicy(config),
     }
     for name, changed in (candidates or {}).items():
         builders[name] = ours("capacity", {**(target or {}), **changed}, name)
