@@ -52,6 +52,9 @@ class WorkerStatus:
       ``--without-heartbeat`` and no ``-E`` — and answered a ping).
     - ``rate_limited``: tasks it has taken and holds back under a task rate limit (reported
       by the celery-ondemand bootstep; 0 without it): it takes work, so it is no zombie.
+    - ``draining``: the queues it stopped consuming when told to drain (the bootstep's
+      ``ondemand_drain``: it finishes its tasks, then exits), None if it was not told.
+      It consumes none of them now, yet it still runs on its target's platform.
     """
 
     hostname: str
@@ -70,6 +73,7 @@ class WorkerStatus:
     scheduled: int = 0
     heard_by: str = "events"
     rate_limited: int = 0
+    draining: list[str] | None = None
 
     @classmethod
     def get(cls, hostname: str, *args: Any, **kwargs: Any) -> WorkerStatus:
@@ -113,6 +117,7 @@ class WorkerStatus:
             "scheduled": self.scheduled,
             "heard_by": self.heard_by,
             "rate_limited": self.rate_limited,
+            "draining": None if self.draining is None else list(self.draining),
         }
 
 
@@ -257,6 +262,14 @@ class Observation:
         """The live workers consuming any of ``queues``."""
         wanted = set(queues)
         return [w for w in self.live_workers.values() if wanted.intersection(w.queues)]
+
+    def draining_from(self, queues: Iterable[str]) -> list[str]:
+        """The live workers draining any of ``queues`` and consuming none of them (told to
+        finish and exit, see :attr:`WorkerStatus.draining`), by hostname."""
+        wanted = set(queues)
+        return sorted(w.hostname for w in self.live_workers.values()
+                      if wanted.intersection(w.draining or ())
+                      and not wanted.intersection(w.queues))
 
     def serializer(self) -> dict[str, Any]:
         """cwod's status JSON, ``{"queues": ..., "workers": ...}``, plus our own keys."""

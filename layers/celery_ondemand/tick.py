@@ -190,7 +190,7 @@ class Ticker:
                             "tick may hold it now: not acting")
             return result
         if not dry_run:
-            self._act(result, memory)
+            self._act(result)
             _remember_what_was_done(memory, result)
             if self.store is not None:  # after acting: the forecast applies from next tick
                 failed = forecast.refresh(self.settings, memory, self.store, now,
@@ -330,7 +330,7 @@ class Ticker:
                 bounds[target.name] = capacity.bounds
         return current, running, errors, rollouts, bounds
 
-    def _act(self, result: TickResult, memory: dict[str, TargetMemory]) -> None:
+    def _act(self, result: TickResult) -> None:
         for i, decision in enumerate(result.decisions):
             name = decision.target
             if name in result.target_errors:
@@ -355,7 +355,7 @@ class Ticker:
             except Exception as exc:
                 result.target_errors[name] = _target_error(name, "scaling", exc)
         self._replace_zombies(result)
-        self._drain_outgoing(result, memory)
+        self._drain_outgoing(result)
 
     def _replace_zombies(self, result: TickResult) -> None:
         for decision in result.decisions:
@@ -389,21 +389,21 @@ class Ticker:
         except Exception as exc:
             result.target_errors[name] = _target_error(name, "shielding", exc)
 
-    def _drain_outgoing(self, result: TickResult, memory: dict[str, TargetMemory]) -> None:
+    def _drain_outgoing(self, result: TickResult) -> None:
         """Drain the workers a rollout is replacing (see :meth:`Scaler.outgoing`), each
-        once: busy, they would hold their protection and the rollout with it. The memory
-        keeps those still heard (``decide`` dropped the rest): they count against how many
-        may drain at a time, and their silence on the queues is no gap in the next read."""
+        once: busy, they would hold their protection and the rollout with it. Those
+        draining already say so themselves (``WorkerStatus.draining``): they count against
+        how many may drain at a time, after a cold start too."""
         drain = getattr(self.observer, "drain", None)
         if result.observation is None or drain is None:  # (cwod's service reads elsewhere)
             return
         for decision in result.decisions:
             name = decision.target
-            if decision.dry_run or name in result.target_errors or name not in self.scalers \
-                    or name not in memory:
+            if decision.dry_run or name in result.target_errors or name not in self.scalers:
                 continue
-            draining = set(memory[name].draining)
-            workers = workers_of(self.settings.target(name), result.observation)
+            target = self.settings.target(name)
+            draining = set(result.observation.draining_from(target.queues))
+            workers = workers_of(target, result.observation)
             try:
                 leaving = self.scalers[name].outgoing(workers, draining)
                 if leaving:
@@ -412,7 +412,6 @@ class Ticker:
                 result.drain_errors[name] = _target_error(name, "draining", exc)
                 continue
             if leaving:
-                memory[name].draining = sorted(draining.union(leaving))
                 result.drained[name] = leaving
 
     def release_lease(self) -> None:

@@ -238,21 +238,23 @@ def test_workers_the_platform_runs_but_nobody_hears_hold_the_target_after_the_gr
 
 def test_a_worker_draining_for_a_rollout_is_no_gap_while_it_finishes() -> None:
     """A drained worker consumes none of the target's queues while it finishes a long
-    task, yet ECS still runs its task: heard and remembered as draining, it is no gap in
-    the read, past the startup grace too. Gone, it leaves the memory."""
+    task, yet ECS still runs its task: saying which queues it drains, it is no gap in the
+    read, past the startup grace too. One silent about it, or draining another target's
+    queues, still is."""
     config = settings(worker_concurrency=1, startup_grace_seconds=120)
-    draining = worker("old", [], active=1)
-    read = observation({"q": (0, 1)}, [worker("w0", ["q"], active=1), draining])
-    memory = {"t": TargetMemory(workers_seen=["old", "w0"], draining=["old"], last_desired=1,
+    old = worker("old", [], active=1)
+    read = observation({"q": (0, 1)}, [worker("w0", ["q"], active=1), old])
+    memory = {"t": TargetMemory(workers_seen=["old", "w0"], last_desired=1,
                                 unheard_since=NOW - 600)}
-    decisions, after = decide(read, config, memory, NOW, current={"t": 2}, running={"t": 2})
-    assert decisions[0].inputs["problems"] == []
-    assert after["t"].draining == ["old"] and after["t"].unheard_since is None
-    memory["t"].draining = []
-    held, _ = decide(read, config, memory, NOW, current={"t": 2}, running={"t": 2})
-    assert "2 running on the target but 1 workers heard" in held[0].inputs["problems"][0], \
-        "a worker nobody told to drain, consuming nothing, is still a gap"
-    gone = observation({"q": (0, 0)}, [worker("w0", ["q"], active=1)])
-    _, after = decide(gone, config, {"t": after["t"]}, NOW + 60, current={"t": 1},
-                      running={"t": 1})
-    assert after["t"].draining == []
+    for told, gap in ((["q"], False), (None, True), (["elsewhere"], True)):
+        old.draining = told
+        decisions, after = decide(read, config, memory, NOW, current={"t": 2},
+                                  running={"t": 2})
+        problems = decisions[0].inputs["problems"]
+        assert bool(problems) is gap, (told, problems)
+        assert decisions[0].inputs["draining"] == (0 if gap else 1)
+        assert (after["t"].unheard_since is None) is not gap
+        if gap:
+            assert "2 running on the target but 1 workers heard" in problems[-1]
+        else:
+            assert decisions[0].action == "hold"

@@ -96,7 +96,7 @@ def test_protection_is_on_while_tasks_run_and_a_linger_after(broker_url: str, fl
         stats = app.control.inspect(destination=[worker.hostname], limit=1).stats() or {}
         assert stats[worker.hostname]["ondemand"] == {"platform": "ecs", "task_arn": TASK_ARN,
                                                       "protected": False, "rate_limited": 0,
-                                                      "beat": False}
+                                                      "draining": None, "beat": False}
         assert [body for _, body in agent.calls] == [{"ProtectionEnabled": False}], \
             "at start, idle: whatever a crashed predecessor left is lifted, nothing set"
         with Observer(broker_url) as observer:

@@ -148,7 +148,7 @@ def target_view(target: TargetConfig, observation: Observation | None, memory: T
     workers = observation.workers_for(target.queues)
     audible = workers_audible(observation)
     heard = {w.hostname for w in workers}
-    draining = [h for h in memory.draining if h in observation.live_workers and h not in heard]
+    draining = observation.draining_from(target.queues)
     unheard = sorted(set(memory.workers_seen) - heard - set(draining))
     if len(unheard) > _expected_to_leave(memory):
         problems.append(f"not heard this tick: {', '.join(unheard)}")
@@ -217,7 +217,6 @@ def remember(view: TargetView, before: TargetMemory) -> TargetMemory:
     after.concurrency = view.reported_concurrency or before.concurrency
     # Before the early return below: the gap this measures is itself a problem, and must
     # end the moment the platform and the workers agree again.
-    after.draining = list(view.draining)
     unheard = view.platform_running is not None \
         and view.platform_running > view.live + len(view.draining)
     after.unheard_since = (before.unheard_since or view.now) if unheard else None

@@ -34,9 +34,6 @@ class TargetMemory:
     - ``stalled_since``: per live worker, since when it has run nothing and finished
       nothing while a queue it consumes held ready tasks (a zombie in the making).
     - ``unheard_since``: since when the platform has run more workers than were heard.
-    - ``draining``: workers told to drain for a rollout and still heard. They consume none
-      of the target's queues while they finish their tasks, yet the platform still runs
-      them: their silence on the queues is no gap in the read (kept across cold starts).
     - ``concurrency``: slots per worker the workers last reported, for when none is live
       to say (from zero).
     - ``last_up_at`` / ``last_down_at`` / ``last_desired``: the last decisions taken.
@@ -68,7 +65,6 @@ class TargetMemory:
     failed_reads: int = 0
     stalled_since: dict[str, float] = field(default_factory=dict)
     unheard_since: float | None = None
-    draining: list[str] = field(default_factory=list)
     concurrency: int | None = None
     last_up_at: float | None = None
     last_down_at: float | None = None

@@ -31,7 +31,8 @@ class TargetView:
     platform_running: int | None = None
     """What the platform says runs (ECS tasks, InService instances), where known."""
     draining: list[str] = field(default_factory=list)
-    """Live workers this target told to drain (see :attr:`TargetMemory.draining`)."""
+    """Live workers draining this target's queues (see :attr:`WorkerStatus.draining`):
+    they consume none of them, yet the platform still runs them."""
     workers_audible: bool = True
     """Whether the broker lets workers be heard (False on SQS: no events, no control)."""
     tick_seconds: float = 15.0
@@ -145,4 +146,4 @@ class TargetView:
                 "concurrency": self.concurrency, "service_rate": self.memory.service_rate,
                 "arrival_rate": self.memory.arrival_rate, "problems": list(self.problems),
                 "near_redelivery": self.nearing_redelivery,
-                "redelivery_timeout": self.redelivery_timeout}
+                "redelivery_timeout": self.redelivery_timeout, "draining": len(self.draining)}

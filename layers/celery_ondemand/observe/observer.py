@@ -368,6 +368,7 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             scheduled=len(worker.scheduled),
             heard_by="events" if worker.by_events else "control",
             rate_limited=worker.rate_limited,
+            draining=worker.draining,
         )
         old = before.get(hostname)
         for name in ("last_task_received_at", "last_task_started_at", "last_task_succeeded_at"):

@@ -61,6 +61,7 @@ class HeardWorker:
     machine: str | None = None
     scheduled: list[dict[str, Any]] = field(default_factory=list)
     rate_limited: int = 0
+    draining: list[str] | None = None
     """Tasks it holds back under a rate limit (reported by the bootstep)."""
     by_events: bool = True
     clock_offset: float = 0.0
@@ -421,6 +422,9 @@ def apply_replies(workers: dict[str, HeardWorker],
                 workers[hostname].machine = str(machine) if machine else None
                 held = ondemand.get("rate_limited")
                 workers[hostname].rate_limited = held if isinstance(held, int) else 0
+                drained = ondemand.get("draining")
+                workers[hostname].draining = [str(q) for q in drained] \
+                    if isinstance(drained, list) else None
 
 
 def discover(app: Celery, connection: Connection, known: Collection[str],

@@ -11,12 +11,13 @@
   service time; scale out when the metric is above target for 3 consecutive minutes, in
   when below 90 % of it for 15; new capacity = ceil(current * metric / target); 300 s
   cooldown after any change.
-- ``judoscale``: queue-time scaling as Judoscale documents it (judoscale.com/docs, "Tuning
-  your application"; HireFire's job-queue-latency strategy works the same way): metric =
-  the oldest waiting task's age; above the range's top, up by ``jump`` workers (default
-  one), at most once per upscale frequency (set to the startup, as the docs advise); down
-  by one only after the metric has stayed below the range's bottom for the downscale delay
-  (10 minutes by default), and then once per delay.
+- ``judoscale``: queue-time scaling as Judoscale describes it (judoscale.com/docs, "Tuning
+  your application"): metric = the oldest waiting task's age; above the range's top, up by
+  ``jump`` workers (its default: one), at most once per upscale frequency (set to the
+  startup, as the docs advise); down by one only after the metric has stayed below the
+  range's bottom for the downscale delay (its default: 10 minutes), and then once per
+  delay. The range is ours to choose, as it is a user's: by default up above a quarter of
+  the wait target, down below one second.
 """
 
 from __future__ import annotations
@@ -103,15 +104,14 @@ class JudoscalePolicy:
     def __init__(self, config: SimConfig, jump: int = 1, upscale_above: float | None = None,
                  downscale_below: float = 1.0, downscale_delay: float = 600.0) -> None:
         """The range's top defaults to a quarter of the wait target: a new worker takes
-        its startup to help, so waiting until tasks are late would be too late."""
+        its startup to help, so waiting until tasks are late would be too late; its
+        bottom to a second: a queue that has drained."""
         self.jump, self.downscale_delay = jump, downscale_delay
         self.upscale_above = config.wait_target / 4 if upscale_above is None else upscale_above
         self.downscale_below = downscale_below
         self.upscale_every = config.startup_seconds
         self.last_up = self.last_down = -10**9
         self.short_since: float | None = None
-        if jump != 1:
-            self.name = f"judoscale (jump {jump})"
 
     def desired(self, snapshot: Snapshot) -> int:
         now, current = snapshot.now, snapshot.current
@@ -127,7 +127,7 @@ class JudoscalePolicy:
             return current + self.jump
         settled = self.short_since is not None and \
             now - self.short_since >= self.downscale_delay
-        may_go_down = now - max(self.last_down, self.last_up) >= self.downscale_delay
+        may_go_down = now - self.last_down >= self.downscale_delay
         idle = not snapshot.ready and not any(w.running for w in snapshot.workers)
         if settled and may_go_down and (current > 1 or (current == 1 and idle)):
             self.last_down = now

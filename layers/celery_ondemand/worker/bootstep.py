@@ -86,6 +86,7 @@ class OnDemandStep(bootsteps.StartStopStep):
     def info(self, parent: Any) -> dict[str, Any]:  # type: ignore[override]  # stubs say None
         return {"ondemand": {**self.protection.info(), "protected": self.protected,
                              "rate_limited": _rate_limited(parent),
+                             "draining": _drained_queues,
                              "beat": getattr(parent, "beat", None) is not None}}
 
     def _going_on(self) -> bool:
@@ -137,6 +138,11 @@ def _rate_limited(worker: Any) -> int:
                if bucket is not None and hasattr(bucket, "contents"))
 
 
+_drained_queues: list[str] | None = None
+"""The queues this worker stopped consuming when told to drain, None until then: reported
+in ``stats()``, so the tick knows whose worker it is while it consumes nothing."""
+
+
 @control_command(name="ondemand_drain")
 def ondemand_drain(state: Any, **_: Any) -> dict[str, str]:
     """Stop consuming every queue, finish the running tasks, then exit (warm shutdown).
@@ -144,8 +150,10 @@ def ondemand_drain(state: Any, **_: Any) -> dict[str, str]:
     The worker stays up, heard and shielded, until its tasks are done, and only then shuts
     down: a shutdown begun at once would stop its control and heartbeats while the tasks
     still run (a gap in every read), and could stop the protection step first."""
+    global _drained_queues
     consumer = state.consumer
     queues = [q.name for q in consumer.task_consumer.queues] if consumer.task_consumer else []
+    _drained_queues = sorted({*(_drained_queues or []), *queues})
     for name in queues:
         consumer.call_soon(consumer.cancel_task_queue, name)
     threading.Thread(target=_exit_when_done, daemon=True,
