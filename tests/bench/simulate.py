@@ -9,9 +9,9 @@ run (the seed is printed; BENCH_SEED=N repeats a run), each after half an hour o
 that is neither billed nor counted. The oracle is the cheapest clairvoyant plan on time;
 ``fixed/or`` is the cheapest constant fleet meeting the target at p95 (chosen knowing the
 window, but blind to when in it the load comes): how much of the oracle's edge is foresight.
-``judo/or`` is Judoscale at its best for the window: the cheapest of its settings (upscale
-jumps 1, 2, 4, 8; downscale delay its default 10 minutes or 2) meeting the target, chosen
-knowing the window, as a user tuning it on their own traffic would approach.
+``judo/or`` is Judoscale at its best for the window: the cheapest of 48 settings
+(``JUDOSCALE_SETTINGS``: upscale jumps, queue-time ranges, downscale delays) meeting the
+target, chosen knowing the window, as a user tuning it on their own traffic would approach.
 
 Goals for ``capacity``, on every window: p95 wait within the target; at most 1.10x the
 oracle's worker-minutes; at most 2x its scale actions; fewer worker-minutes than every
@@ -39,7 +39,7 @@ from celery_ondemand.decide.capacity import CapacityAgent
 from celery_ondemand.decide.view import TargetView
 from celery_ondemand.simulate import SimConfig, arrivals_from, compare, read_counts, simulate
 from celery_ondemand.simulate.baselines import JudoscalePolicy
-from celery_ondemand.simulate.engine import Snapshot, Task
+from celery_ondemand.simulate.engine import Snapshot, Task, busy_bound_minutes
 from celery_ondemand.simulate.ondemand import OnDemandPolicy
 from celery_ondemand.simulate.planners import oracle_of, plan_all, smallest
 from celery_ondemand.simulate.traces import service_times
@@ -48,7 +48,11 @@ TRACES = Path(os.environ.get("BENCH_TRACES") or
               Path(__file__).resolve().parents[2].parent / "shared" / "traces")
 """shared/traces beside the project, or BENCH_TRACES (a worktree elsewhere)."""
 BASELINES = ["cwod", "keda", "aws-target-tracking", "judoscale"]
-JUDOSCALE_SETTINGS = [(jump, delay) for jump in (1, 2, 4, 8) for delay in (600.0, 120.0)]
+JUDOSCALE_SETTINGS = [(jump, delay, top, bottom) for jump in (1, 2, 4, 8)
+                      for delay in (600.0, 120.0) for top in (0.125, 0.25, 0.5)
+                      for bottom in (1.0, 15.0)]
+"""Judoscale settings tried for ``judo/or``: (upscale jump, downscale delay, the range's top
+as a share of the wait target, its bottom in seconds)."""
 GOAL_RATIO, GOAL_ACTIONS = 1.10, 2.0
 
 
@@ -116,8 +120,9 @@ def best_judoscale(tasks: list[Task], config: SimConfig, horizon: int,
                    warmup: int) -> float:
     """Worker-minutes of the cheapest Judoscale setting meeting the target (inf if none)."""
     met = [result.worker_minutes for result in (
-        simulate(tasks, JudoscalePolicy(config, jump, downscale_delay=delay), config, horizon,
-                 measure_from=warmup) for jump, delay in JUDOSCALE_SETTINGS)
+        simulate(tasks, JudoscalePolicy(config, jump, config.wait_target * top, bottom, delay),
+                 config, horizon, measure_from=warmup)
+        for jump, delay, top, bottom in JUDOSCALE_SETTINGS)
         if result.meets(config.wait_target)]
     return min(met, default=float("inf"))
 
@@ -279,6 +284,25 @@ def foresight(counts: list[int], case: Case, config: SimConfig, start: int, leng
     return rows
 
 
+def breakdown(counts: list[int], case: Case, config: SimConfig, start: int, length: int,
+              warmup: int) -> None:
+    """Where the worker-minutes beyond the busy time go, ours against the oracle's: to
+    workers starting (and how many were started, and cancelled before serving) and to
+    idle slots of serving workers."""
+    sampler, _ = service_times(case.service)
+    tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
+    busy = busy_bound_minutes([t for t in tasks if t[0] >= warmup], config.concurrency)
+    oracle = oracle_of(plan_all(tasks, config, warmup + length, measure_from=warmup),
+                       config.wait_target)
+    ours = simulate(tasks, OnDemandPolicy(config, "capacity"), config, warmup + length,
+                    measure_from=warmup)
+    print(f"{start / 3600:9.1f} h  busy {busy:8.1f}" + "".join(
+        f"  | {r.policy}: {r.worker_minutes:8.1f} = busy + {r.startup_seconds / 60:6.1f} "
+        f"starting ({r.started} started, {r.cancelled} cancelled) + "
+        f"{r.worker_minutes - busy - r.startup_seconds / 60:6.1f} idle"
+        for r in (ours, oracle)), flush=True)
+
+
 @contextmanager
 def constants(goal_share: float, surge: float, smoothing: float) -> Iterator[None]:
     """The capacity policy with other values of its three constants, for the run only."""
@@ -327,6 +351,9 @@ def main() -> None:
     parser.add_argument("--foresight", action="store_true",
                         help="instead: what foresight of the next T's arrivals is worth to "
                              "the capacity policy, per window")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="instead: where ours and the oracle's worker-minutes go, per "
+                             "window")
     parser.add_argument("--knobs", action="append", metavar="G,S,SM,TOL",
                         help="instead: ours / oracle with the policy's goal share, surge "
                              "deviations, smoothing and tolerance set so (repeatable)")
@@ -349,6 +376,11 @@ def main() -> None:
         starts = [rng.randrange(args.warmup, len(counts) - length)
                   for _ in range(args.gap or args.windows)]
         if index not in chosen:  # drawn all the same: --case N runs a full run's windows
+            continue
+        if args.breakdown:
+            print(f"-- {case.title}: worker-minutes beyond the busy time, per window")
+            for start in starts:
+                breakdown(counts, case, config, start, length, args.warmup)
             continue
         if args.knobs:
             print(f"-- {case.title}: {len(starts)} windows")

@@ -69,6 +69,7 @@ def test_waits_billing_and_startup_by_hand() -> None:
     assert sorted(result.waits) == [10, 13]
     assert result.worker_seconds == 20, "billed from the call at 0 to the stop at 20"
     assert result.actions == 2
+    assert (result.started, result.cancelled, result.startup_seconds) == (1, 0, 10)
 
 
 def test_a_worker_asked_away_finishes_its_task_first() -> None:
@@ -95,6 +96,9 @@ def test_scale_in_takes_starting_then_idle_then_the_busy_one_finishing_first() -
     assert set(fleet.workers) == {1}
     # w3 billed 0→5, w4 and w5 5→5 (cancelled while starting), w2 0→9 (its task's end)
     assert fleet.worker_seconds == pytest.approx(14.0)
+    assert (fleet.started, fleet.cancelled) == (5, 2)
+    assert fleet.startup_seconds == pytest.approx(10.0), \
+        "w2 and w3 starting 0→5 (w1's counts when it stops)"
 
 
 def test_the_warm_up_is_neither_billed_nor_counted() -> None:

@@ -85,6 +85,11 @@ class SimResult:
     actions: int = 0
     unserved: int = 0
     timeline: list[tuple[int, int, int, int]] = field(default_factory=list)  # t, ready, busy, n
+    started: int = 0
+    """Workers started (measured part), of which ``cancelled`` stopped before serving."""
+    cancelled: int = 0
+    startup_seconds: float = 0.0
+    """Of ``worker_seconds``, those billed to workers not serving yet."""
 
     @property
     def worker_minutes(self) -> float:
@@ -149,6 +154,8 @@ class Fleet:
         self.waits: list[float] = []
         self.starts: dict[int, float] = {}
         self.worker_seconds = 0.0
+        self.startup_seconds = 0.0
+        self.started = self.cancelled = 0
         self.actions = 0
         self.last_end = 0.0  # the latest task end so far
         self.keep_starts = False
@@ -227,7 +234,10 @@ class Fleet:
 
     def _stop(self, worker: SimWorker) -> None:
         del self.workers[worker.serial]
-        self.worker_seconds += max(0.0, self.now - max(worker.billed_from, self.measure_from))
+        billed_from = max(worker.billed_from, self.measure_from)
+        self.worker_seconds += max(0.0, self.now - billed_from)
+        self.startup_seconds += max(0.0, min(self.now, worker.ready_at) - billed_from)
+        self.cancelled += self.measure_from <= self.now < worker.ready_at
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -267,6 +277,7 @@ class Fleet:
             self.serial += 1
             worker = SimWorker(self.serial, self.now, self.now + self.config.startup_seconds)
             self.workers[worker.serial] = worker
+            self.started += self.now >= self.measure_from
             if worker.ready_at <= self.now:
                 self._ready(worker.serial)
             else:
@@ -321,6 +332,8 @@ def simulate(tasks: Sequence[Task], policy: Policy, config: SimConfig, horizon: 
     fleet.close(max(float(horizon), fleet.last_end) if fleet.drained else fleet.now)
     result.worker_seconds, result.waits, result.actions = (
         fleet.worker_seconds, fleet.waits, fleet.actions)
+    result.started, result.cancelled, result.startup_seconds = (
+        fleet.started, fleet.cancelled, fleet.startup_seconds)
     return result
 
 
