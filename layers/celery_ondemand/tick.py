@@ -392,8 +392,8 @@ class Ticker:
     def _drain_outgoing(self, result: TickResult) -> None:
         """Drain the workers a rollout is replacing (see :meth:`Scaler.outgoing`), each
         once: busy, they would hold their protection and the rollout with it. Those
-        draining already say so themselves (``WorkerStatus.draining``): they count against
-        how many may drain at a time, after a cold start too."""
+        draining consume none of the target's queues: the scaler counts them from the
+        observation (after a cold start too) against how many may drain at a time."""
         drain = getattr(self.observer, "drain", None)
         if result.observation is None or drain is None:  # (cwod's service reads elsewhere)
             return
@@ -402,10 +402,11 @@ class Ticker:
             if decision.dry_run or name in result.target_errors or name not in self.scalers:
                 continue
             target = self.settings.target(name)
-            draining = set(result.observation.draining_from(target.queues))
+            quiet = [w for w in result.observation.live_workers.values()
+                     if not set(target.queues).intersection(w.queues)]
             workers = workers_of(target, result.observation)
             try:
-                leaving = self.scalers[name].outgoing(workers, draining)
+                leaving = self.scalers[name].outgoing(workers, quiet)
                 if leaving:
                     drain(leaving)
             except Exception as exc:  # after acting: a warning, not the target's error

@@ -57,21 +57,25 @@ def test_busy_workers_of_the_outgoing_deployment_are_drained_as_the_rollout_adds
               WorkerStatus("celery@eta", alive=True, scheduled=2, machine=old[2]),
               WorkerStatus("celery@new", alive=True, active=1, machine=new[0]),
               WorkerStatus(f"celery@{old[2].rsplit('/', 1)[-1]}", alive=True, active=1)]
+    elsewhere = WorkerStatus("celery@elsewhere", alive=True, active=1,
+                             machine="arn:aws:ecs:us-east-1:123456789012:task/prod/another")
     scaler.current()
-    assert scaler.outgoing([a, b, *others], set()) == ["celery@a"], \
-        "running a task on an old task, its bootstep reporting it; no surplus yet: one"
-    # A draining worker consumes nothing: it is no longer among the target's workers.
-    assert scaler.outgoing([b, *others], {"celery@a"}) == [], "one at a time"
+    assert scaler.outgoing([a, b, *others], [elsewhere]) == ["celery@a"], \
+        "running a task on an old task, its bootstep reporting it; no surplus yet: one " \
+        "(a quiet worker of another service's task is none of this one's)"
+    # Draining, a consumes nothing: it is no longer among the target's workers but among
+    # the quiet ones, on one of the service's tasks.
+    assert scaler.outgoing([b, *others], [a, elsewhere]) == [], "one at a time"
     client.running = 3  # the rollout started two tasks over the desired one
     scaler.current()
-    assert scaler.outgoing([b, *others], {"celery@a"}) == ["celery@b"]
+    assert scaler.outgoing([b, *others], [a]) == ["celery@b"]
     client.deployments[0]["rolloutState"] = "FAILED"
     scaler.current()
-    assert scaler.outgoing([a, b, *others], set()) == [], "a failed rollout keeps the old tasks"
+    assert scaler.outgoing([a, b, *others], []) == [], "a failed rollout keeps the old tasks"
     client.deployments = client.deployments[:1]
     client.deployments[0]["rolloutState"] = "COMPLETED"
     scaler.current()
-    assert scaler.outgoing([a, b, *others], set()) == [], "no outgoing deployment: nothing"
+    assert scaler.outgoing([a, b, *others], []) == [], "no outgoing deployment: nothing"
 
 
 @pytest.mark.broker

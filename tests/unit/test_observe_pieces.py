@@ -69,6 +69,27 @@ def test_task_times_carry_over_from_the_previous_observation() -> None:
     assert (status.last_task_received_at, status.last_task_succeeded_at) == (9.0, 6.0)
 
 
+def test_a_drain_reported_once_holds_until_the_worker_says_otherwise() -> None:
+    """The bootstep reports the queues a worker drains in its stats; a round without its
+    stats reply keeps what the last one said (a drain is for good), a report of none
+    (a new worker under a reused hostname) ends it, and an odd value reads as none."""
+    from celery_ondemand.observe.workers import apply_replies
+
+    def read(stats: object, before: Observation | None) -> Observation:
+        worker = HeardWorker("w", 0.0)
+        apply_replies({"w": worker}, {"stats": {"w": stats}} if stats is not None else {})
+        observation = Observation(broker="b", observed_at=10.0)
+        _fill(observation, [], {}, {"w": worker}, before)
+        return observation
+
+    first = read({"ondemand": {"draining": ["q", 7]}}, None)
+    assert first.workers["w"].draining == ["q", "7"]
+    assert read(None, first).workers["w"].draining == ["q", "7"], "no stats this round"
+    assert read({"ondemand": {"draining": None}}, first).workers["w"].draining is None
+    assert read({"ondemand": {"draining": "q"}}, first).workers["w"].draining is None
+    assert read({"pool": {}}, None).workers["w"].draining is None, "no bootstep"
+
+
 @pytest.mark.parametrize(("raw", "expected", "celery"), [
     (b'{"body": "", "headers": {"%s": 12.5}}' % PUBLISHED_AT_HEADER.encode(), 12.5, True),
     (b'{"body": "", "headers": {"%s": "13"}}' % PUBLISHED_AT_HEADER.encode(), 13.0, True),

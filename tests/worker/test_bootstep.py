@@ -147,6 +147,9 @@ def test_drain_finishes_running_work_then_exits(broker_url: str, fleet: Fleet) -
         assert replies and "draining" in json.dumps(replies)
         producer.send_task("tests.sleep", args=(0,), queue=name)  # must stay queued
         time.sleep(1.0)  # however long the running task takes, the worker waits for it
+        stats = app.control.inspect(destination=[worker.hostname], limit=1).stats() or {}
+        assert stats[worker.hostname]["ondemand"]["draining"] == [name], \
+            "it says which queues it drains"
         assert worker.process.poll() is None, "a draining worker finishes its task first"
         redis.Redis.from_url(counter_url).set(release, 1, ex=300)
         assert worker.process.wait(timeout=60) == 0, "warm shutdown exits cleanly"

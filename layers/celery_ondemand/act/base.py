@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -113,10 +113,12 @@ class Scaler(ABC):
                  workers: Sequence[WorkerStatus]) -> list[str]:
         return []
 
-    def outgoing(self, workers: Sequence[WorkerStatus], draining: Set[str]) -> list[str]:
+    def outgoing(self, workers: Sequence[WorkerStatus],
+                 quiet: Sequence[WorkerStatus]) -> list[str]:
         """The hostnames of ``workers`` to drain now, on machines a rollout under way is
-        replacing; ``draining`` are this target's workers told before and still heard (a
-        draining worker consumes nothing, so it is no longer among ``workers``).
+        replacing. ``quiet`` are the live workers consuming none of the target's queues:
+        those on the target's own machines are draining (told before, by the tick or by
+        hand), and count against how many may drain at a time.
 
         A busy worker's bootstep holds its machine's scale-in protection, which deployments
         honour too: under steady load the old workers never go idle and the rollout never
@@ -125,9 +127,10 @@ class Scaler(ABC):
         (they hold protection and answer the drain; an idle one, or one holding only ETA
         tasks, is unprotected: the platform's to stop)."""
         with self.errors("reading the rollout of"):
-            return self._outgoing(workers, draining)
+            return self._outgoing(workers, quiet)
 
-    def _outgoing(self, workers: Sequence[WorkerStatus], draining: Set[str]) -> list[str]:
+    def _outgoing(self, workers: Sequence[WorkerStatus],
+                  quiet: Sequence[WorkerStatus]) -> list[str]:
         return []
 
     @contextmanager

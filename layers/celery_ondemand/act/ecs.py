@@ -12,7 +12,7 @@ equal to the task id, or the task's private IP or DNS name (run workers with
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Sequence
 from typing import Any
 
 from ..config import TargetConfig
@@ -120,19 +120,24 @@ class ECSScaler(Scaler):
                     definition.get("containerDefinitions", [])]
         return min(timeouts, default=30.0)
 
-    def _outgoing(self, workers: Sequence[WorkerStatus], draining: Set[str]) -> list[str]:
+    def _outgoing(self, workers: Sequence[WorkerStatus],
+                  quiet: Sequence[WorkerStatus]) -> list[str]:
         """Workers running tasks on tasks started by a deployment the service is moving
         away from (an ``ACTIVE`` one beside the ``PRIMARY``; ECS names the deployment that
         started a task in its ``startedBy``). At a time, as many as the service runs over
         its desired count (what the rollout added), at least one (a ``maximumPercent`` of
-        100 adds none: one at a time), less those still draining; none while the new
-        deployment has failed (a rollback keeps the old tasks)."""
+        100 adds none: one at a time), less those still draining: the quiet workers on
+        this service's tasks, whatever they report (an older bootstep says nothing, a
+        ``stats`` reply may be late); none while the new deployment has failed (a rollback
+        keeps the old tasks)."""
         deployments = self._service.get("deployments") or []
         primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
         old = {d.get("id") for d in deployments if d.get("status") == "ACTIVE"}
-        busy = [w for w in workers if w.machine and w.active > 0 and w.hostname not in draining]
+        busy = [w for w in workers if w.machine and w.active > 0]
         if primary is None or primary.get("rolloutState") == "FAILED" or not old or not busy:
             return []
+        ours = {task["taskArn"] for task in self._running()}
+        draining = [w for w in quiet if w.machine in ours]
         surplus = int(self._service.get("runningCount") or 0) \
             - int(self._service.get("desiredCount") or 0)
         room = max(1, surplus) - len(draining)

@@ -368,9 +368,12 @@ def _fill(observation: Observation, names: list[str], depths: dict[str, QueueDep
             scheduled=len(worker.scheduled),
             heard_by="events" if worker.by_events else "control",
             rate_limited=worker.rate_limited,
-            draining=worker.draining,
         )
         old = before.get(hostname)
+        # A drain is for good: a stats reply missing this round does not undo it.
+        reported = worker.draining if worker.draining is not None \
+            else (old.draining if old else None)
+        status.draining = reported or None
         for name in ("last_task_received_at", "last_task_started_at", "last_task_succeeded_at"):
             latest = worker.task_times.get(name, getattr(old, name, None) if old else None)
             setattr(status, name, latest)

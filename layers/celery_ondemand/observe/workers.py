@@ -61,8 +61,10 @@ class HeardWorker:
     machine: str | None = None
     scheduled: list[dict[str, Any]] = field(default_factory=list)
     rate_limited: int = 0
-    draining: list[str] | None = None
     """Tasks it holds back under a rate limit (reported by the bootstep)."""
+    draining: list[str] | None = None
+    """The queues it stopped consuming when told to drain, as the bootstep reported them
+    in this round's ``stats`` ([] for none); None without a report."""
     by_events: bool = True
     clock_offset: float = 0.0
     """Our clock minus the worker's, from its last heartbeat: task start times it reports
@@ -422,9 +424,9 @@ def apply_replies(workers: dict[str, HeardWorker],
                 workers[hostname].machine = str(machine) if machine else None
                 held = ondemand.get("rate_limited")
                 workers[hostname].rate_limited = held if isinstance(held, int) else 0
-                drained = ondemand.get("draining")
+                drained = ondemand.get("draining")  # [] here: it said it is not
                 workers[hostname].draining = [str(q) for q in drained] \
-                    if isinstance(drained, list) else None
+                    if isinstance(drained, list) else []
 
 
 def discover(app: Celery, connection: Connection, known: Collection[str],

@@ -237,7 +237,8 @@ class Fleet:
         billed_from = max(worker.billed_from, self.measure_from)
         self.worker_seconds += max(0.0, self.now - billed_from)
         self.startup_seconds += max(0.0, min(self.now, worker.ready_at) - billed_from)
-        self.cancelled += self.measure_from <= self.now < worker.ready_at
+        if worker.draining and worker.billed_from >= self.measure_from:
+            self.cancelled += self.now < worker.ready_at  # taken back before it served
 
     # -- decisions ------------------------------------------------------------------------
 
