@@ -39,7 +39,7 @@ from celery_ondemand.decide.capacity import CapacityAgent
 from celery_ondemand.decide.view import TargetView
 from celery_ondemand.simulate import SimConfig, arrivals_from, compare, read_counts, simulate
 from celery_ondemand.simulate.baselines import JudoscalePolicy
-from celery_ondemand.simulate.engine import Snapshot, Task, busy_bound_minutes
+from celery_ondemand.simulate.engine import SimResult, Snapshot, Task, busy_bound_minutes
 from celery_ondemand.simulate.ondemand import OnDemandPolicy
 from celery_ondemand.simulate.planners import oracle_of, plan_all, smallest
 from celery_ondemand.simulate.traces import service_times
@@ -116,6 +116,19 @@ def cheapest_constant(tasks: list[Task], config: SimConfig, horizon: int,
     return results[found].worker_minutes if found is not None else float("inf")
 
 
+def window_tasks(counts: list[int], case: Case, start: int, length: int,
+                 warmup: int) -> list[Task]:
+    """A window's tasks, its warm-up first, drawn as ``compare`` draws them (seeded by the
+    window's start): every mode of this bench replays the same tasks."""
+    sampler, _ = service_times(case.service)
+    return arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
+
+
+def oracle_for(tasks: list[Task], config: SimConfig, horizon: int, warmup: int) -> SimResult:
+    """The cheapest clairvoyant plan for these tasks under ``config``."""
+    return oracle_of(plan_all(tasks, config, horizon, measure_from=warmup), config.wait_target)
+
+
 def best_judoscale(tasks: list[Task], config: SimConfig, horizon: int,
                    warmup: int) -> float:
     """Worker-minutes of the cheapest Judoscale setting meeting the target (inf if none)."""
@@ -135,8 +148,7 @@ def run_window(counts: list[int], case: Case, config: SimConfig, start: int, len
     by = comparison.by_policy()
     ours, oracle = by["capacity"], comparison.oracle
     meeting = [by[name] for name in BASELINES if by[name].meets(config.wait_target)]
-    sampler, _ = service_times(case.service)
-    tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
+    tasks = window_tasks(counts, case, start, length, warmup)
     static = cheapest_constant(tasks, config, warmup + length, warmup)
     judoscale = best_judoscale(tasks, config, warmup + length, warmup)
     return Window(
@@ -186,13 +198,11 @@ def gap(counts: list[int], case: Case, config: SimConfig, start: int, length: in
         warmup: int) -> list[float]:
     """Ours / oracle with each source of the gap taken away in turn (both sides obey the
     same startup and ticks)."""
-    sampler, _ = service_times(case.service)
-    tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
+    tasks = window_tasks(counts, case, start, length, warmup)
     horizon, ratios = warmup + length, []
     for _, rules, target in GAP_VARIANTS:
         varied = replace(config, **rules)
-        oracle = oracle_of(plan_all(tasks, varied, horizon, measure_from=warmup),
-                           varied.wait_target)
+        oracle = oracle_for(tasks, varied, horizon, warmup)
         ours = simulate(tasks, OnDemandPolicy(varied, "capacity", target), varied, horizon,
                         measure_from=warmup)
         ratios.append(ours.worker_minutes / oracle.worker_minutes)
@@ -266,11 +276,9 @@ def foresight(counts: list[int], case: Case, config: SimConfig, start: int, leng
               warmup: int) -> list[tuple[float, float]]:
     """(ours / oracle, p95 wait) for the capacity policy as benched, then given the exact
     count of the next T's arrivals, then the best linear forecast of it (FORESIGHT)."""
-    sampler, _ = service_times(case.service)
-    tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
+    tasks = window_tasks(counts, case, start, length, warmup)
     horizon, wait = warmup + length, int(config.wait_target)
-    oracle = oracle_of(plan_all(tasks, config, horizon, measure_from=warmup),
-                       config.wait_target)
+    oracle = oracle_for(tasks, config, horizon, warmup)
     rows = []
     for _, build, options in FORESIGHT:
         ours = OnDemandPolicy(config, "capacity")
@@ -289,11 +297,9 @@ def breakdown(counts: list[int], case: Case, config: SimConfig, start: int, leng
     """Where the worker-minutes beyond the busy time go, ours against the oracle's: to
     workers starting (and how many were started, and cancelled before serving) and to
     idle slots of serving workers."""
-    sampler, _ = service_times(case.service)
-    tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
+    tasks = window_tasks(counts, case, start, length, warmup)
     busy = busy_bound_minutes([t for t in tasks if t[0] >= warmup], config.concurrency)
-    oracle = oracle_of(plan_all(tasks, config, warmup + length, measure_from=warmup),
-                       config.wait_target)
+    oracle = oracle_for(tasks, config, warmup + length, warmup)
     ours = simulate(tasks, OnDemandPolicy(config, "capacity"), config, warmup + length,
                     measure_from=warmup)
     print(f"{start / 3600:9.1f} h  busy {busy:8.1f}" + "".join(
@@ -319,12 +325,10 @@ def knobs(counts: list[int], case: Case, config: SimConfig, starts: list[int], l
           warmup: int, settings: list[tuple[float, ...]]) -> None:
     """Ours / oracle (mean, worst window) and the worst p95 for each setting of (goal
     share, surge deviations, smoothing, tolerance): whether another default would do."""
-    sampler, _ = service_times(case.service)
     windows = []
     for start in starts:
-        tasks = arrivals_from(counts[start - warmup:start + length], case.scale, sampler, start)
-        oracle = oracle_of(plan_all(tasks, config, warmup + length, measure_from=warmup),
-                           config.wait_target)
+        tasks = window_tasks(counts, case, start, length, warmup)
+        oracle = oracle_for(tasks, config, warmup + length, warmup)
         windows.append((tasks, oracle.worker_minutes))
     for goal_share, surge, smoothing, tolerance in settings:
         with constants(goal_share, surge, smoothing):
