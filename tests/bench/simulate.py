@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import math
 import os
 import random
 import statistics
@@ -263,12 +264,34 @@ def linear_forecast(tasks: list[Task], horizon: int, tick: int, warmup: int, end
     return lambda now: by_tick.get(int(now))
 
 
+def local_rate(tasks: list[Task], horizon: int, tick: int, warmup: int, end: int,
+               width: int, deviations: float) -> Callable[[float], float | None]:
+    """The tasks a T brings at the local rate: the mean of the tick counts over ``width``
+    seconds centred on each tick (half of it still to come: foresight of the rate, not of
+    its draws), plus ``deviations`` standard deviations of a T's count at that rate."""
+    import numpy as np
+
+    per_tick = np.zeros(end // tick + 2)
+    for arrival, _ in tasks:
+        per_tick[min(len(per_tick) - 1, math.ceil(arrival / tick))] += 1
+    half, ticks = width // tick // 2, horizon / tick
+    by_tick = {}
+    for i in range(len(per_tick)):
+        around = per_tick[max(0, i - half):i + half + 1]
+        by_tick[i * tick] = float(around.mean() * ticks
+                                  + deviations * math.sqrt(around.var() * ticks))
+    return lambda now: by_tick.get(int(now))
+
+
 FORESIGHT: list[tuple[str, Callable[..., Callable[[float], float | None]] | None,
                       dict[str, Any]]] = [
     ("as benched", None, {}),
     ("next T known", exact_count, {}),
     ("best linear forecast + 1 sd", linear_forecast, {"deviations": 1.0}),
     ("+ 0.5 sd", linear_forecast, {"deviations": 0.5}),
+    ("rate of the 150 s around known + 0.5 sd", local_rate,
+     {"width": 150, "deviations": 0.5}),
+    ("rate of the 300 s around known + 1 sd", local_rate, {"width": 300, "deviations": 1.0}),
 ]
 
 
