@@ -266,18 +266,19 @@ def linear_forecast(tasks: list[Task], horizon: int, tick: int, warmup: int, end
 
 def local_rate(tasks: list[Task], horizon: int, tick: int, warmup: int, end: int,
                width: int, deviations: float) -> Callable[[float], float | None]:
-    """The tasks a T brings at the local rate: the mean of the tick counts over ``width``
-    seconds centred on each tick (half of it still to come: foresight of the rate, not of
-    its draws), plus ``deviations`` standard deviations of a T's count at that rate."""
+    """The tasks a T brings at the local rate: the mean of the tick counts over the
+    ``width`` seconds centred on each tick (half of them still to come: foresight of the
+    rate, not of its draws), plus ``deviations`` times the spread of a T's count, from the
+    spread of those tick counts (rate changes within the width included)."""
     import numpy as np
 
-    per_tick = np.zeros(end // tick + 2)
+    per_tick = np.zeros(end // tick + 2)  # bin k: arrivals in [k * tick, (k + 1) * tick)
     for arrival, _ in tasks:
-        per_tick[min(len(per_tick) - 1, math.ceil(arrival / tick))] += 1
+        per_tick[min(len(per_tick) - 1, int(arrival // tick))] += 1
     half, ticks = width // tick // 2, horizon / tick
     by_tick = {}
     for i in range(len(per_tick)):
-        around = per_tick[max(0, i - half):i + half + 1]
+        around = per_tick[max(0, i - half):i + half]
         by_tick[i * tick] = float(around.mean() * ticks
                                   + deviations * math.sqrt(around.var() * ticks))
     return lambda now: by_tick.get(int(now))
