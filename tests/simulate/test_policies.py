@@ -71,26 +71,26 @@ def test_our_policy_meets_its_target_on_a_steady_load_of_short_tasks() -> None:
     assert ours.worker_minutes >= comparison.bound_minutes
 
 
-@pytest.mark.parametrize(("tick", "offset"), [(15, 0), (15, -1), (15, -14), (60, -1),
-                                             (60, -59)])
+@pytest.mark.parametrize(("tick", "phase"), [(15, 0), (15, 1), (15, 7), (15, 14), (60, 0),
+                                            (60, 1), (60, 30), (60, 59)])
 def test_a_cron_window_opened_ahead_meets_a_periodic_fan_out_that_reacting_misses(
-        tick: int, offset: float) -> None:
-    """400 tasks of 20 s fanned out every 4 minutes, at minutes 0, 4, 8... (a beat
+        tick: int, phase: int) -> None:
+    """400 tasks of 20 s fanned out every 4 minutes, on minutes 0, 4, 8... (a beat
     crontab): reacting, the fleet is ready a startup after each burst and the burst's tasks
     wait past the target. A window opening the startup plus one tick before each fan-out
     and closing a minute after it has the workers ready however the ticks fall against the
-    minute (``offset`` moves the policy's clock; 60 s is an idle deployment's tick)."""
-    counts = [80 if second % 240 < 5 else 0 for second in range(5400)]
+    minute: they fall ``phase`` seconds past it (60 s is an idle deployment's tick)."""
+    counts = [80 if (second + phase) % 240 < 5 else 0 for second in range(5400)]
     config = SimConfig(concurrency=4, startup_seconds=60, tick_seconds=tick, wait_target=60)
     sampler, _ = service_times("exp:20")
     tasks = arrivals_from(counts, 1.0, sampler, 7)
-    reacting = simulate(tasks, OnDemandPolicy(config, clock=offset), config, len(counts),
+    reacting = simulate(tasks, OnDemandPolicy(config, clock=phase), config, len(counts),
                         measure_from=1200)
     window = {"cron": "2-59/4 * * * *", "duration_minutes": 3, "timezone": "UTC",
               "min_workers": 25}
     ready = simulate(tasks, OnDemandPolicy(config, target={"schedules": [window],
                                                            "max_workers": 50},
-                                           clock=offset),
+                                           clock=phase),
                      config, len(counts), measure_from=1200)
     assert not reacting.meets(config.wait_target), reacting.percentile(0.95)
     assert ready.meets(config.wait_target), ready.percentile(0.95)
