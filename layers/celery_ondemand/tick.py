@@ -402,9 +402,10 @@ class Ticker:
             if decision.dry_run or name in result.target_errors or name not in self.scalers:
                 continue
             target = self.settings.target(name)
-            quiet = [w for w in result.observation.live_workers.values()
-                     if not set(target.queues).intersection(w.queues)]
             workers = workers_of(target, result.observation)
+            heard = {w.hostname for w in workers}
+            quiet = [w for w in result.observation.live_workers.values()
+                     if w.hostname not in heard]
             try:
                 leaving = self.scalers[name].outgoing(workers, quiet)
                 if leaving:

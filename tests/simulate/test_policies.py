@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from celery_ondemand.simulate import SimConfig, arrivals_from, compare, simulate
+from celery_ondemand.simulate import SimConfig, arrivals_from, compare, service_times, simulate
 from celery_ondemand.simulate.baselines import JudoscalePolicy, KedaPolicy, TargetTrackingPolicy
 from celery_ondemand.simulate.engine import SimWorker, Snapshot
 from celery_ondemand.simulate.ondemand import OnDemandPolicy
-from celery_ondemand.simulate.traces import service_times
 
 
 def snap(now: int, ready: int, current: int, running: int = 0,
