@@ -367,6 +367,49 @@ def knobs(counts: list[int], case: Case, config: SimConfig, starts: list[int], l
               f"{max(r.percentile(0.95) for r in results):.1f}s", flush=True)
 
 
+HINDSIGHT_GRID = [
+    *((goal_share, surge, smoothing, tolerance, delay)
+      for goal_share in (0.75, 0.85) for surge in (0.0, 1.0) for smoothing in (0.1, 0.2)
+      for tolerance in (0.1, 0.25) for delay in (60.0, 300.0)),
+    *((goal_share, surge, smoothing, tolerance, delay)
+      for goal_share in (0.9, 0.95) for surge in (1.0, 1.5, 2.0) for smoothing in (0.05, 0.1)
+      for tolerance in (0.0, 0.25) for delay in (60.0, 300.0))]
+"""(goal share, surge deviations, smoothing, tolerance, scale-down delay) settings tried by
+``hindsight``: the policy's three constants and two of its options around the defaults,
+and the corner (slow rates, a late goal, a wide margin) finer searches found cheapest on
+NASA's worst windows."""
+
+
+def hindsight(counts: list[int], case: Case, config: SimConfig, start: int, length: int,
+              warmup: int) -> None:
+    """The window's load (busy workers, mean), ours / oracle as benched, and the formula at
+    its best for this window: the cheapest ``HINDSIGHT_GRID`` setting meeting the target,
+    chosen knowing the window. Where even that misses the goal, no default of the formula
+    can meet it there."""
+    tasks = window_tasks(counts, case, start, length, warmup)
+    measured = [t for t in tasks if t[0] >= warmup]
+    busy = busy_bound_minutes(measured, config.concurrency) * 60 / length
+    oracle = oracle_for(tasks, config, warmup + length, warmup).worker_minutes
+    ours = simulate(tasks, OnDemandPolicy(config, "capacity"), config, warmup + length,
+                    measure_from=warmup)
+    best: tuple[float, float, tuple[float, ...]] | None = None
+    for goal_share, surge, smoothing, tolerance, delay in HINDSIGHT_GRID:
+        with constants(goal_share, surge, smoothing):
+            result = simulate(tasks, OnDemandPolicy(config, "capacity", {
+                "tolerance": tolerance, "scale_down_delay_seconds": delay}),
+                config, warmup + length, measure_from=warmup)
+        found = (result.worker_minutes / oracle, result.percentile(0.95),
+                 (goal_share, surge, smoothing, tolerance, delay))
+        if result.meets(config.wait_target) and (best is None or found < best):
+            best = found
+    at_best = "none meets the target" if best is None else (
+        f"{best[0]:.3f} (p95 {best[1]:.1f}s) at G {best[2][0]:g} T, S {best[2][1]:g} sd, "
+        f"SM {best[2][2]:g}, tolerance {best[2][3]:g}, delay {best[2][4]:.0f}s")
+    print(f"{start / 3600:9.1f} h  busy {busy:5.1f}  as benched "
+          f"{ours.worker_minutes / oracle:.3f} (p95 {ours.percentile(0.95):.1f}s)  "
+          f"at its best {at_best}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=8)
@@ -382,6 +425,9 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="instead: where ours and the oracle's worker-minutes go, per "
                              "window")
+    parser.add_argument("--hindsight", action="store_true",
+                        help="instead: per window, its load and the cheapest of a grid of "
+                             "the policy's settings meeting the target, chosen knowing it")
     parser.add_argument("--knobs", action="append", metavar="G,S,SM,TOL",
                         help="instead: ours / oracle with the policy's goal share, surge "
                              "deviations, smoothing and tolerance set so (repeatable)")
@@ -409,6 +455,12 @@ def main() -> None:
             print(f"-- {case.title}: worker-minutes beyond the busy time, per window")
             for start in starts:
                 breakdown(counts, case, config, start, length, args.warmup)
+            continue
+        if args.hindsight:
+            print(f"-- {case.title}: ours / oracle as benched and at its best per window "
+                  f"({len(HINDSIGHT_GRID)} settings)")
+            for start in starts:
+                hindsight(counts, case, config, start, length, args.warmup)
             continue
         if args.knobs:
             print(f"-- {case.title}: {len(starts)} windows")
