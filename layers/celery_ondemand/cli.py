@@ -210,7 +210,8 @@ def simulate_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--trace {args.trace}: {exc}") from exc
     config = SimConfig(concurrency=args.concurrency, startup_seconds=int(args.startup),
                        tick_seconds=int(args.tick), wait_target=args.wait_target,
-                       max_workers=args.max_workers)
+                       max_workers=args.max_workers,
+                       minimum_billed_seconds=args.minimum_billing)
     try:
         comparison = compare(counts, config, args.service_time or "exp:20", args.scale,
                              args.policy or list(POLICIES), keep_timeline=bool(args.plot),
@@ -528,6 +529,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--tick", type=_positive, default=15.0, metavar="SECONDS")
     sim.add_argument("--wait-target", type=_positive, default=60.0, metavar="SECONDS")
     sim.add_argument("--max-workers", type=int, default=200)
+    sim.add_argument("--minimum-billing", type=float, default=0.0, metavar="SECONDS",
+                     help="bill every worker started at least this long: 60 for Fargate "
+                          "and EC2 Linux (default 0: by the second)")
     sim.add_argument("--policy", action="append", help="repeatable; default: all")
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--plot", type=Path, metavar="FILE.png")

@@ -101,6 +101,28 @@ def test_scale_in_takes_starting_then_idle_then_the_busy_one_finishing_first() -
         "w2 and w3 starting 0→5 (w1's counts when it stops)"
 
 
+def test_a_minimum_charge_bills_a_start_taken_back_a_whole_minimum() -> None:
+    config = SimConfig(concurrency=1, startup_seconds=5, tick_seconds=5, wait_target=60,
+                       max_workers=10, minimum_billed_seconds=8.0)
+    fleet = Fleet([(0.0, 9.0)], config)
+    fleet.advance(0)
+    fleet.scale(3)  # w1, w2, w3 starting until 5
+    fleet.advance(5)  # w1 takes the 9 s task (ends 14)
+    fleet.scale(1)  # w3 and w2 idle: stop at 5, billed 5 s each, so 8 s at least
+    fleet.advance(20)
+    fleet.close(20.0)
+    # w1 billed 0→20; w2 and w3 ran 5 s, charged the 8 s minimum
+    assert fleet.worker_seconds == pytest.approx(20.0 + 8.0 + 8.0)
+
+
+def test_the_minimum_charge_is_not_billed_for_a_worker_started_in_the_warm_up() -> None:
+    config = SimConfig(concurrency=1, startup_seconds=0, tick_seconds=5, wait_target=60,
+                       minimum_billed_seconds=60.0)
+    result = simulate([(0.0, 1.0)], UpUntil(15), config, horizon=20, measure_from=10)
+    assert result.worker_seconds == pytest.approx(5.0), \
+        "started at 0 (warm-up), billed 10→15 only: its minimum was paid before"
+
+
 def test_the_warm_up_is_neither_billed_nor_counted() -> None:
     config = SimConfig(concurrency=1, startup_seconds=0, tick_seconds=5, wait_target=60)
     tasks = [(0.0, 1.0), (12.0, 2.0)]

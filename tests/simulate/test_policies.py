@@ -109,3 +109,23 @@ def test_the_command_line_compares_every_policy_with_the_oracle(tmp_path: Path) 
     assert report["oracle"] in {f"oracle ({name})" for name in report["plans"]}
     assert report["busy_bound_minutes"] == 6 * 120 * 0.5 / 2 / 60, \
         "6 tasks of 0.5 s per 5 s, after the 600 s warm-up"
+
+
+def test_the_command_line_bills_a_minimum_per_start_when_asked(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.txt"
+    trace.write_text(" ".join(str(n) for n in [0, 3, 1, 0, 2] * 240))
+    command = [sys.executable, "-m", "celery_ondemand.cli", "simulate", "--trace", str(trace),
+               "--service-time", "fixed:0.5", "--concurrency", "2", "--startup", "20",
+               "--warmup", "600", "--json", "--policy", "cwod", "--policy", "capacity"]
+    rows = {}
+    for minimum in ("0", "60"):
+        out = subprocess.run([*command, "--minimum-billing", minimum], capture_output=True,
+                             text=True, timeout=120, check=True)
+        rows[minimum] = {p["policy"]: p for p in json.loads(out.stdout)["policies"]}
+    by_second, at_least_a_minute = rows["0"]["cwod"], rows["60"]["cwod"]
+    assert by_second["started"] == at_least_a_minute["started"] > 0, "the same decisions"
+    assert by_second["worker_minutes"] < at_least_a_minute["worker_minutes"], \
+        "some of cwod's workers stop within their first minute: a minimum bills more"
+    for policy in ("cwod", "capacity"):
+        assert rows["60"][policy]["worker_minutes"] >= rows["60"][policy]["started"], \
+            "every worker started is billed a minute at least"

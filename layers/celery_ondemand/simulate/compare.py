@@ -36,7 +36,7 @@ class Row:
                 "p95_wait": round(r.percentile(0.95), 2),
                 "p99_wait": round(r.percentile(0.99), 2), "max_wait": round(r.max_wait, 2),
                 "over_target": round(r.share_over(self.wait_target), 4),
-                "actions": r.actions,
+                "actions": r.actions, "started": r.started, "cancelled": r.cancelled,
                 "actions_vs_oracle": round(r.actions / max(self.oracle_actions, 1), 2),
                 "unserved": r.unserved, "meets_target": r.meets(self.wait_target)}
 

@@ -3,12 +3,13 @@
 Tasks arrive at their second of the trace and wait in FIFO order for a free slot; a task
 holds its slot for exactly its service time (0.3 s is 0.3 s) and frees it at that instant.
 A worker serves ``concurrency`` tasks at once, starts serving ``startup_seconds`` after
-the scale-up call and is billed from that call until it stops. Every ``tick_seconds`` —
-after every event up to and including that instant — the policy sees what a burst would
-(ready, running, workers with their counters, the oldest task's age) and returns a worker
-count. Scale-in cancels workers still starting (the newest first), then stops idle ones,
-then drains busy ones (the one finishing first first): a draining worker takes no new task
-and stops when its last task ends, so no task is ever cut.
+the scale-up call and is billed from that call until it stops (``minimum_billed_seconds``
+at least). Every ``tick_seconds`` — after every event up to and including that instant —
+the policy sees what a burst would (ready, running, workers with their counters, the
+oldest task's age) and returns a worker count. Scale-in cancels workers still starting
+(the newest first), then stops idle ones, then drains busy ones (the one finishing first
+first): a draining worker takes no new task and stops when its last task ends, so no task
+is ever cut.
 
 The run is event-driven: between ticks only arrivals, completions and workers becoming
 ready change anything, each handled at its own instant. :class:`Fleet` is the whole state,
@@ -36,6 +37,9 @@ class SimConfig:
     tick_seconds: int = 15
     wait_target: float = 60.0
     max_workers: int = 200
+    minimum_billed_seconds: float = 0.0
+    """Each worker started is billed at least this long, as Fargate and EC2 (Linux) bill a
+    minute at least; 0 bills by the second, a start taken back at once costing nothing."""
 
 
 @dataclass(eq=False)
@@ -235,7 +239,10 @@ class Fleet:
     def _stop(self, worker: SimWorker) -> None:
         del self.workers[worker.serial]
         billed_from = max(worker.billed_from, self.measure_from)
-        self.worker_seconds += max(0.0, self.now - billed_from)
+        billed = max(0.0, self.now - billed_from)
+        if worker.billed_from >= self.measure_from:
+            billed = max(billed, self.config.minimum_billed_seconds)
+        self.worker_seconds += billed
         self.startup_seconds += max(0.0, min(self.now, worker.ready_at) - billed_from)
         if worker.draining and worker.billed_from >= self.measure_from:
             self.cancelled += self.now < worker.ready_at  # taken back before it served
