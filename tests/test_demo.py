@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from celery_ondemand.demo import DemoOptions, run_demo
 from celery_ondemand.demo.load import read_trace, schedule
 from tests.support.cli import interruptible
@@ -43,7 +45,10 @@ def test_a_short_demo_scales_up_and_down_and_loses_nothing(tmp_path: Path) -> No
     assert "none lost" in text and "result            OK" in text
 
 
-def test_ctrl_c_stops_every_process_the_demo_started() -> None:
+@pytest.mark.parametrize("when", ["*.json", "*.log"], ids=["tracked", "starting"])
+def test_ctrl_c_stops_every_process_the_demo_started(when: str) -> None:
+    """Ctrl-C once a worker is tracked (its pid file), or the instant one starts (its log
+    is opened just before the process is spawned, its pid file written just after)."""
     process = subprocess.Popen([sys.executable, "-m", "celery_ondemand.cli", "demo",
                                 "--duration", "60", "--no-live"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -54,15 +59,32 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
         line = process.stdout.readline()
         assert line, "the demo ended before saying where it works"
         found = re.search(r"work dir (\S+)", line)
-    workdir = Path(found.group(1))
+    workers = Path(found.group(1)) / "workers"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list((workdir / "workers").glob("*.json")):
-        time.sleep(0.2)
-    pids = [json.loads(p.read_text())["pid"] for p in (workdir / "workers").glob("*.json")]
-    assert pids, "the demo started workers"
+    while time.monotonic() < deadline and not list(workers.glob(when)):
+        time.sleep(0.001)
+    assert list(workers.glob(when)), "the demo started workers"
     process.send_signal(signal.SIGINT)
+    pids = [json.loads(p.read_text())["pid"] for p in workers.glob("*.json")]
     process.communicate(timeout=60)
     assert process.returncode == 130
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", f"worker {pid} survived"
+    # Every worker it ever started, pid file or not: each has a log named after it.
+    hostnames = {log.stem for log in workers.glob("*.log")}
+    assert not running_with(hostnames), "a worker the demo started outlived it"
+
+
+def running_with(hostnames: set[str]) -> list[int]:
+    """Live processes (not zombies) whose command line names one of ``hostnames``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            words = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            alive = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            continue
+        if alive and hostnames & set(words):
+            found.append(int(proc.name))
+    return found

@@ -256,12 +256,14 @@ def replay_command(args: argparse.Namespace) -> int:
         store_for(settings), settings, target, since, until, startup=args.startup,
         concurrency=args.concurrency, service_time=args.service_time,
         forecast=bool(base.get("forecast") or candidate.get("forecast")))
-    config = traffic.config
+    config = replace(traffic.config, minimum_billed_seconds=args.minimum_billing)
     print(f"replaying {target.name}: {sum(traffic.counts)} tasks from "
           f"{replaying.when(since)} to {replaying.when(until)} ({len(traffic.minutes)} "
           f"minutes recorded), service {traffic.service}, {config.concurrency} slots a "
           f"worker, {config.startup_seconds} s startup, {config.tick_seconds} s ticks, "
-          f"wait target {config.wait_target:g} s", file=sys.stderr)
+          f"wait target {config.wait_target:g} s" + (
+              f", starts billed {config.minimum_billed_seconds:g} s at least"
+              if config.minimum_billed_seconds else ""), file=sys.stderr)
     try:
         if args.tune:
             return _print_tuning(replaying.tune(
@@ -529,7 +531,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--tick", type=_positive, default=15.0, metavar="SECONDS")
     sim.add_argument("--wait-target", type=_positive, default=60.0, metavar="SECONDS")
     sim.add_argument("--max-workers", type=int, default=200)
-    sim.add_argument("--minimum-billing", type=float, default=0.0, metavar="SECONDS",
+    sim.add_argument("--minimum-billing", type=_non_negative, default=0.0, metavar="SECONDS",
                      help="bill every worker started at least this long: 60 for Fargate "
                           "and EC2 Linux (default 0: by the second)")
     sim.add_argument("--policy", action="append", help="repeatable; default: all")
@@ -551,6 +553,10 @@ def _number(text: str, valid: Callable[[float], bool], rule: str) -> float:
 
 def _positive(text: str) -> float:
     return _number(text, lambda v: v > 0, "> 0")
+
+
+def _non_negative(text: str) -> float:
+    return _number(text, lambda v: v >= 0, ">= 0")
 
 
 def _fraction(text: str) -> float:

@@ -320,8 +320,9 @@ def foresight(counts: list[int], case: Case, config: SimConfig, start: int, leng
 def breakdown(counts: list[int], case: Case, config: SimConfig, start: int, length: int,
               warmup: int) -> None:
     """Where the worker-minutes beyond the busy time go, ours against the oracle's: to
-    workers starting (and how many were started, and cancelled before serving) and to
-    idle slots of serving workers."""
+    workers starting (and how many were started, and cancelled before serving), to a
+    minimum charge's top-up (``--minimum-billing``) and to idle slots of serving
+    workers."""
     tasks = window_tasks(counts, case, start, length, warmup)
     busy = busy_bound_minutes([t for t in tasks if t[0] >= warmup], config.concurrency)
     oracle = oracle_for(tasks, config, warmup + length, warmup)
@@ -330,8 +331,10 @@ def breakdown(counts: list[int], case: Case, config: SimConfig, start: int, leng
     print(f"{start / 3600:9.1f} h  busy {busy:8.1f}" + "".join(
         f"  | {r.policy}: {r.worker_minutes:8.1f} = busy + {r.startup_seconds / 60:6.1f} "
         f"starting ({r.started} started, {r.cancelled} cancelled) + "
-        f"{r.worker_minutes - busy - r.startup_seconds / 60:6.1f} idle"
-        for r in (ours, oracle)), flush=True)
+        + (f"{r.minimum_seconds / 60:6.1f} minimum + " if config.minimum_billed_seconds
+           else "")
+        + f"{r.worker_minutes - busy - (r.startup_seconds + r.minimum_seconds) / 60:6.1f} "
+        "idle" for r in (ours, oracle)), flush=True)
 
 
 @contextmanager

@@ -107,12 +107,15 @@ def test_a_minimum_charge_bills_a_start_taken_back_a_whole_minimum() -> None:
     fleet = Fleet([(0.0, 9.0)], config)
     fleet.advance(0)
     fleet.scale(3)  # w1, w2, w3 starting until 5
-    fleet.advance(5)  # w1 takes the 9 s task (ends 14)
-    fleet.scale(1)  # w3 and w2 idle: stop at 5, billed 5 s each, so 8 s at least
-    fleet.advance(20)
+    fleet.advance(2)
+    fleet.scale(1)  # w3 and w2 cancelled while starting, after 2 s: charged 8 s each
+    fleet.advance(20)  # w1 ready at 5 takes the 9 s task
     fleet.close(20.0)
-    # w1 billed 0→20; w2 and w3 ran 5 s, charged the 8 s minimum
     assert fleet.worker_seconds == pytest.approx(20.0 + 8.0 + 8.0)
+    assert (fleet.started, fleet.cancelled) == (3, 2)
+    assert fleet.startup_seconds == pytest.approx(5.0 + 2.0 + 2.0), \
+        "startup counts the seconds spent starting, not the minimum's top-up"
+    assert fleet.minimum_seconds == pytest.approx(6.0 + 6.0), "each topped up 2 → 8 s"
 
 
 def test_the_minimum_charge_is_not_billed_for_a_worker_started_in_the_warm_up() -> None:
@@ -120,7 +123,7 @@ def test_the_minimum_charge_is_not_billed_for_a_worker_started_in_the_warm_up() 
                        minimum_billed_seconds=60.0)
     result = simulate([(0.0, 1.0)], UpUntil(15), config, horizon=20, measure_from=10)
     assert result.worker_seconds == pytest.approx(5.0), \
-        "started at 0 (warm-up), billed 10→15 only: its minimum was paid before"
+        "started at 0, in the warm-up: its minimum is charged to its start, not billed"
 
 
 def test_the_warm_up_is_neither_billed_nor_counted() -> None:

@@ -76,6 +76,23 @@ def test_a_sqlite_history_replays_with_a_candidate_setting(
     assert rows["candidate"]["worker_minutes"] > rows["capacity"]["worker_minutes"]
 
 
+def test_a_replay_bills_the_minimum_charge_when_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record(SQLiteStateStore(tmp_path / "state.db"))
+    costs = {}
+    for minimum in ("0", "36000"):  # ten hours: more than the replay bills by the second
+        status, out, err = replay(tmp_path, capsys, "--policy", "cwod", "--json",
+                                  "--minimum-billing", minimum,
+                                  state_file=str(tmp_path / "state.db"))
+        assert status == 0, err
+        costs[minimum] = json.loads(out)["policies"][0]
+    assert "starts billed 36000 s at least" in err
+    by_second, at_least = costs["0"], costs["36000"]
+    assert by_second["started"] == at_least["started"] > 0, "the same decisions"
+    assert by_second["worker_minutes"] < 600 * at_least["started"] <= \
+        at_least["worker_minutes"], "every worker started is billed ten hours at least"
+
+
 def test_tune_prints_the_cheapest_settings_that_meet_the_target(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     record(SQLiteStateStore(tmp_path / "state.db"))

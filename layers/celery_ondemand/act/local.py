@@ -16,10 +16,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,11 +99,11 @@ class LocalScaler(Scaler):
         else:
             hostname = _named(command) or hostname
         log = self.state_dir / f"{hostname}.log"
-        with log.open("ab") as out:
+        with _signals_held(), log.open("ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        worker = LocalWorker(hostname, process.pid, time.time())
-        self._save(worker)
+            worker = LocalWorker(hostname, process.pid, time.time())
+            self._save(worker)
         return worker
 
     def stop(self, worker: LocalWorker) -> None:
@@ -119,6 +120,28 @@ class LocalScaler(Scaler):
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(worker.__dict__))
         temporary.replace(path)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held while a worker is spawned and its pid file written, then
+    delivered. Between the two, a worker in its own session would run on with no pid file,
+    unseen by this tick and every later one. Python runs these handlers in the main thread
+    only, so there alone is anything to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.signal(signum, lambda number, frame: held.append(number))
+                for signum in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(signum) is not None}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in held:
+            signal.raise_signal(number)
 
 
 def _named(command: list[str]) -> str | None:

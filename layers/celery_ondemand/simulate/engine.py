@@ -39,7 +39,9 @@ class SimConfig:
     max_workers: int = 200
     minimum_billed_seconds: float = 0.0
     """Each worker started is billed at least this long, as Fargate and EC2 (Linux) bill a
-    minute at least; 0 bills by the second, a start taken back at once costing nothing."""
+    minute at least; 0 bills by the second, a start taken back at once costing nothing.
+    The minimum is charged to the start: a worker started in the warm-up is billed by the
+    second from ``measure_from``, one still running at the end its whole minimum."""
 
 
 @dataclass(eq=False)
@@ -94,6 +96,8 @@ class SimResult:
     cancelled: int = 0
     startup_seconds: float = 0.0
     """Of ``worker_seconds``, those billed to workers not serving yet."""
+    minimum_seconds: float = 0.0
+    """Of ``worker_seconds``, those billed only to make up ``minimum_billed_seconds``."""
 
     @property
     def worker_minutes(self) -> float:
@@ -159,6 +163,7 @@ class Fleet:
         self.starts: dict[int, float] = {}
         self.worker_seconds = 0.0
         self.startup_seconds = 0.0
+        self.minimum_seconds = 0.0
         self.started = self.cancelled = 0
         self.actions = 0
         self.last_end = 0.0  # the latest task end so far
@@ -241,6 +246,7 @@ class Fleet:
         billed_from = max(worker.billed_from, self.measure_from)
         billed = max(0.0, self.now - billed_from)
         if worker.billed_from >= self.measure_from:
+            self.minimum_seconds += max(0.0, self.config.minimum_billed_seconds - billed)
             billed = max(billed, self.config.minimum_billed_seconds)
         self.worker_seconds += billed
         self.startup_seconds += max(0.0, min(self.now, worker.ready_at) - billed_from)
@@ -342,6 +348,7 @@ def simulate(tasks: Sequence[Task], policy: Policy, config: SimConfig, horizon: 
         fleet.worker_seconds, fleet.waits, fleet.actions)
     result.started, result.cancelled, result.startup_seconds = (
         fleet.started, fleet.cancelled, fleet.startup_seconds)
+    result.minimum_seconds = fleet.minimum_seconds
     return result
 
 
