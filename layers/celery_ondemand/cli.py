@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -183,6 +184,7 @@ def demo_command(args: argparse.Namespace) -> int:
     """``ondemand demo``: the whole loop on this machine; non-zero if anything went wrong."""
     from .demo import DemoOptions, run_demo
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stop its workers, as Ctrl-C does
     report = run_demo(DemoOptions(broker=args.broker, duration=args.duration,
                                   rate=args.rate, max_workers=args.max_workers,
                                   png=args.png, live_view=not args.no_live))
@@ -556,7 +558,7 @@ def _positive(text: str) -> float:
 
 
 def _non_negative(text: str) -> float:
-    return _number(text, lambda v: v >= 0, ">= 0")
+    return _number(text, lambda v: 0 <= v < math.inf, ">= 0")
 
 
 def _fraction(text: str) -> float:

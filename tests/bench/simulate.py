@@ -442,6 +442,8 @@ def main() -> None:
                         help="instead: ours / oracle with the policy's goal share, surge "
                              "deviations, smoothing and tolerance set so (repeatable)")
     args = parser.parse_args()
+    if not 0 <= args.minimum_billing < math.inf:
+        parser.error("--minimum-billing: seconds, >= 0")
     seed = int(os.environ.get("BENCH_SEED") or time.time_ns() % 10**6)
     config = SimConfig(concurrency=4, startup_seconds=60, tick_seconds=15, wait_target=60,
                        max_workers=300, minimum_billed_seconds=args.minimum_billing)

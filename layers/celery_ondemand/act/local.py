@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import TargetConfig
 from ..model import WorkerStatus
@@ -103,7 +104,11 @@ class LocalScaler(Scaler):
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
             worker = LocalWorker(hostname, process.pid, time.time())
-            self._save(worker)
+            try:
+                self._save(worker)
+            except BaseException:  # untracked, it would run on unseen
+                process.kill()
+                raise
         return worker
 
     def stop(self, worker: LocalWorker) -> None:
@@ -125,23 +130,44 @@ class LocalScaler(Scaler):
 @contextmanager
 def _signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM held while a worker is spawned and its pid file written, then
-    delivered. Between the two, a worker in its own session would run on with no pid file,
-    unseen by this tick and every later one. Python runs these handlers in the main thread
-    only, so there alone is anything to hold."""
+    delivered (SIGTERM first). Between the two, a worker in its own session would run on
+    with no pid file, unseen by this tick and every later one. Python runs these handlers
+    in the main thread only, so there alone is anything to hold; an ignored signal or one
+    handled outside Python is left alone."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous = {signum: signal.signal(signum, lambda number, frame: held.append(number))
-                for signum in (signal.SIGINT, signal.SIGTERM)
-                if signal.getsignal(signum) is not None}
+    previous: dict[int, Any] = {}
     try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(signum)
+            if handler is not None and handler is not signal.SIG_IGN:
+                previous[signum] = handler
+                signal.signal(signum, lambda number, frame: held.append(number))
         yield
     finally:
-        for signum, handler in previous.items():
+        handlers = dict(previous)
+        _restore(previous)
+        for number in sorted(set(held), key=(signal.SIGTERM, signal.SIGINT).index):
+            # Called here, not re-raised: a re-raised signal's handler runs wherever the
+            # interpreter next looks, a __del__ perhaps, where its exception is dropped.
+            if callable(handlers[number]):
+                handlers[number](number, None)
+            else:  # SIG_DFL, restored: the default action
+                signal.raise_signal(number)
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    """Put every handler back, even if a signal arriving meanwhile raises from one."""
+    try:
+        while handlers:
+            signum, handler = next(iter(handlers.items()))
             signal.signal(signum, handler)
-        for number in held:
-            signal.raise_signal(number)
+            del handlers[signum]
+    finally:
+        if handlers:
+            _restore(handlers)
 
 
 def _named(command: list[str]) -> str | None:
