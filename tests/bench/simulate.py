@@ -372,12 +372,9 @@ def knobs(counts: list[int], case: Case, config: SimConfig, starts: list[int], l
 
 
 HINDSIGHT_GRID = [
-    *((goal_share, surge, smoothing, tolerance, delay)
-      for goal_share in (0.75, 0.85) for surge in (0.0, 1.0) for smoothing in (0.1, 0.2)
-      for tolerance in (0.1, 0.25) for delay in (60.0, 300.0)),
-    *((goal_share, surge, smoothing, tolerance, delay)
-      for goal_share in (0.9, 0.95) for surge in (1.0, 1.5, 2.0) for smoothing in (0.05, 0.1)
-      for tolerance in (0.0, 0.1, 0.25) for delay in (60.0, 300.0))]
+    *itertools.product((0.75, 0.85), (0.0, 1.0), (0.1, 0.2), (0.1, 0.25), (60.0, 300.0)),
+    *itertools.product((0.9, 0.95), (1.0, 1.5, 2.0), (0.05, 0.1), (0.0, 0.1, 0.25),
+                       (60.0, 300.0))]
 """(goal share, surge deviations, smoothing, tolerance, scale-down delay) settings tried by
 ``hindsight``: the policy's three constants (code, not configuration) and two of its
 target settings around the defaults, and the corner (slow rates, a late goal, a wide
